@@ -1,0 +1,155 @@
+"""Argument checks and the dtype policy shared by every public function.
+
+Policy: float32 stays float32, float64 stays float64, other real dtypes (integers, float16)
+become float64; complex, bool, object and string inputs raise ``TypeError``. Arrays are then made
+C-contiguous (a copy only when the input is not). CPU torch tensors are viewed, not copied, and
+results are handed back as torch tensors.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cyclad import _core
+
+FloatArray = NDArray[np.float32] | NDArray[np.float64]
+Wrap = Callable[[Any], Any]
+
+
+def _identity(out: Any) -> Any:
+    return out
+
+
+def _is_torch_tensor(x: object) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def to_numpy(x: Any, name: str = "X") -> tuple[np.ndarray, Wrap]:
+    """Return ``(array, wrap)``: a NumPy view of ``x`` and a function that turns a NumPy result
+    back into the input's kind (NumPy stays NumPy, a torch tensor gives a torch tensor)."""
+    if isinstance(x, np.ndarray):
+        return x, _identity
+    if _is_torch_tensor(x):
+        import torch
+
+        t = x.detach()
+        if t.device.type != "cpu":
+            msg = f"{name} must be a CPU tensor, got device {t.device}"
+            raise ValueError(msg)
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.to(torch.float64)
+        if t.is_complex() or t.dtype == torch.bool:
+            msg = f"{name} must hold real floating-point values, got torch dtype {t.dtype}"
+            raise TypeError(msg)
+        if t.is_conj() or t.is_neg():
+            t = t.resolve_conj().resolve_neg()
+
+        def wrap(out: Any) -> Any:
+            return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
+
+        return t.numpy(), wrap
+    if hasattr(x, "__dlpack__"):
+        try:
+            return np.from_dlpack(x), _identity
+        except (TypeError, RuntimeError, BufferError):
+            pass
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        msg = f"{name} must be array-like (NumPy array, CPU torch tensor, buffer), got {type(x)}"
+        raise TypeError(msg) from exc
+    return arr, _identity
+
+
+def float_dtype(arr: np.ndarray, name: str = "X") -> np.dtype[Any]:
+    """Apply the dtype policy: float32 stays, other real dtypes become float64."""
+    dt = arr.dtype
+    if dt == np.float32 or dt == np.float64:
+        return dt
+    if dt.kind in "iuf":
+        return np.dtype(np.float64)
+    msg = f"{name} must hold real numbers (float32 or float64), got dtype {dt}"
+    raise TypeError(msg)
+
+
+def as_float_array(
+    x: Any, name: str = "X", ndim: int | None = None, dtype: Any = None
+) -> tuple[FloatArray, Wrap]:
+    """Validate and normalise one array argument: dtype policy, ndim, non-empty, C-contiguous.
+
+    ``dtype`` forces a dtype (for arrays that must match another argument)."""
+    arr, wrap = to_numpy(x, name)
+    dt = float_dtype(arr, name) if dtype is None else np.dtype(dtype)
+    if dtype is not None:
+        float_dtype(arr, name)  # still reject complex / bool / object
+    if ndim is not None and arr.ndim != ndim:
+        shape = "(n, D)" if ndim == 2 else "(D,)" if ndim == 1 else f"{ndim}-D"
+        msg = f"{name} must be {ndim}-D {shape}, got shape {arr.shape}"
+        raise ValueError(msg)
+    if arr.size == 0:
+        msg = f"{name} must not be empty, got shape {arr.shape}"
+        raise ValueError(msg)
+    return np.ascontiguousarray(arr, dtype=dt), wrap
+
+
+def as_matrix(x: Any, name: str = "X") -> tuple[FloatArray, Wrap]:
+    """An (n, D) float32/float64 C-contiguous matrix with n >= 1 and D >= 1."""
+    return as_float_array(x, name, ndim=2)
+
+
+def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer in [lo, hi] (inclusive bounds, None = unbounded); bool is rejected."""
+    if isinstance(value, bool | np.bool_):
+        msg = f"{name} must be an integer, got {value!r}"
+        raise TypeError(msg)
+    try:
+        v = operator.index(value)
+    except TypeError as exc:
+        msg = f"{name} must be an integer, got {type(value).__name__} {value!r}"
+        raise TypeError(msg) from exc
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        lo_s = "-inf" if lo is None else str(lo)
+        hi_s = "inf" if hi is None else str(hi)
+        msg = f"{name} must be in [{lo_s}, {hi_s}], got {v}"
+        raise ValueError(msg)
+    return v
+
+
+def check_float(
+    value: Any, name: str, lo: float | None = None, *, strict_lo: bool = False
+) -> float:
+    """A finite real number, >= lo (or > lo with ``strict_lo``)."""
+    if isinstance(value, bool | np.bool_):
+        msg = f"{name} must be a real number, got {value!r}"
+        raise TypeError(msg)
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        msg = f"{name} must be a real number, got {type(value).__name__} {value!r}"
+        raise TypeError(msg) from exc
+    if not np.isfinite(v):
+        msg = f"{name} must be finite, got {v}"
+        raise ValueError(msg)
+    if lo is not None and (v <= lo if strict_lo else v < lo):
+        op = ">" if strict_lo else ">="
+        msg = f"{name} must be {op} {lo}, got {v}"
+        raise ValueError(msg)
+    return v
+
+
+def check_threads(threads: Any) -> int:
+    """Map the public ``threads`` argument to the kernels' convention (0 = all cores)."""
+    if threads is None:
+        return 0
+    t = check_int(threads, "threads", lo=1)
+    if t > 1 and not _core._has_openmp:
+        warnings.warn(
+            "cyclad was built without OpenMP; running single-threaded", stacklevel=3
+        )
+    return t
