@@ -46,11 +46,22 @@ CArray<T> mean_impl(const CArray<T>& x, int threads) {
   return out;
 }
 
-void bind_aggregate(py::module_& m) {
+// --- coordinate-wise rules (median, trimmed mean, meamed) ---------------------------------
+
+// --- distance-based rules and pre-aggregations ---------------------------------------------
+
+void bind_aggregate_coordinatewise(py::module_& m) {
   m.def("mean", &mean_impl<double>, py::arg("x").noconvert(), py::arg("threads") = 0,
         "Coordinate-wise mean.");
   m.def("mean", &mean_impl<float>, py::arg("x").noconvert(), py::arg("threads") = 0,
         "Coordinate-wise mean.");
+}
+
+void bind_aggregate_distance(py::module_& /*m*/) {}
+
+void bind_aggregate(py::module_& m) {
+  bind_aggregate_coordinatewise(m);
+  bind_aggregate_distance(m);
 }
 
 // ============================================================================================

@@ -18,7 +18,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DTYPES = [np.float32, np.float64]
 # Per-dtype tolerances when comparing with the NumPy references.
-TOL = {np.dtype(np.float32): {"rtol": 2e-5, "atol": 2e-5}, np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-12}}
+TOL = {
+    np.dtype(np.float32): {"rtol": 2e-5, "atol": 2e-5},
+    np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-12},
+}
 
 
 @pytest.fixture(scope="package")

@@ -8,6 +8,8 @@
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
+// Distance-based rules (Krum, geometric median, NNM, clipping, ...) live beside this file.
+#include "cyclad/aggregate_distance.hpp"
 
 namespace cyclad::kernels {
 
