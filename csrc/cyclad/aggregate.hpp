@@ -376,7 +376,7 @@ CYCLAD_MULTIVERSION void coordinate_rule_block(
       if constexpr (sizeof(T) == sizeof(double)) {
         // Finite kept values whose double sum overflowed: redo that lane in long double.
         for (std::size_t l = 0; l < width; ++l) {
-          if (std::isfinite(res[l]) || !std::isfinite(from_key<T>(kmin[l])) ||
+          if (std::isfinite(acc[l]) || !std::isfinite(from_key<T>(kmin[l])) ||
               !std::isfinite(from_key<T>(kmax[l]))) {
             continue;
           }
