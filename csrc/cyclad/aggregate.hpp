@@ -451,7 +451,8 @@ void median(MatrixView<T> x, T* out, int threads) {
 /// \param[in] x (n, D) block. \param f 0 <= f, n > 2f. \param[out] out (D,) result.
 /// \param threads 0 = all cores.
 /// NaN policy: NaN orders above +Inf, so with at most f poisoned rows the result is finite and
-/// within the honest rows' range. Complexity as median. Bit-identical for any thread count.
+/// within the honest rows' range. Complexity as median. Bit-identical for any thread count
+/// (the kept values are summed in network order, so permuting rows may change the rounding).
 template <typename T>
 void trimmed_mean(MatrixView<T> x, std::size_t f, T* out, int threads) {
   require(x.n >= 1, "X must have at least one row");

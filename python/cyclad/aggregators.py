@@ -108,6 +108,8 @@ def trimmed_mean(X: Any, f: int, *, threads: int | None = None) -> Any:
         Same dtype and kind as ``X``. The kept values are summed in float64 (no overflow for
         float32 inputs) and the result is clamped to their range. NaN is ordered above +Inf,
         so with at most ``f`` poisoned rows the result is finite and within the honest range.
+        Bit-identical for any thread count; reordering the rows can change only the rounding
+        of the float64 sum.
 
     Raises
     ------
@@ -144,7 +146,8 @@ def meamed(X: Any, f: int, *, threads: int | None = None) -> Any:
         Same dtype and kind as ``X``. The median and the sum of the kept values are computed
         in float64; the result is clamped to the kept values' range. With at most ``f``
         poisoned rows (NaN, +-Inf, huge values) the result is finite and within the honest
-        range.
+        range. Bit-identical for any thread count; reordering the rows can change only the
+        rounding of the float64 sum.
 
     Raises
     ------

@@ -17,6 +17,7 @@ whatever rules the installed package has. Honesty rules for the baselines:
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import sys
@@ -91,7 +92,7 @@ def _import_byzfl() -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def np_trimmed_mean(X: np.ndarray, f: int) -> np.ndarray:
+def np_trimmed_mean(X: np.ndarray, f: int) -> Any:
     n = X.shape[0]
     if f == 0:
         return X.mean(axis=0)
@@ -99,7 +100,7 @@ def np_trimmed_mean(X: np.ndarray, f: int) -> np.ndarray:
     return part[f : n - f].mean(axis=0)
 
 
-def np_meamed(X: np.ndarray, f: int) -> np.ndarray:
+def np_meamed(X: np.ndarray, f: int) -> Any:
     n = X.shape[0]
     med = np.median(X, axis=0)
     idx = np.argpartition(np.abs(X - med), n - f - 1, axis=0)[: n - f]
@@ -137,28 +138,36 @@ def _time(fn: Fn, notes: list[str], label: str) -> float:
 
 
 def _cases(X: np.ndarray, f: int, tau: float, s: int) -> list[tuple[str, str, Callable[[Any], Any]]]:
-    """(rule name, call description, call(threads)) for every rule present in cyclad."""
+    """(rule name, call description, call(threads)) for every rule present in cyclad (looked up
+    with getattr, so the bench runs before every rule has landed)."""
+    table: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
+        ("mean", "mean(X)", (), {}),
+        ("median", "median(X)", (), {}),
+        ("trimmed_mean", f"trimmed_mean(X, {f})", (f,), {}),
+        ("meamed", f"meamed(X, {f})", (f,), {}),
+        ("krum", f"krum(X, {f})", (f,), {}),
+        ("multi_krum", f"multi_krum(X, {f})", (f,), {}),
+        ("geometric_median", "geometric_median(X, max_iter=1)", (), {"max_iter": 1}),
+        ("centered_clipping", "centered_clipping(X, tau, iters=1)", (tau,), {"iters": 1}),
+        ("nnm", f"nnm(X, {f})", (f,), {}),
+        ("clip", "clip(X, tau)", (tau,), {}),
+        ("arc", f"arc(X, {f})", (f,), {}),
+        ("bucketing", f"bucketing(X, {s}, 0)", (s, 0), {}),
+    ]
     calls: list[tuple[str, str, Callable[[Any], Any]]] = []
-
-    def add(name: str, desc: str, call: Callable[[Any], Any]) -> None:
-        if hasattr(agg, name):
-            calls.append((name, desc, call))
-
-    add("mean", "mean(X)", lambda t: agg.mean(X, threads=t))
-    add("median", "median(X)", lambda t: agg.median(X, threads=t))
-    add("trimmed_mean", f"trimmed_mean(X, {f})", lambda t: agg.trimmed_mean(X, f, threads=t))
-    add("meamed", f"meamed(X, {f})", lambda t: agg.meamed(X, f, threads=t))
-    add("krum", f"krum(X, {f})", lambda t: agg.krum(X, f, threads=t))
-    add("multi_krum", f"multi_krum(X, {f})", lambda t: agg.multi_krum(X, f, threads=t))
-    add("geometric_median", "geometric_median(X, max_iter=1)",
-        lambda t: agg.geometric_median(X, max_iter=1, threads=t))
-    add("centered_clipping", "centered_clipping(X, tau, iters=1)",
-        lambda t: agg.centered_clipping(X, tau, iters=1, threads=t))
-    add("nnm", f"nnm(X, {f})", lambda t: agg.nnm(X, f, threads=t))
-    add("clip", "clip(X, tau)", lambda t: agg.clip(X, tau, threads=t))
-    add("arc", f"arc(X, {f})", lambda t: agg.arc(X, f, threads=t))
-    add("bucketing", f"bucketing(X, {s}, 0)", lambda t: agg.bucketing(X, s, 0, threads=t))
+    for name, desc, args, kw in table:
+        rule = getattr(agg, name, None)
+        if rule is not None:
+            calls.append((name, desc, _bind(rule, X, args, kw)))
     return calls
+
+
+def _bind(rule: Callable[..., Any], X: np.ndarray, args: tuple[Any, ...], kw: dict[str, Any]
+          ) -> Callable[[Any], Any]:
+    def call(threads: Any) -> Any:
+        return rule(X, *args, threads=threads, **kw)
+
+    return call
 
 
 def _numpy_baselines(X: np.ndarray, f: int) -> dict[str, Fn]:
@@ -207,7 +216,7 @@ def _byzfl_baselines(byz: Any, X: np.ndarray, f: int, tau: float, s: int) -> dic
             rule = ctor()
         except (AttributeError, TypeError, ValueError):
             continue
-        out[name] = lambda rule=rule: rule(X)
+        out[name] = functools.partial(rule, X)
     return out
 
 
@@ -248,7 +257,7 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
                 continue
             try:
                 byz_times[name] = _time(fn, notes[name], "byzfl")
-            except Exception as exc:  # a peer library failing is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a peer library failing is reported, not fatal
                 notes[name].append(f"byzfl failed: {type(exc).__name__}")
     gc.collect()
     time.sleep(0.2)  # let peer libraries' worker threads go idle
@@ -259,9 +268,8 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
         pending: list[Record] = []
         for name, desc, call in cases:
             try:
-                secs = _time(lambda call=call, threads=threads: call(threads), notes[name],
-                             f"cyclad t{threads}")
-            except Exception as exc:  # a rule with another signature: report, keep going
+                secs = _time(functools.partial(call, threads), notes[name], f"cyclad t{threads}")
+            except (TypeError, ValueError) as exc:  # another signature: report, keep going
                 if log is not None:
                     log(f"skipped {name}: {type(exc).__name__}: {exc}")
                 continue
