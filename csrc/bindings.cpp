@@ -48,6 +48,53 @@ CArray<T> mean_impl(const CArray<T>& x, int threads) {
 
 // --- coordinate-wise rules (median, trimmed mean, meamed) ---------------------------------
 
+template <typename T>
+CArray<T> median_impl(const CArray<T>& x, int threads) {
+  auto v = matrix_arg(x, "X");
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::median<T>(v, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+k::MatrixView<T> trimmed_arg(const CArray<T>& x, std::int64_t f) {
+  auto v = matrix_arg(x, "X");
+  if (f < 0 || 2 * static_cast<std::uint64_t>(f) >= v.n) {
+    throw std::invalid_argument("f must be in [0, " + std::to_string((v.n - 1) / 2) +
+                                "] (n > 2f) for n=" + std::to_string(v.n) +
+                                ", got f=" + std::to_string(f));
+  }
+  return v;
+}
+
+template <typename T>
+CArray<T> trimmed_mean_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = trimmed_arg(x, f);
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::trimmed_mean<T>(v, static_cast<std::size_t>(f), o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> meamed_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = trimmed_arg(x, f);
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::meamed<T>(v, static_cast<std::size_t>(f), o, threads);
+  }
+  return out;
+}
+
 // --- distance-based rules and pre-aggregations ---------------------------------------------
 
 void bind_aggregate_coordinatewise(py::module_& m) {
@@ -55,6 +102,18 @@ void bind_aggregate_coordinatewise(py::module_& m) {
         "Coordinate-wise mean.");
   m.def("mean", &mean_impl<float>, py::arg("x").noconvert(), py::arg("threads") = 0,
         "Coordinate-wise mean.");
+  m.def("median", &median_impl<double>, py::arg("x").noconvert(), py::arg("threads") = 0,
+        "Coordinate-wise median.");
+  m.def("median", &median_impl<float>, py::arg("x").noconvert(), py::arg("threads") = 0,
+        "Coordinate-wise median.");
+  m.def("trimmed_mean", &trimmed_mean_impl<double>, py::arg("x").noconvert(), py::arg("f"),
+        py::arg("threads") = 0, "Coordinate-wise trimmed mean.");
+  m.def("trimmed_mean", &trimmed_mean_impl<float>, py::arg("x").noconvert(), py::arg("f"),
+        py::arg("threads") = 0, "Coordinate-wise trimmed mean.");
+  m.def("meamed", &meamed_impl<double>, py::arg("x").noconvert(), py::arg("f"),
+        py::arg("threads") = 0, "Coordinate-wise mean around the median.");
+  m.def("meamed", &meamed_impl<float>, py::arg("x").noconvert(), py::arg("f"),
+        py::arg("threads") = 0, "Coordinate-wise mean around the median.");
 }
 
 void bind_aggregate_distance(py::module_& /*m*/) {}

@@ -4,7 +4,14 @@
 // distance-based rules give a row with any non-finite entry an infinite distance.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
@@ -45,5 +52,428 @@ void mean(MatrixView<T> x, T* out, int threads) {
     }
   });
 }
+
+// --------------------------------------------------------------------------------------------
+// Coordinate-wise order statistics: median, trimmed mean, meamed.
+//
+// Design: blocks of kLanes coordinates are copied into an L1-resident (n x kLanes) scratch as
+// order-preserving unsigned integer keys (NaN canonicalised to +qNaN, which then sorts above
+// +Inf), sorted "vertically" across the n rows by a Batcher odd-even merge network whose every
+// comparator is a lane-wise integer min/max (vpminud/vpmaxud), and finished lane-wise from the
+// rows the rule needs. The network is generated once per call and pruned backwards so that only
+// comparators that influence the needed ranks remain. Above kNetworkMaxRows rows a per-column
+// std::nth_element / std::sort path replaces the network (its size grows as n log^2 n).
+// --------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// Order-preserving unsigned keys of IEEE floats: exact total order -Inf < ... < -0 < +0 < ...
+/// < +Inf < NaN (every NaN is first canonicalised to the positive quiet NaN).
+template <typename T>
+struct OrderKey;
+
+template <>
+struct OrderKey<float> {
+  using type = std::uint32_t;
+  static constexpr type kSign = 0x80000000u;
+  static constexpr type kInf = 0x7F800000u;
+  static constexpr type kQNaN = 0x7FC00000u;
+  static constexpr int kShift = 31;
+};
+
+template <>
+struct OrderKey<double> {
+  using type = std::uint64_t;
+  static constexpr type kSign = 0x8000000000000000ull;
+  static constexpr type kInf = 0x7FF0000000000000ull;
+  static constexpr type kQNaN = 0x7FF8000000000000ull;
+  static constexpr int kShift = 63;
+};
+
+template <typename T>
+inline typename OrderKey<T>::type to_key(T v) {
+  using OK = OrderKey<T>;
+  using K = typename OK::type;
+  K u;
+  std::memcpy(&u, &v, sizeof u);
+  u = ((u & ~OK::kSign) > OK::kInf) ? OK::kQNaN : u;
+  // Negative: flip every bit (reverses their order); positive: flip the sign bit only.
+  return u ^ (static_cast<K>(K{0} - (u >> OK::kShift)) | OK::kSign);
+}
+
+template <typename T>
+inline T from_key(typename OrderKey<T>::type k) {
+  using OK = OrderKey<T>;
+  using K = typename OK::type;
+  K u = k ^ (static_cast<K>((k >> OK::kShift) - K{1}) | OK::kSign);
+  T v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+/// Midpoint of two values in double without overflow for finite inputs (float inputs are exact
+/// in double; for double inputs the halves are added only when the plain sum overflows).
+template <typename T>
+inline double midpoint(T a, T b) {
+  double m1 = (static_cast<double>(a) + static_cast<double>(b)) * 0.5;
+  if constexpr (sizeof(T) == sizeof(double)) {
+    double m2 = static_cast<double>(a) * 0.5 + static_cast<double>(b) * 0.5;
+    return std::fabs(m1) <= std::numeric_limits<double>::max() ? m1 : m2;
+  } else {
+    return m1;
+  }
+}
+
+/// One comparator of a vertical sorting network: afterwards row `lo` holds the lane-wise
+/// minimum and row `hi` the maximum.
+struct Comparator {
+  std::uint32_t lo;
+  std::uint32_t hi;
+};
+
+/// Batcher's odd-even merge sort on n wires (the power-of-two network with every comparator
+/// touching a wire >= n dropped, which is exact: those wires act as +Inf padding).
+inline std::vector<Comparator> batcher_network(std::size_t n) {
+  std::vector<Comparator> net;
+  for (std::size_t p = 1; p < n; p <<= 1) {
+    for (std::size_t k = p; k >= 1; k >>= 1) {
+      for (std::size_t j = k % p; j + k < n; j += 2 * k) {
+        for (std::size_t i = 0; i < std::min(k, n - j - k); ++i) {
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) {
+            net.push_back({static_cast<std::uint32_t>(i + j), static_cast<std::uint32_t>(i + j + k)});
+          }
+        }
+      }
+    }
+  }
+  return net;
+}
+
+/// Backward liveness pass: `label[r]` classes the output ranks (equal labels = the rule only
+/// needs them as a multiset, e.g. the kept middle of a trimmed mean or the discarded tails). A
+/// comparator whose two outputs carry the same label is a label-preserving permutation and is
+/// dropped; a kept comparator makes its two inputs interchangeable (a fresh shared label).
+inline std::vector<Comparator> prune_network(const std::vector<Comparator>& net,
+                                             std::vector<std::size_t> label) {
+  std::size_t fresh = label.empty() ? 0 : *std::max_element(label.begin(), label.end()) + 1;
+  std::vector<Comparator> kept;
+  for (auto it = net.rbegin(); it != net.rend(); ++it) {
+    if (label[it->lo] == label[it->hi]) continue;
+    kept.push_back(*it);
+    label[it->lo] = label[it->hi] = fresh++;
+  }
+  std::reverse(kept.begin(), kept.end());
+  return kept;
+}
+
+enum class CoordRule { kMedian, kTrimmedMean, kMeamed };
+
+/// Rows above which the per-column path replaces the network.
+inline constexpr std::size_t kNetworkMaxRows = 1024;
+
+/// The pruned network that leaves the ranks `rule` needs on their rows.
+inline std::vector<Comparator> coordinate_network(CoordRule rule, std::size_t n, std::size_t f) {
+  const std::size_t lo = (n - 1) / 2, hi = n / 2;
+  std::vector<std::size_t> label(n, 0);
+  switch (rule) {
+    case CoordRule::kMedian:  // the two middle ranks (one for odd n), averaged: a multiset
+      label[lo] = label[hi] = 1;
+      break;
+    case CoordRule::kTrimmedMean:  // kept middle as a multiset; tails discarded
+      for (std::size_t r = f; r < n - f; ++r) label[r] = 1;
+      break;
+    case CoordRule::kMeamed:  // median ranks, the rest of the middle, and every tail rank
+      for (std::size_t r = 0; r < n; ++r) label[r] = (r >= f && r < n - f) ? 2 : 3 + r;
+      label[lo] = label[hi] = 1;
+      break;
+  }
+  return prune_network(batcher_network(n), std::move(label));
+}
+
+/// Lanes per block: 256 bytes of each row, so an (n x kLanes) key block of up to ~100 rows
+/// stays in L1 and each lane loop is a few full vectors.
+template <typename T>
+inline constexpr std::size_t kLanes = 256 / sizeof(T);
+
+#if defined(__GNUC__) || defined(__clang__)
+// 64-byte GNU vectors: one zmm, two ymm or four xmm depending on the clone being compiled.
+typedef std::uint32_t VecU32x16 __attribute__((vector_size(64)));
+typedef std::uint64_t VecU64x8 __attribute__((vector_size(64)));
+template <typename K>
+struct Vec64;
+template <>
+struct Vec64<std::uint32_t> {
+  using type = VecU32x16;
+};
+template <>
+struct Vec64<std::uint64_t> {
+  using type = VecU64x8;
+};
+#endif
+
+/// Lane-wise compare-exchange of two key rows of B lanes: a <- min(a, b), b <- max(a, b).
+/// Written on explicit vectors: from plain loops GCC emits compare + branchy masked stores
+/// instead of vpminud / vpmaxud.
+template <typename K, std::size_t B>
+inline void compare_exchange(K* CYCLAD_RESTRICT a, K* CYCLAD_RESTRICT b) {
+#if defined(__GNUC__) || defined(__clang__)
+  static_assert((B * sizeof(K)) % 64 == 0, "rows must be whole 64-byte vectors");
+  using V = typename Vec64<K>::type;
+  constexpr std::size_t kVecs = B * sizeof(K) / 64;
+  constexpr std::size_t kPer = 64 / sizeof(K);
+  for (std::size_t v = 0; v < kVecs; ++v) {
+    V p, q;
+    std::memcpy(&p, a + v * kPer, sizeof p);
+    std::memcpy(&q, b + v * kPer, sizeof q);
+    V lt = p < q ? p : q;
+    V gt = p < q ? q : p;
+    std::memcpy(a + v * kPer, &lt, sizeof lt);
+    std::memcpy(b + v * kPer, &gt, sizeof gt);
+  }
+#else
+  for (std::size_t l = 0; l < B; ++l) {
+    K p = a[l], q = b[l];
+    a[l] = std::min(p, q);
+    b[l] = std::max(p, q);
+  }
+#endif
+}
+
+/// Per-column ordering for large n: leaves on each lane's rows the ranks `rule` needs.
+template <typename T, CoordRule R>
+void order_columns(typename OrderKey<T>::type* s, std::size_t n, std::size_t f,
+                   std::size_t width, typename OrderKey<T>::type* col) {
+  constexpr std::size_t B = kLanes<T>;
+  const std::size_t lo = (n - 1) / 2, hi = n / 2;
+  for (std::size_t l = 0; l < width; ++l) {
+    for (std::size_t i = 0; i < n; ++i) col[i] = s[i * B + l];
+    if constexpr (R == CoordRule::kMedian) {
+      std::nth_element(col, col + hi, col + n);
+      if (lo != hi) std::swap(col[lo], *std::max_element(col, col + hi));
+    } else if constexpr (R == CoordRule::kTrimmedMean) {
+      if (f > 0) {
+        std::nth_element(col, col + f, col + n);
+        std::nth_element(col + f, col + (n - f), col + n);
+      }
+    } else {
+      std::sort(col, col + n);
+    }
+    for (std::size_t i = 0; i < n; ++i) s[i * B + l] = col[i];
+  }
+}
+
+/// Mean of the kept values of one lane in long double (the rare double-overflow path).
+template <typename T>
+[[gnu::cold]] T kept_mean_wide(const typename OrderKey<T>::type* s, std::size_t l,
+                               const std::size_t* rows, std::size_t k) {
+  constexpr std::size_t B = kLanes<T>;
+  long double acc = 0;
+  for (std::size_t i = 0; i < k; ++i) acc += from_key<T>(s[rows[i] * B + l]);
+  return static_cast<T>(acc / static_cast<long double>(k));
+}
+
+/// Hot worker: coordinates [lo, hi) of the rule. Chunks of `chunk` coordinates are converted
+/// to keys first (long contiguous runs per row stream well from memory), laid out as blocks of
+/// (n x kLanes); each block is then ordered and finished while it sits in L1.
+template <typename T, CoordRule R>
+CYCLAD_MULTIVERSION void coordinate_rule_block(
+    const T* CYCLAD_RESTRICT x, std::size_t n, std::size_t stride, std::size_t lo,
+    std::size_t hi, std::size_t chunk, const Comparator* net, std::size_t ncmp, bool columns,
+    std::size_t f, typename OrderKey<T>::type* CYCLAD_RESTRICT scratch,
+    typename OrderKey<T>::type* CYCLAD_RESTRICT col, T* CYCLAD_RESTRICT out) {
+  using K = typename OrderKey<T>::type;
+  constexpr std::size_t B = kLanes<T>;
+  const std::size_t mlo = (n - 1) / 2, mhi = n / 2;
+  const std::size_t k = (R == CoordRule::kMeamed) ? n - f : n - 2 * f;  // values averaged
+  const double inv_k = 1.0 / static_cast<double>(k);
+  std::vector<std::size_t> kept_rows;  // used only on the cold overflow path
+
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t cw = std::min(chunk, hi - c0);
+    const std::size_t nb = (cw + B - 1) / B;
+    // 1. Keys into scratch block by block (padding lanes get zero keys; lanes never interact).
+    for (std::size_t i = 0; i < n; ++i) {
+      const T* src = x + i * stride + c0;
+      for (std::size_t b = 0; b < nb; ++b) {
+        K* dst = scratch + (b * n + i) * B;
+        const T* sb = src + b * B;
+        const std::size_t width = std::min(B, cw - b * B);
+        if (width == B) {
+          for (std::size_t l = 0; l < B; ++l) dst[l] = to_key(sb[l]);
+        } else {
+          for (std::size_t l = 0; l < B; ++l) dst[l] = l < width ? to_key(sb[l]) : K{0};
+        }
+      }
+    }
+    for (std::size_t b = 0; b < nb; ++b) {
+    K* s = scratch + b * n * B;
+    const std::size_t j0 = c0 + b * B;
+    const std::size_t width = std::min(B, cw - b * B);
+    // 2. Order the ranks the rule needs.
+    if (columns) {
+      order_columns<T, R>(s, n, f, width, col);
+    } else {
+      for (std::size_t c = 0; c < ncmp; ++c) {
+        compare_exchange<K, B>(s + static_cast<std::size_t>(net[c].lo) * B,
+                               s + static_cast<std::size_t>(net[c].hi) * B);
+      }
+    }
+    // 3. Finish lane-wise.
+    T res[B];
+    if constexpr (R == CoordRule::kMedian) {
+      const K* ra = s + mlo * B;
+      const K* rb = s + mhi * B;
+      for (std::size_t l = 0; l < B; ++l) {
+        res[l] = static_cast<T>(midpoint(from_key<T>(ra[l]), from_key<T>(rb[l])));
+      }
+    } else {
+      double acc[B];
+      K kmin[B], kmax[B];
+      for (std::size_t l = 0; l < B; ++l) {
+        acc[l] = 0.0;
+        kmin[l] = std::numeric_limits<K>::max();
+        kmax[l] = 0;
+      }
+      // The always-kept middle ranks f .. n-f-1, in row order (fixed summation order).
+      for (std::size_t r = f; r < n - f; ++r) {
+        const K* row = s + r * B;
+        for (std::size_t l = 0; l < B; ++l) {
+          const K kk = row[l], lo_k = kmin[l], hi_k = kmax[l];  // values: std::min of two
+          acc[l] += static_cast<double>(from_key<T>(kk));        // memory refs won't vectorise
+          kmin[l] = std::min(lo_k, kk);
+          kmax[l] = std::max(hi_k, kk);
+        }
+      }
+      if constexpr (R == CoordRule::kMeamed) {
+        // The n-f values closest to the median are a window of the sorted order containing the
+        // middle; tail rank a pairs with rank a+n-f and exactly one of each pair is kept: the
+        // lower unless the upper is strictly closer (a NaN distance never wins).
+        double med[B];
+        const K* ra = s + mlo * B;
+        const K* rb = s + mhi * B;
+        for (std::size_t l = 0; l < B; ++l) med[l] = midpoint(from_key<T>(ra[l]), from_key<T>(rb[l]));
+        for (std::size_t a = 0; a < f; ++a) {
+          const K* rl = s + a * B;
+          const K* rh = s + (a + n - f) * B;
+          for (std::size_t l = 0; l < B; ++l) {
+            double vl = static_cast<double>(from_key<T>(rl[l]));
+            double vh = static_cast<double>(from_key<T>(rh[l]));
+            bool upper = (vh - med[l]) < (med[l] - vl);
+            acc[l] += upper ? vh : vl;
+            const K kk = upper ? rh[l] : rl[l], lo_k = kmin[l], hi_k = kmax[l];
+            kmin[l] = std::min(lo_k, kk);
+            kmax[l] = std::max(hi_k, kk);
+          }
+        }
+      }
+      for (std::size_t l = 0; l < B; ++l) {
+        // Clamp to the kept range: rounding of the sum must not leave it (NaN stays NaN).
+        T m = static_cast<T>(acc[l] * inv_k);
+        T vmin = from_key<T>(kmin[l]), vmax = from_key<T>(kmax[l]);
+        m = m < vmin ? vmin : m;
+        res[l] = m > vmax ? vmax : m;
+      }
+      if constexpr (sizeof(T) == sizeof(double)) {
+        // Finite kept values whose double sum overflowed: redo that lane in long double.
+        for (std::size_t l = 0; l < width; ++l) {
+          if (std::isfinite(acc[l]) || !std::isfinite(from_key<T>(kmin[l])) ||
+              !std::isfinite(from_key<T>(kmax[l]))) {
+            continue;
+          }
+          kept_rows.clear();
+          for (std::size_t r = f; r < n - f; ++r) kept_rows.push_back(r);
+          if constexpr (R == CoordRule::kMeamed) {
+            double m = midpoint(from_key<T>(s[mlo * B + l]), from_key<T>(s[mhi * B + l]));
+            for (std::size_t a = 0; a < f; ++a) {
+              double vl = static_cast<double>(from_key<T>(s[a * B + l]));
+              double vh = static_cast<double>(from_key<T>(s[(a + n - f) * B + l]));
+              kept_rows.push_back((vh - m) < (m - vl) ? a + n - f : a);
+            }
+          }
+          T m = kept_mean_wide<T>(s, l, kept_rows.data(), kept_rows.size());
+          T vmin = from_key<T>(kmin[l]), vmax = from_key<T>(kmax[l]);
+          m = m < vmin ? vmin : m;
+          res[l] = m > vmax ? vmax : m;
+        }
+      }
+    }
+    for (std::size_t l = 0; l < width; ++l) out[j0 + l] = res[l];
+    }
+  }
+}
+
+template <typename T, CoordRule R>
+void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  using K = typename OrderKey<T>::type;
+  constexpr std::size_t B = kLanes<T>;
+  const std::size_t n = x.n;
+  const bool columns = n > kNetworkMaxRows;
+  std::vector<Comparator> net;
+  if (!columns) net = coordinate_network(R, n, f);
+  const std::size_t nblocks = (x.d + B - 1) / B;
+  // Conversion chunks of ~192 KiB of keys (L2-resident), at least one block.
+  const std::size_t chunk = B * std::max<std::size_t>(1, (std::size_t{192} << 10) / (n * B * sizeof(K)));
+  // Roughly 64 KiB of input per thread before a second thread is worth waking.
+  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 16) / (n * B * sizeof(T)));
+  parallel_for(nblocks, threads, grain, [&](std::size_t b0, std::size_t b1) {
+    const std::size_t lo = b0 * B, hi = std::min(x.d, b1 * B);
+    std::vector<K> scratch(n * std::min(chunk, (hi - lo + B - 1) / B * B));
+    std::vector<K> col(columns ? n : 0);
+    coordinate_rule_block<T, R>(x.data, n, x.row_stride, lo, hi, chunk, net.data(), net.size(),
+                                columns, f, scratch.data(), col.data(), out);
+  });
+}
+
+inline void require_f(std::size_t n, std::size_t f) {
+  require(2 * f < n, "f must be in [0, " + std::to_string((n - 1) / 2) + "] (n > 2f) for n=" +
+                         std::to_string(n) + ", got f=" + std::to_string(f));
+}
+
+}  // namespace detail
+
+/// \brief Coordinate-wise median; the mean of the two middle values when n is even.
+/// \tparam T float or double.
+/// \param[in] x (n, D) block, n >= 1.
+/// \param[out] out (D,) result.
+/// \param threads 0 = all cores.
+/// NaN policy: every NaN is canonicalised and ordered above +Inf, so with fewer than n/2
+/// poisoned rows (NaN, +-Inf, huge) the result is finite and within the honest rows' range.
+/// Complexity O(D n log^2 n) lane-wise integer min/max (a pruned Batcher network, vectorised
+/// across coordinates), O(nD) for n > 1024; one read of x. Bit-identical for any thread count.
+template <typename T>
+void median(MatrixView<T> x, T* out, int threads) {
+  require(x.n >= 1, "X must have at least one row");
+  detail::coordinate_rule<T, detail::CoordRule::kMedian>(x, 0, out, threads);
+}
+
+/// \brief Coordinate-wise trimmed mean: per coordinate drop the f smallest and the f largest
+/// values and average the remaining n - 2f (accumulated in double, clamped to their range).
+/// \param[in] x (n, D) block. \param f 0 <= f, n > 2f. \param[out] out (D,) result.
+/// \param threads 0 = all cores.
+/// NaN policy: NaN orders above +Inf, so with at most f poisoned rows the result is finite and
+/// within the honest rows' range. Complexity as median. Bit-identical for any thread count
+/// (the kept values are summed in network order, so permuting rows may change the rounding).
+template <typename T>
+void trimmed_mean(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  require(x.n >= 1, "X must have at least one row");
+  detail::require_f(x.n, f);
+  detail::coordinate_rule<T, detail::CoordRule::kTrimmedMean>(x, f, out, threads);
+}
+
+/// \brief Coordinate-wise mean around the median (Xie et al.): per coordinate the mean of the
+/// n - f values closest to the median.
+/// \param[in] x (n, D) block. \param f 0 <= f, n > 2f. \param[out] out (D,) result.
+/// \param threads 0 = all cores.
+/// Ties: the kept values are a window of the sorted values holding the middle n - 2f; each
+/// further value is chosen as the lower candidate unless the upper one is strictly closer to
+/// the median (so among equidistant values the lower wins). NaN policy as trimmed_mean (a NaN
+/// is never closer than any number). Complexity as median. Bit-identical for any thread count.
+template <typename T>
+void meamed(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  require(x.n >= 1, "X must have at least one row");
+  detail::require_f(x.n, f);
+  detail::coordinate_rule<T, detail::CoordRule::kMeamed>(x, f, out, threads);
+}
+
 
 }  // namespace cyclad::kernels
