@@ -4,9 +4,761 @@
 // distances accumulate in double so float32 inputs near the float32 maximum cannot overflow.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <vector>
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
 
-namespace cyclad::kernels {}  // namespace cyclad::kernels
+namespace cyclad::kernels {
+
+namespace detail {
+
+// Eight double lanes: one zmm register in the AVX-512 clone, two ymm in the AVX2 clone. Every
+// blocked sum below accumulates lane l over the coordinates k = l (mod 8) of its block in
+// increasing order and folds the lanes in a fixed order, so a block's partial never depends on
+// the thread count. GCC's auto-vectoriser prefers 256-bit vectors even on AVX-512 targets, so
+// the hot loops spell the 8-lane vectors out with the GNU vector extension.
+inline constexpr std::size_t kLanes = 8;
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef double dvec __attribute__((vector_size(64)));
+typedef double dvec_u __attribute__((vector_size(64), aligned(8), may_alias));
+// Macros rather than helper functions: a function taking or returning a 64-byte vector changes
+// the ABI between the clones (-Wpsabi).
+#define CYCLAD_VLOAD(p) (*reinterpret_cast<const ::cyclad::kernels::detail::dvec_u*>(p))
+#define CYCLAD_VSTORE(p, v) (*reinterpret_cast<::cyclad::kernels::detail::dvec_u*>(p) = (v))
+#else
+struct dvec {
+  double v[kLanes] = {};
+  dvec& operator+=(const dvec& o) {
+    for (std::size_t l = 0; l < kLanes; ++l) v[l] += o.v[l];
+    return *this;
+  }
+  friend dvec operator+(dvec a, const dvec& b) { return a += b; }
+  friend dvec operator-(dvec a, const dvec& b) {
+    for (std::size_t l = 0; l < kLanes; ++l) a.v[l] -= b.v[l];
+    return a;
+  }
+  friend dvec operator*(dvec a, const dvec& b) {
+    for (std::size_t l = 0; l < kLanes; ++l) a.v[l] *= b.v[l];
+    return a;
+  }
+  friend dvec operator*(dvec a, double s) {
+    for (std::size_t l = 0; l < kLanes; ++l) a.v[l] *= s;
+    return a;
+  }
+  friend dvec operator*(double s, dvec a) { return a * s; }
+};
+inline dvec vload(const double* p) {
+  dvec r;
+  std::memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+inline void vstore(double* p, const dvec& v) { std::memcpy(p, v.v, sizeof v.v); }
+#define CYCLAD_VLOAD(p) (::cyclad::kernels::detail::vload(p))
+#define CYCLAD_VSTORE(p, v) (::cyclad::kernels::detail::vstore((p), (v)))
+#endif
+
+/// Fold eight lanes in a fixed order.
+inline double fold8(const double* a) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/// True when any lane is NaN (the lanes hold sums of x - x, which is NaN exactly for a
+/// non-finite x).
+inline bool any_nan8(const double* a) {
+  bool nan = false;
+  for (std::size_t l = 0; l < kLanes; ++l) nan = nan || std::isnan(a[l]);
+  return nan;
+}
+
+inline std::size_t round_up_lanes(std::size_t len) { return (len + kLanes - 1) / kLanes * kLanes; }
+
+/// Coordinates per L1 chunk inside a reduction block, from the row count only (never from the
+/// thread count): `rows` double rows of the chunk take about 24 KB. The results do not depend on
+/// it (lanes are tied to coordinates, not to chunks).
+inline std::size_t chunk_for(std::size_t rows) {
+  std::size_t c = 3072 / std::max<std::size_t>(rows, 1) / kLanes * kLanes;
+  return std::clamp<std::size_t>(c, 64, 1024);
+}
+
+/// Convert `len` coordinates of a row to double, zero-padding to a multiple of kLanes.
+template <typename T>
+inline void load_row(const T* CYCLAD_RESTRICT r, std::size_t len, double* CYCLAD_RESTRICT b) {
+  for (std::size_t k = 0; k < len; ++k) b[k] = static_cast<double>(r[k]);
+  for (std::size_t k = len; k < round_up_lanes(len); ++k) b[k] = 0.0;
+}
+
+/// One kReduceBlock [lo, hi) of the pairwise pass: part[p] = sum over the block of
+/// (x_i - x_j)^2 for the p-th pair i < j (row-major upper triangle), bad[i] = 1 when row i has a
+/// non-finite entry in the block. `buf` holds n * chunk doubles, `acc` (n(n-1)/2 + n) * 8.
+template <typename T>
+CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                        std::size_t stride, std::size_t lo, std::size_t hi,
+                                        std::size_t chunk, double* CYCLAD_RESTRICT buf,
+                                        double* CYCLAD_RESTRICT acc, double* CYCLAD_RESTRICT part,
+                                        unsigned char* CYCLAD_RESTRICT bad) {
+  const std::size_t np = n * (n - 1) / 2;
+  std::fill(acc, acc + (np + n) * kLanes, 0.0);
+  double* flag = acc + np * kLanes;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_lanes(len);
+    for (std::size_t i = 0; i < n; ++i) {
+      double* b = buf + i * chunk;
+      load_row(x + i * stride + c0, len, b);
+      dvec fl = CYCLAD_VLOAD(flag + i * kLanes);
+      for (std::size_t k = 0; k < padded; k += kLanes) {
+        dvec v = CYCLAD_VLOAD(b + k);
+        fl += v - v;
+      }
+      CYCLAD_VSTORE(flag + i * kLanes, fl);
+    }
+    double* pa = acc;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double* a = buf + i * chunk;
+      std::size_t j = i + 1;
+      // Four pairs per sweep share the loads of row i; the accumulators stay in registers.
+      for (; j + 4 <= n; j += 4, pa += 4 * kLanes) {
+        const double* b0 = buf + j * chunk;
+        const double* b1 = b0 + chunk;
+        const double* b2 = b1 + chunk;
+        const double* b3 = b2 + chunk;
+        dvec s0 = CYCLAD_VLOAD(pa);
+        dvec s1 = CYCLAD_VLOAD(pa + kLanes);
+        dvec s2 = CYCLAD_VLOAD(pa + 2 * kLanes);
+        dvec s3 = CYCLAD_VLOAD(pa + 3 * kLanes);
+        for (std::size_t k = 0; k < padded; k += kLanes) {
+          dvec av = CYCLAD_VLOAD(a + k);
+          dvec d0 = av - CYCLAD_VLOAD(b0 + k);
+          dvec d1 = av - CYCLAD_VLOAD(b1 + k);
+          dvec d2 = av - CYCLAD_VLOAD(b2 + k);
+          dvec d3 = av - CYCLAD_VLOAD(b3 + k);
+          s0 += d0 * d0;
+          s1 += d1 * d1;
+          s2 += d2 * d2;
+          s3 += d3 * d3;
+        }
+        CYCLAD_VSTORE(pa, s0);
+        CYCLAD_VSTORE(pa + kLanes, s1);
+        CYCLAD_VSTORE(pa + 2 * kLanes, s2);
+        CYCLAD_VSTORE(pa + 3 * kLanes, s3);
+      }
+      for (; j < n; ++j, pa += kLanes) {
+        const double* b0 = buf + j * chunk;
+        dvec s0 = CYCLAD_VLOAD(pa);
+        for (std::size_t k = 0; k < padded; k += kLanes) {
+          dvec d0 = CYCLAD_VLOAD(a + k) - CYCLAD_VLOAD(b0 + k);
+          s0 += d0 * d0;
+        }
+        CYCLAD_VSTORE(pa, s0);
+      }
+    }
+  }
+  for (std::size_t p = 0; p < np; ++p) part[p] = fold8(acc + p * kLanes);
+  for (std::size_t i = 0; i < n; ++i) bad[i] = any_nan8(flag + i * kLanes) ? 1 : 0;
+}
+
+/// One kReduceBlock of the distance-to-a-point pass: part[i] = sum over the block of
+/// (x_i - z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row i.
+/// `buf` holds chunk doubles, `acc` 2 * n * 8.
+template <typename T>
+CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                          std::size_t stride, std::size_t lo, std::size_t hi,
+                                          std::size_t chunk, const double* CYCLAD_RESTRICT z,
+                                          double* CYCLAD_RESTRICT buf,
+                                          double* CYCLAD_RESTRICT acc,
+                                          double* CYCLAD_RESTRICT part,
+                                          unsigned char* CYCLAD_RESTRICT bad) {
+  std::fill(acc, acc + 2 * n * kLanes, 0.0);
+  double* flag = acc + n * kLanes;
+  double* zb = buf + chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_lanes(len);
+    if (z != nullptr) {
+      std::copy(z + c0, z + c0 + len, zb);
+      std::fill(zb + len, zb + padded, 0.0);
+    } else {
+      std::fill(zb, zb + padded, 0.0);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      load_row(x + i * stride + c0, len, buf);
+      dvec s = CYCLAD_VLOAD(acc + i * kLanes);
+      dvec fl = CYCLAD_VLOAD(flag + i * kLanes);
+      for (std::size_t k = 0; k < padded; k += kLanes) {
+        dvec v = CYCLAD_VLOAD(buf + k);
+        dvec d = v - CYCLAD_VLOAD(zb + k);
+        s += d * d;
+        fl += v - v;
+      }
+      CYCLAD_VSTORE(acc + i * kLanes, s);
+      CYCLAD_VSTORE(flag + i * kLanes, fl);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    part[i] = fold8(acc + i * kLanes);
+    bad[i] = any_nan8(flag + i * kLanes) ? 1 : 0;
+  }
+}
+
+/// One kReduceBlock of an affine step, in place on z over [lo, hi):
+///   z_new = alpha * z + sum_{i: beta_i != 0} beta_i * x_i
+/// (rows with skip[i] set are never read nor multiplied, so a non-finite row contributes
+/// nothing), and in the same pass part[i] = sum (z_new - x_i)^2 over the block for every other
+/// row (when `dists`), part[n] = sum (z_new - z)^2, part[n + 1] = sum z^2 (the old z).
+/// `buf` holds (n + 2) * chunk doubles, `acc` (n + 2) * 8.
+template <typename T>
+CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                           std::size_t stride, std::size_t lo, std::size_t hi,
+                                           std::size_t chunk, double alpha,
+                                           const double* CYCLAD_RESTRICT beta,
+                                           const unsigned char* CYCLAD_RESTRICT skip, bool dists,
+                                           double* CYCLAD_RESTRICT z,
+                                           double* CYCLAD_RESTRICT buf,
+                                           double* CYCLAD_RESTRICT acc,
+                                           double* CYCLAD_RESTRICT part) {
+  std::fill(acc, acc + (n + 2) * kLanes, 0.0);
+  double* zo = buf + n * chunk;
+  double* zn = zo + chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_lanes(len);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!skip[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+    }
+    std::copy(z + c0, z + c0 + len, zo);
+    std::fill(zo + len, zo + padded, 0.0);
+    dvec mv = CYCLAD_VLOAD(acc + n * kLanes);
+    dvec nm = CYCLAD_VLOAD(acc + (n + 1) * kLanes);
+    for (std::size_t k = 0; k < padded; k += kLanes) {
+      dvec o = CYCLAD_VLOAD(zo + k);
+      dvec s = o * alpha;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!skip[i]) s += CYCLAD_VLOAD(buf + i * chunk + k) * beta[i];
+      }
+      CYCLAD_VSTORE(zn + k, s);
+      dvec d = s - o;
+      mv += d * d;
+      nm += o * o;
+    }
+    CYCLAD_VSTORE(acc + n * kLanes, mv);
+    CYCLAD_VSTORE(acc + (n + 1) * kLanes, nm);
+    if (dists) {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (skip[i]) continue;
+        const double* b = buf + i * chunk;
+        dvec s = CYCLAD_VLOAD(acc + i * kLanes);
+        for (std::size_t k = 0; k < padded; k += kLanes) {
+          dvec d = CYCLAD_VLOAD(zn + k) - CYCLAD_VLOAD(b + k);
+          s += d * d;
+        }
+        CYCLAD_VSTORE(acc + i * kLanes, s);
+      }
+    }
+    std::copy(zn, zn + len, z + c0);
+  }
+  for (std::size_t i = 0; i < n + 2; ++i) part[i] = fold8(acc + i * kLanes);
+}
+
+/// Means of row sets over the coordinates [lo, hi): for set s (rows set_rows[set_off[s] ..
+/// set_off[s+1]), summed in that order, in double) the mean is written to every output row in
+/// out_rows[out_off[s] .. out_off[s+1]). `used[i]` marks rows that appear in some set. `buf`
+/// holds (n + 1) * chunk doubles.
+template <typename T>
+CYCLAD_MULTIVERSION void set_means_block(
+    const T* CYCLAD_RESTRICT x, std::size_t n, std::size_t stride, std::size_t lo,
+    std::size_t hi, std::size_t chunk, const unsigned char* used, const std::size_t* set_off,
+    const std::size_t* set_rows, std::size_t nsets, const std::size_t* out_off,
+    const std::size_t* out_rows, T* CYCLAD_RESTRICT out, std::size_t out_stride,
+    double* CYCLAD_RESTRICT buf) {
+  double* sb = buf + n * chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_lanes(len);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+    }
+    for (std::size_t s = 0; s < nsets; ++s) {
+      const std::size_t r0 = set_off[s], r1 = set_off[s + 1];
+      const double inv = 1.0 / static_cast<double>(r1 - r0);
+      for (std::size_t k = 0; k < padded; k += kLanes) {
+        dvec acc = CYCLAD_VLOAD(buf + set_rows[r0] * chunk + k);
+        for (std::size_t r = r0 + 1; r < r1; ++r) acc += CYCLAD_VLOAD(buf + set_rows[r] * chunk + k);
+        CYCLAD_VSTORE(sb + k, acc * inv);
+      }
+      for (std::size_t o = out_off[s]; o < out_off[s + 1]; ++o) {
+        T* dst = out + out_rows[o] * out_stride + c0;
+        for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
+      }
+    }
+  }
+}
+
+/// Row sets in compressed form for set_means: unique sets and, for each, the output rows.
+struct RowSets {
+  std::vector<std::size_t> set_off{0}, set_rows, out_off{0}, out_rows;
+  std::size_t count() const { return set_off.size() - 1; }
+};
+
+/// Group output rows by their (ordered) row set so identical sets are summed once.
+inline RowSets group_sets(const std::vector<std::vector<std::size_t>>& sets) {
+  std::map<std::vector<std::size_t>, std::vector<std::size_t>> groups;
+  std::vector<const std::vector<std::size_t>*> order;
+  for (std::size_t o = 0; o < sets.size(); ++o) {
+    auto [it, fresh] = groups.try_emplace(sets[o]);
+    if (fresh) order.push_back(&it->first);
+    it->second.push_back(o);
+  }
+  RowSets rs;
+  for (const auto* key : order) {
+    rs.set_rows.insert(rs.set_rows.end(), key->begin(), key->end());
+    rs.set_off.push_back(rs.set_rows.size());
+    const auto& outs = groups[*key];
+    rs.out_rows.insert(rs.out_rows.end(), outs.begin(), outs.end());
+    rs.out_off.push_back(rs.out_rows.size());
+  }
+  return rs;
+}
+
+template <typename T>
+void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& sets, T* out,
+               int threads) {
+  const RowSets rs = group_sets(sets);
+  std::vector<unsigned char> used(x.n, 0);
+  for (std::size_t r : rs.set_rows) used[r] = 1;
+  const std::size_t chunk = chunk_for(x.n + 1);
+  parallel_for(num_blocks(x.d), threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf((x.n + 1) * chunk);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      set_means_block(x.data, x.n, x.row_stride, lo, hi, chunk, used.data(),
+                      rs.set_off.data(), rs.set_rows.data(), rs.count(), rs.out_off.data(),
+                      rs.out_rows.data(), out, x.d, buf.data());
+    }
+  });
+}
+
+/// Squared distances of every row to z (null = the origin) and the non-finite row flags.
+template <typename T>
+void point_sq_dists(MatrixView<T> x, const double* z, double* d2, unsigned char* bad,
+                    int threads) {
+  const std::size_t nb = num_blocks(x.d), n = x.n;
+  const std::size_t chunk = chunk_for(2);
+  std::vector<double> part(nb * n);
+  std::vector<unsigned char> pbad(nb * n);
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf(2 * chunk), acc(2 * n * kLanes);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      point_dist_block(x.data, n, x.row_stride, lo, hi, chunk, z, buf.data(), acc.data(),
+                       part.data() + b * n, pbad.data() + b * n);
+    }
+  });
+  std::fill(d2, d2 + n, 0.0);
+  std::fill(bad, bad + n, static_cast<unsigned char>(0));
+  for (std::size_t b = 0; b < nb; ++b) {
+    for (std::size_t i = 0; i < n; ++i) {
+      d2[i] += part[b * n + i];
+      bad[i] = static_cast<unsigned char>(bad[i] | pbad[b * n + i]);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (bad[i] || !std::isfinite(d2[i])) d2[i] = std::numeric_limits<double>::infinity();
+  }
+}
+
+/// One affine step over all of z (see affine_step_block); d2[i] receives the squared distance
+/// of row i to the new z for rows without skip[i]. Returns {|z_new - z|, |z|}.
+template <typename T>
+std::pair<double, double> affine_step(MatrixView<T> x, double alpha, const double* beta,
+                                      const unsigned char* skip, bool dists, double* z,
+                                      double* d2, int threads) {
+  const std::size_t nb = num_blocks(x.d), n = x.n, w = n + 2;
+  const std::size_t chunk = chunk_for(n + 2);
+  std::vector<double> part(nb * w);
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf((n + 2) * chunk), acc(w * kLanes);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, alpha, beta, skip, dists, z,
+                        buf.data(), acc.data(), part.data() + b * w);
+    }
+  });
+  std::vector<double> tot(w, 0.0);
+  for (std::size_t b = 0; b < nb; ++b) {
+    for (std::size_t i = 0; i < w; ++i) tot[i] += part[b * w + i];
+  }
+  if (dists) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!skip[i]) {
+        d2[i] = std::isfinite(tot[i]) ? tot[i] : std::numeric_limits<double>::infinity();
+      }
+    }
+  }
+  return {std::sqrt(tot[n]), std::sqrt(tot[n + 1])};
+}
+
+template <typename T>
+void write_vector(const std::vector<double>& z, T* out, int threads) {
+  parallel_for(z.size(), threads, 1 << 16, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t k = lo; k < hi; ++k) out[k] = static_cast<T>(z[k]);
+  });
+}
+
+/// Row i scaled by s[i] (s[i] == 1 copies the row bit for bit).
+template <typename T>
+void scale_rows(MatrixView<T> x, const double* s, T* out, int threads) {
+  parallel_for(x.d, threads, 1 << 14, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = 0; i < x.n; ++i) {
+      const T* r = x.row(i);
+      T* o = out + i * x.d;
+      if (s[i] == 1.0) {
+        std::copy(r + lo, r + hi, o + lo);
+      } else {
+        const double si = s[i];
+        for (std::size_t k = lo; k < hi; ++k) o[k] = static_cast<T>(static_cast<double>(r[k]) * si);
+      }
+    }
+  });
+}
+
+/// Order rows by (key, bad, index): the tie-breaking rule of every selection below.
+inline std::vector<std::size_t> order_by(const std::vector<double>& key,
+                                         const unsigned char* bad) {
+  std::vector<std::size_t> idx(key.size());
+  std::iota(idx.begin(), idx.end(), std::size_t{0});
+  std::stable_sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+    if (key[a] != key[b]) return key[a] < key[b];
+    return bad[a] < bad[b];
+  });
+  return idx;
+}
+
+template <typename T>
+void check_matrix(MatrixView<T> x) {
+  require(x.n >= 1 && x.d >= 1, "X must be a non-empty (n, D) matrix");
+}
+
+}  // namespace detail
+
+/// \brief All pairwise squared Euclidean distances in one pass over X.
+/// \tparam T float or double.
+/// \param[in] x (n, D) block, n >= 1.
+/// \param[out] dist (n, n) row-major, symmetric, zero diagonal. Entries are accumulated in
+/// double (each value converted before subtracting, so float32 values near the float32 maximum
+/// cannot overflow), blocked over D in kReduceBlock partials combined in block order.
+/// \param[out] bad (n,) 1 for a row with a non-finite entry. Every off-diagonal distance of such
+/// a row is +inf, as is a distance that overflows double.
+/// \param threads 0 = all cores. Complexity O(n^2 D) flops, one read of x; extra memory
+/// O(n^2 D / kReduceBlock) doubles. Bit-identical for any thread count.
+template <typename T>
+void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, int threads) {
+  detail::check_matrix(x);
+  using detail::kLanes;
+  const std::size_t n = x.n, np = n * (n - 1) / 2, nb = num_blocks(x.d);
+  const std::size_t chunk = detail::chunk_for(n);
+  std::vector<double> part(nb * np);
+  std::vector<unsigned char> pbad(nb * n);
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf(n * chunk), acc((np + n) * kLanes);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      detail::pairwise_block(x.data, n, x.row_stride, lo, hi, chunk, buf.data(), acc.data(),
+                             part.data() + b * np, pbad.data() + b * n);
+    }
+  });
+  std::vector<double> tot(np, 0.0);
+  std::fill(bad, bad + n, static_cast<unsigned char>(0));
+  for (std::size_t b = 0; b < nb; ++b) {
+    const double* pb = part.data() + b * np;
+    for (std::size_t p = 0; p < np; ++p) tot[p] += pb[p];
+    for (std::size_t i = 0; i < n; ++i) {
+      bad[i] = static_cast<unsigned char>(bad[i] | pbad[b * n + i]);
+    }
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  std::size_t p = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    dist[i * n + i] = 0.0;
+    for (std::size_t j = i + 1; j < n; ++j, ++p) {
+      double d = tot[p];
+      if (bad[i] || bad[j] || !std::isfinite(d)) d = inf;
+      dist[i * n + j] = d;
+      dist[j * n + i] = d;
+    }
+  }
+}
+
+/// \brief Krum scores (Blanchard et al. 2017): score_i = sum of the n - f - 2 smallest squared
+/// distances from row i to the other rows; +inf for a row with a non-finite entry.
+/// \param[in] dist (n, n) from pairwise_sq_distances. \param[out] score (n,).
+/// Requires 0 <= f <= n - 3.
+inline void krum_scores(const double* dist, const unsigned char* bad, std::size_t n,
+                        std::size_t f, double* score) {
+  require(n >= 3 && f + 3 <= n, "krum needs 0 <= f <= n - 3");
+  const std::size_t q = n - f - 2;
+  std::vector<double> d;
+  for (std::size_t i = 0; i < n; ++i) {
+    d.clear();
+    for (std::size_t j = 0; j < n; ++j) {
+      if (j != i) d.push_back(dist[i * n + j]);
+    }
+    std::partial_sort(d.begin(), d.begin() + static_cast<std::ptrdiff_t>(q), d.end());
+    double s = 0.0;
+    for (std::size_t k = 0; k < q; ++k) s += d[k];
+    score[i] = bad[i] ? std::numeric_limits<double>::infinity() : s;
+  }
+}
+
+/// \brief Krum: the row with the lowest Krum score (ties: a row without non-finite entries
+/// first, then the lowest index).
+/// \tparam T float or double.
+/// \param[in] x (n, D), 0 <= f <= n - 3. \param[out] out (D,) a copy of the selected row.
+/// NaN policy: rows with a non-finite entry are at infinite distance; with at most f of them the
+/// selected row is finite. Complexity O(n^2 D) (one pass over x) + O(D).
+template <typename T>
+void krum(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  detail::check_matrix(x);
+  require(x.n >= 3 && f + 3 <= x.n, "krum needs 0 <= f <= n - 3 (n - f - 2 >= 1 neighbours)");
+  std::vector<double> dist(x.n * x.n), score(x.n);
+  std::vector<unsigned char> bad(x.n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  krum_scores(dist.data(), bad.data(), x.n, f, score.data());
+  const std::size_t sel = detail::order_by(score, bad.data())[0];
+  const T* r = x.row(sel);
+  parallel_for(x.d, threads, 1 << 16,
+               [&](std::size_t lo, std::size_t hi) { std::copy(r + lo, r + hi, out + lo); });
+}
+
+/// \brief Multi-Krum: the mean (accumulated in double) of the m rows with the lowest Krum scores
+/// (ties as in krum), averaged in increasing row order.
+/// \param[in] x (n, D), 0 <= f <= n - 3, 1 <= m <= n. \param[out] out (D,).
+/// NaN policy: with at most f non-finite rows and m <= n - f, the result is finite.
+/// Complexity O(n^2 D + m D), two passes over x (the second reads m rows).
+template <typename T>
+void multi_krum(MatrixView<T> x, std::size_t f, std::size_t m, T* out, int threads) {
+  detail::check_matrix(x);
+  require(x.n >= 3 && f + 3 <= x.n, "multi_krum needs 0 <= f <= n - 3");
+  require(m >= 1 && m <= x.n, "multi_krum needs 1 <= m <= n");
+  std::vector<double> dist(x.n * x.n), score(x.n);
+  std::vector<unsigned char> bad(x.n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  krum_scores(dist.data(), bad.data(), x.n, f, score.data());
+  auto order = detail::order_by(score, bad.data());
+  std::vector<std::size_t> rows(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m));
+  std::sort(rows.begin(), rows.end());
+  detail::set_means(x, {rows}, out, threads);
+}
+
+/// \brief Nearest-neighbour mixing (Allouah et al. 2023): row i of the output is the mean of the
+/// n - f rows nearest to row i, itself included (ties: rows without non-finite entries first,
+/// then the lowest index), averaged in double in increasing row order.
+/// \param[in] x (n, D), 0 <= f <= n - 1. \param[out] out (n, D) row-major.
+/// NaN policy: a finite row's neighbours are finite whenever at most f rows are non-finite, so
+/// its output row is finite; the output row of a non-finite row stays non-finite.
+/// Complexity O(n^2 D) (one pass) + O(n (n - f) D) (a second pass writing n D values); output
+/// rows with the same neighbour set are computed once.
+template <typename T>
+void nnm(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  detail::check_matrix(x);
+  require(f < x.n, "nnm needs 0 <= f <= n - 1");
+  const std::size_t n = x.n, k = n - f;
+  std::vector<double> dist(n * n);
+  std::vector<unsigned char> bad(n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  std::vector<std::vector<std::size_t>> sets(n);
+  std::vector<double> key(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t j = 0; j < n; ++j) key[j] = dist[i * n + j];
+    key[i] = -1.0;  // itself first, whatever its distances
+    auto order = detail::order_by(key, bad.data());
+    sets[i].assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k));
+    std::sort(sets[i].begin(), sets[i].end());
+  }
+  detail::set_means(x, sets, out, threads);
+}
+
+/// \brief Bucketing (Karimireddy et al. 2022): rows taken in the order `perm`, averaged (in
+/// double) in consecutive groups of s; the last group may be smaller.
+/// \param[in] x (n, D). \param[in] perm a permutation of 0..n-1. \param s >= 1.
+/// \param[out] out (ceil(n / s), D). NaN policy: a group with a non-finite row is non-finite.
+/// Complexity O(n D), one pass.
+template <typename T>
+void bucketing(MatrixView<T> x, const std::int64_t* perm, std::size_t s, T* out, int threads) {
+  detail::check_matrix(x);
+  require(s >= 1, "bucketing needs s >= 1");
+  std::vector<unsigned char> seen(x.n, 0);
+  for (std::size_t i = 0; i < x.n; ++i) {
+    require(perm[i] >= 0 && static_cast<std::size_t>(perm[i]) < x.n &&
+                !seen[static_cast<std::size_t>(perm[i])],
+            "perm must be a permutation of 0..n-1");
+    seen[static_cast<std::size_t>(perm[i])] = 1;
+  }
+  const std::size_t nout = (x.n + s - 1) / s;
+  std::vector<std::vector<std::size_t>> sets(nout);
+  for (std::size_t i = 0; i < x.n; ++i) sets[i / s].push_back(static_cast<std::size_t>(perm[i]));
+  detail::set_means(x, sets, out, threads);
+}
+
+/// \brief Static clipping: rows with norm > tau scaled (in double) to norm tau.
+/// \param[in] x (n, D), tau > 0 finite. \param[out] out (n, D); x is never modified.
+/// NaN policy: a row with a non-finite entry has no defined norm or direction and is copied
+/// unchanged (it stays poisoned, for the robust rule after it). Complexity O(n D), two passes.
+template <typename T>
+void clip(MatrixView<T> x, double tau, T* out, int threads) {
+  detail::check_matrix(x);
+  require(std::isfinite(tau) && tau > 0.0, "tau must be finite and > 0");
+  std::vector<double> d2(x.n), s(x.n, 1.0);
+  std::vector<unsigned char> bad(x.n);
+  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
+  for (std::size_t i = 0; i < x.n; ++i) {
+    const double norm = std::sqrt(d2[i]);
+    if (!bad[i] && norm > tau) s[i] = tau / norm;
+  }
+  detail::scale_rows(x, s.data(), out, threads);
+}
+
+/// Number of rows ARC clips: floor(2 f (n - f) / n), in exact integer arithmetic.
+inline std::size_t arc_clipped(std::size_t n, std::size_t f) { return 2 * f * (n - f) / n; }
+
+/// \brief Adaptive robust clipping (Allouah et al. 2024): with k = floor(2 f (n - f) / n), every
+/// row is clipped to the norm of the (k + 1)-th largest-norm row (only the k largest change).
+/// \param[in] x (n, D), 0 <= 2 f < n. \param[out] out (n, D).
+/// NaN policy: rows with a non-finite entry rank above every finite norm and are copied
+/// unchanged; if more than k rows are non-finite the threshold is +inf (nothing is clipped).
+/// Complexity O(n D), two passes.
+template <typename T>
+void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  detail::check_matrix(x);
+  require(2 * f < x.n, "arc needs 0 <= f < n / 2");
+  const std::size_t n = x.n, k = arc_clipped(n, f);
+  std::vector<double> d2(n), s(n, 1.0);
+  std::vector<unsigned char> bad(n);
+  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
+  std::vector<double> key(n);
+  for (std::size_t i = 0; i < n; ++i) key[i] = bad[i] ? std::numeric_limits<double>::infinity() : d2[i];
+  std::vector<double> sorted(key);
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  const double thr = std::sqrt(sorted[k]);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double norm = std::sqrt(key[i]);
+    if (!bad[i] && norm > thr) s[i] = thr / norm;
+  }
+  detail::scale_rows(x, s.data(), out, threads);
+}
+
+/// \brief Geometric median by smoothed Weiszfeld iterations.
+///
+/// Start: the medoid m of the finite rows (least sum of distances to the other finite rows,
+/// lowest index on ties) and z_0 = mean of the ceil(h / 2) finite rows nearest to it (h finite
+/// rows), so the start is robust and not a data point. Step: w_i = 1 / max(eps, |z - x_i|),
+/// z <- sum w_i x_i / sum w_i over finite rows, until |z_new - z| <= tol * max(1, |z|) or
+/// max_iter steps. Each step is one pass over x that also accumulates |z_new - x_i|^2 (blocked
+/// partials in block order).
+/// \param[in] x (n, D). \param[out] out (D,). \return the number of Weiszfeld steps run.
+/// NaN policy: rows with a non-finite entry get weight 0 (skipped). If every row is non-finite
+/// the result is all NaN. Complexity O(n^2 D) for the start + O(n D) per step; extra memory D
+/// doubles.
+template <typename T>
+std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, double tol,
+                             T* out, int threads) {
+  detail::check_matrix(x);
+  require(std::isfinite(eps) && eps > 0.0, "eps must be finite and > 0");
+  require(max_iter >= 1, "max_iter must be >= 1");
+  require(std::isfinite(tol) && tol >= 0.0, "tol must be finite and >= 0");
+  const std::size_t n = x.n;
+  std::vector<double> dist(n * n);
+  std::vector<unsigned char> bad(n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  std::vector<std::size_t> good;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!bad[i]) good.push_back(i);
+  }
+  if (good.empty()) {
+    std::fill(out, out + x.d, std::numeric_limits<T>::quiet_NaN());
+    return 0;
+  }
+  // Medoid of the finite rows.
+  std::size_t med = good[0];
+  double best = std::numeric_limits<double>::infinity();
+  for (std::size_t i : good) {
+    double s = 0.0;
+    for (std::size_t j : good) s += std::sqrt(dist[i * n + j]);
+    if (s < best) {
+      best = s;
+      med = i;
+    }
+  }
+  // Start: mean of the ceil(h / 2) finite rows nearest to the medoid. The start pass also
+  // yields the distance of every finite row to z_0.
+  std::vector<double> key(n);
+  for (std::size_t j = 0; j < n; ++j) key[j] = dist[med * n + j];
+  const auto order = detail::order_by(key, bad.data());
+  const std::size_t half = (good.size() + 1) / 2;
+  std::vector<double> beta(n, 0.0), d2(n, std::numeric_limits<double>::infinity());
+  for (std::size_t r = 0; r < half; ++r) beta[order[r]] = 1.0 / static_cast<double>(half);
+  std::vector<double> z(x.d, 0.0);
+  detail::affine_step(x, 0.0, beta.data(), bad.data(), true, z.data(), d2.data(), threads);
+  std::size_t it = 0;
+  while (it < max_iter) {
+    double wsum = 0.0;
+    for (std::size_t i : good) {
+      beta[i] = 1.0 / std::max(eps, std::sqrt(d2[i]));
+      wsum += beta[i];
+    }
+    for (std::size_t i : good) beta[i] /= wsum;
+    ++it;
+    auto [move, norm] = detail::affine_step(x, 0.0, beta.data(), bad.data(), true, z.data(),
+                                            d2.data(), threads);
+    if (move <= tol * std::max(1.0, norm)) break;
+  }
+  detail::write_vector(z, out, threads);
+  return it;
+}
+
+/// \brief Centered clipping (Karimireddy et al. 2021), stateless:
+/// v <- v + (1/n) sum_i clip_tau(x_i - v), `iters` times, from v = center (or 0 if null), where
+/// clip_tau(y) = y * min(1, tau / |y|).
+/// \param[in] x (n, D). \param tau > 0 finite. \param iters >= 1. \param[in] center (D,) or null.
+/// \param[out] out (D,).
+/// NaN policy: a row with a non-finite entry has an undefined difference, which contributes the
+/// zero vector (it is still counted in the 1/n). The result then stays in the box spanned by the
+/// finite rows and the center, widened by iters * tau * (number of far finite outliers) / n.
+/// Complexity O(n D) per iteration plus one pass for the first distances (iters + 1 passes).
+template <typename T>
+void centered_clipping(MatrixView<T> x, double tau, std::size_t iters, const double* center,
+                       T* out, int threads) {
+  detail::check_matrix(x);
+  require(std::isfinite(tau) && tau > 0.0, "tau must be finite and > 0");
+  require(iters >= 1, "iters must be >= 1");
+  const std::size_t n = x.n;
+  std::vector<double> v(x.d, 0.0), d2(n), beta(n);
+  if (center != nullptr) std::copy(center, center + x.d, v.begin());
+  std::vector<unsigned char> bad(n);
+  detail::point_sq_dists(x, center != nullptr ? v.data() : nullptr, d2.data(), bad.data(),
+                         threads);
+  const double inv_n = 1.0 / static_cast<double>(n);
+  for (std::size_t it = 0; it < iters; ++it) {
+    double bsum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double c = bad[i] ? 0.0 : std::min(1.0, tau / std::sqrt(d2[i]));
+      beta[i] = c * inv_n;
+      bsum += beta[i];
+    }
+    detail::affine_step(x, 1.0 - bsum, beta.data(), bad.data(), it + 1 < iters, v.data(),
+                        d2.data(), threads);
+  }
+  detail::write_vector(v, out, threads);
+}
+
+}  // namespace cyclad::kernels
