@@ -98,6 +98,24 @@ inline void load_row(const T* CYCLAD_RESTRICT r, std::size_t len, double* CYCLAD
   for (std::size_t k = len; k < round_up_lanes(len); ++k) b[k] = 0.0;
 }
 
+/// Prefetch `len` coordinates of n rows starting at column c0 (the next chunk), so the rows
+/// stream in while the current chunk is computed; the hardware prefetchers do not keep up with
+/// n concurrent strided streams.
+template <typename T>
+inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::size_t c0,
+                          std::size_t len, const unsigned char* skip = nullptr) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr std::size_t step = 64 / sizeof(T);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (skip != nullptr && skip[i]) continue;
+    const T* r = x + i * stride + c0;
+    for (std::size_t k = 0; k < len; k += step) __builtin_prefetch(r + k, 0, 3);
+  }
+#else
+  (void)x, (void)n, (void)stride, (void)c0, (void)len, (void)skip;
+#endif
+}
+
 /// One kReduceBlock [lo, hi) of the pairwise pass: part[p] = sum over the block of
 /// (x_i - x_j)^2 for the p-th pair i < j (row-major upper triangle), bad[i] = 1 when row i has a
 /// non-finite entry in the block. `buf` holds n * chunk doubles, `acc` (n(n-1)/2 + n) * 8.
@@ -123,6 +141,7 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
       }
       CYCLAD_VSTORE(flag + i * kLanes, fl);
     }
+    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
     double* pa = acc;
     for (std::size_t i = 0; i < n; ++i) {
       const double* a = buf + i * chunk;
@@ -191,6 +210,7 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
     } else {
       std::fill(zb, zb + padded, 0.0);
     }
+    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
     for (std::size_t i = 0; i < n; ++i) {
       load_row(x + i * stride + c0, len, buf);
       dvec s = CYCLAD_VLOAD(acc + i * kLanes);
@@ -235,6 +255,9 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
     const std::size_t padded = round_up_lanes(len);
     for (std::size_t i = 0; i < n; ++i) {
       if (!skip[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+    }
+    if (c0 + chunk < hi) {
+      prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk), skip);
     }
     std::copy(z + c0, z + c0 + len, zo);
     std::fill(zo + len, zo + padded, 0.0);
@@ -288,6 +311,7 @@ CYCLAD_MULTIVERSION void set_means_block(
     for (std::size_t i = 0; i < n; ++i) {
       if (used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
     }
+    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
     for (std::size_t s = 0; s < nsets; ++s) {
       const std::size_t r0 = set_off[s], r1 = set_off[s + 1];
       const double inv = 1.0 / static_cast<double>(r1 - r0);
