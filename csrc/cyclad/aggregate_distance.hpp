@@ -36,6 +36,11 @@ typedef double dvec_u __attribute__((vector_size(64), aligned(8), may_alias));
 // the ABI between the clones (-Wpsabi).
 #define CYCLAD_VLOAD(p) (*reinterpret_cast<const ::cyclad::kernels::detail::dvec_u*>(p))
 #define CYCLAD_VSTORE(p, v) (*reinterpret_cast<::cyclad::kernels::detail::dvec_u*>(p) = (v))
+// A load the compiler keeps in a register: GCC otherwise folds a value used twice into both
+// instructions as a memory operand, and the 2 x 4 distance tile becomes load-bound (measured:
+// about 1.5x slower).
+#define CYCLAD_VLOAD_REG(p) \
+  (*reinterpret_cast<const volatile ::cyclad::kernels::detail::dvec_u*>(p))
 #else
 struct dvec {
   double v[kLanes] = {};
@@ -66,6 +71,7 @@ inline dvec vload(const double* p) {
 inline void vstore(double* p, const dvec& v) { std::memcpy(p, v.v, sizeof v.v); }
 #define CYCLAD_VLOAD(p) (::cyclad::kernels::detail::vload(p))
 #define CYCLAD_VSTORE(p, v) (::cyclad::kernels::detail::vstore((p), (v)))
+#define CYCLAD_VLOAD_REG(p) (::cyclad::kernels::detail::vload(p))
 #endif
 
 /// Fold eight lanes in a fixed order.
@@ -81,21 +87,91 @@ inline bool any_nan8(const double* a) {
   return nan;
 }
 
-inline std::size_t round_up_lanes(std::size_t len) { return (len + kLanes - 1) / kLanes * kLanes; }
+// Every hot loop keeps kUnroll independent accumulator chains (or a 2 x 4 tile of them): one
+// chain would wait on the add/FMA latency at every step. Chunks are zero-padded to kPad.
+inline constexpr std::size_t kUnroll = 4;
+inline constexpr std::size_t kPad = kLanes * kUnroll;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CYCLAD_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CYCLAD_ALWAYS_INLINE inline
+#endif
+
+inline std::size_t round_up_pad(std::size_t len) { return (len + kPad - 1) / kPad * kPad; }
 
 /// Coordinates per L1 chunk inside a reduction block, from the row count only (never from the
-/// thread count): `rows` double rows of the chunk take about 24 KB. The results do not depend on
-/// it (lanes are tied to coordinates, not to chunks).
+/// thread count): `rows` double rows of the chunk take about 24 KB.
 inline std::size_t chunk_for(std::size_t rows) {
-  std::size_t c = 3072 / std::max<std::size_t>(rows, 1) / kLanes * kLanes;
-  return std::clamp<std::size_t>(c, 64, 1024);
+  std::size_t c = 3072 / std::max<std::size_t>(rows, 1) / kPad * kPad;
+  return std::clamp<std::size_t>(c, 2 * kPad, 1024);
 }
 
-/// Convert `len` coordinates of a row to double, zero-padding to a multiple of kLanes.
+/// Convert `len` coordinates of a row to double, zero-padding to a multiple of kPad.
 template <typename T>
-inline void load_row(const T* CYCLAD_RESTRICT r, std::size_t len, double* CYCLAD_RESTRICT b) {
+CYCLAD_ALWAYS_INLINE void load_row(const T* CYCLAD_RESTRICT r, std::size_t len,
+                                   double* CYCLAD_RESTRICT b) {
   for (std::size_t k = 0; k < len; ++k) b[k] = static_cast<double>(r[k]);
-  for (std::size_t k = len; k < round_up_lanes(len); ++k) b[k] = 0.0;
+  for (std::size_t k = len; k < round_up_pad(len); ++k) b[k] = 0.0;
+}
+
+/// flag (8 lanes) += sum over the padded row of (v - v): NaN exactly when a value is not finite.
+CYCLAD_ALWAYS_INLINE void accumulate_flag(const double* CYCLAD_RESTRICT b, std::size_t padded,
+                                          double* CYCLAD_RESTRICT flag) {
+  dvec f[kUnroll] = {};
+  for (std::size_t k = 0; k < padded; k += kPad) {
+    for (std::size_t u = 0; u < kUnroll; ++u) {
+      dvec v = CYCLAD_VLOAD(b + k + u * kLanes);
+      f[u] += v - v;
+    }
+  }
+  dvec t = CYCLAD_VLOAD(flag);
+  for (std::size_t u = 0; u < kUnroll; ++u) t += f[u];
+  CYCLAD_VSTORE(flag, t);
+}
+
+/// acc (8 lanes) += sum over the padded rows of (a - b)^2, with kUnroll chains folded in order.
+CYCLAD_ALWAYS_INLINE void accumulate_sq_dist(const double* CYCLAD_RESTRICT a,
+                                             const double* CYCLAD_RESTRICT b, std::size_t padded,
+                                             double* CYCLAD_RESTRICT acc) {
+  dvec s[kUnroll] = {};
+  for (std::size_t k = 0; k < padded; k += kPad) {
+    for (std::size_t u = 0; u < kUnroll; ++u) {
+      dvec d = CYCLAD_VLOAD(a + k + u * kLanes) - CYCLAD_VLOAD(b + k + u * kLanes);
+      s[u] += d * d;
+    }
+  }
+  dvec t = CYCLAD_VLOAD(acc);
+  for (std::size_t u = 0; u < kUnroll; ++u) t += s[u];
+  CYCLAD_VSTORE(acc, t);
+}
+
+/// Squared-distance tile: I rows a[] against J rows b[], U chains per pair over the padded
+/// chunk; acc[i * J + j] (8 lanes each) += the pair's sum, the U chains folded in order.
+template <std::size_t I, std::size_t J, std::size_t U>
+CYCLAD_ALWAYS_INLINE void sq_dist_tile(const double* const* a, const double* const* b,
+                                       double* const* acc, std::size_t padded) {
+  dvec s[I][J][U] = {};
+  for (std::size_t k = 0; k < padded; k += U * kLanes) {
+    for (std::size_t u = 0; u < U; ++u) {
+      dvec bv[J];
+      for (std::size_t j = 0; j < J; ++j) bv[j] = CYCLAD_VLOAD_REG(b[j] + k + u * kLanes);
+      for (std::size_t i = 0; i < I; ++i) {
+        dvec av = CYCLAD_VLOAD(a[i] + k + u * kLanes);
+        for (std::size_t j = 0; j < J; ++j) {
+          dvec d = av - bv[j];
+          s[i][j][u] += d * d;
+        }
+      }
+    }
+  }
+  for (std::size_t i = 0; i < I; ++i) {
+    for (std::size_t j = 0; j < J; ++j) {
+      dvec t = CYCLAD_VLOAD(acc[i * J + j]);
+      for (std::size_t u = 0; u < U; ++u) t += s[i][j][u];
+      CYCLAD_VSTORE(acc[i * J + j], t);
+    }
+  }
 }
 
 /// Prefetch `len` coordinates of n rows starting at column c0 (the next chunk), so the rows
@@ -116,9 +192,16 @@ inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::si
 #endif
 }
 
+/// Index of pair (i, j), i < j, in the row-major upper triangle of an n x n matrix.
+inline std::size_t pair_index(std::size_t n, std::size_t i, std::size_t j) {
+  return i * (2 * n - i - 1) / 2 + (j - i - 1);
+}
+
 /// One kReduceBlock [lo, hi) of the pairwise pass: part[p] = sum over the block of
 /// (x_i - x_j)^2 for the p-th pair i < j (row-major upper triangle), bad[i] = 1 when row i has a
 /// non-finite entry in the block. `buf` holds n * chunk doubles, `acc` (n(n-1)/2 + n) * 8.
+/// Rows go in pairs (i, i + 1) against four rows at a time (a 2 x 4 tile: 6 loads for 8
+/// squared differences); each pair always takes the same path, so its sum is deterministic.
 template <typename T>
 CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                         std::size_t stride, std::size_t lo, std::size_t hi,
@@ -130,56 +213,34 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
   double* flag = acc + np * kLanes;
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t len = std::min(chunk, hi - c0);
-    const std::size_t padded = round_up_lanes(len);
+    const std::size_t padded = round_up_pad(len);
     for (std::size_t i = 0; i < n; ++i) {
       double* b = buf + i * chunk;
       load_row(x + i * stride + c0, len, b);
-      dvec fl = CYCLAD_VLOAD(flag + i * kLanes);
-      for (std::size_t k = 0; k < padded; k += kLanes) {
-        dvec v = CYCLAD_VLOAD(b + k);
-        fl += v - v;
-      }
-      CYCLAD_VSTORE(flag + i * kLanes, fl);
+      accumulate_flag(b, padded, flag + i * kLanes);
     }
     if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
-    double* pa = acc;
-    for (std::size_t i = 0; i < n; ++i) {
-      const double* a = buf + i * chunk;
-      std::size_t j = i + 1;
-      // Four pairs per sweep share the loads of row i; the accumulators stay in registers.
-      for (; j + 4 <= n; j += 4, pa += 4 * kLanes) {
-        const double* b0 = buf + j * chunk;
-        const double* b1 = b0 + chunk;
-        const double* b2 = b1 + chunk;
-        const double* b3 = b2 + chunk;
-        dvec s0 = CYCLAD_VLOAD(pa);
-        dvec s1 = CYCLAD_VLOAD(pa + kLanes);
-        dvec s2 = CYCLAD_VLOAD(pa + 2 * kLanes);
-        dvec s3 = CYCLAD_VLOAD(pa + 3 * kLanes);
-        for (std::size_t k = 0; k < padded; k += kLanes) {
-          dvec av = CYCLAD_VLOAD(a + k);
-          dvec d0 = av - CYCLAD_VLOAD(b0 + k);
-          dvec d1 = av - CYCLAD_VLOAD(b1 + k);
-          dvec d2 = av - CYCLAD_VLOAD(b2 + k);
-          dvec d3 = av - CYCLAD_VLOAD(b3 + k);
-          s0 += d0 * d0;
-          s1 += d1 * d1;
-          s2 += d2 * d2;
-          s3 += d3 * d3;
-        }
-        CYCLAD_VSTORE(pa, s0);
-        CYCLAD_VSTORE(pa + kLanes, s1);
-        CYCLAD_VSTORE(pa + 2 * kLanes, s2);
-        CYCLAD_VSTORE(pa + 3 * kLanes, s3);
+    for (std::size_t i = 0; i + 1 < n; i += 2) {
+      const double* a[2] = {buf + i * chunk, buf + (i + 1) * chunk};
+      {
+        double* p[1] = {acc + pair_index(n, i, i + 1) * kLanes};
+        sq_dist_tile<1, 1, 4>(a, a + 1, p, padded);
       }
-      for (; j < n; ++j, pa += kLanes) {
-        const double* b0 = buf + j * chunk;
-        dvec s0 = CYCLAD_VLOAD(pa);
-        for (std::size_t k = 0; k < padded; k += kLanes) {
-          dvec d0 = CYCLAD_VLOAD(a + k) - CYCLAD_VLOAD(b0 + k);
-          s0 += d0 * d0;
+      std::size_t j = i + 2;
+      for (; j + 4 <= n; j += 4) {
+        const double* b[4] = {buf + j * chunk, buf + (j + 1) * chunk, buf + (j + 2) * chunk,
+                              buf + (j + 3) * chunk};
+        double* p[8];
+        for (std::size_t q = 0; q < 4; ++q) {
+          p[q] = acc + pair_index(n, i, j + q) * kLanes;
+          p[4 + q] = acc + pair_index(n, i + 1, j + q) * kLanes;
         }
-        CYCLAD_VSTORE(pa, s0);
+        sq_dist_tile<2, 4, 1>(a, b, p, padded);
+      }
+      for (; j < n; ++j) {
+        const double* b[1] = {buf + j * chunk};
+        double* p[2] = {acc + pair_index(n, i, j) * kLanes, acc + pair_index(n, i + 1, j) * kLanes};
+        sq_dist_tile<2, 1, 2>(a, b, p, padded);
       }
     }
   }
@@ -189,7 +250,7 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
 
 /// One kReduceBlock of the distance-to-a-point pass: part[i] = sum over the block of
 /// (x_i - z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row i.
-/// `buf` holds chunk doubles, `acc` 2 * n * 8.
+/// `buf` holds 2 * chunk doubles, `acc` 2 * n * 8.
 template <typename T>
 CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                           std::size_t stride, std::size_t lo, std::size_t hi,
@@ -203,7 +264,7 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
   double* zb = buf + chunk;
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t len = std::min(chunk, hi - c0);
-    const std::size_t padded = round_up_lanes(len);
+    const std::size_t padded = round_up_pad(len);
     if (z != nullptr) {
       std::copy(z + c0, z + c0 + len, zb);
       std::fill(zb + len, zb + padded, 0.0);
@@ -213,16 +274,8 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
     if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
     for (std::size_t i = 0; i < n; ++i) {
       load_row(x + i * stride + c0, len, buf);
-      dvec s = CYCLAD_VLOAD(acc + i * kLanes);
-      dvec fl = CYCLAD_VLOAD(flag + i * kLanes);
-      for (std::size_t k = 0; k < padded; k += kLanes) {
-        dvec v = CYCLAD_VLOAD(buf + k);
-        dvec d = v - CYCLAD_VLOAD(zb + k);
-        s += d * d;
-        fl += v - v;
-      }
-      CYCLAD_VSTORE(acc + i * kLanes, s);
-      CYCLAD_VSTORE(flag + i * kLanes, fl);
+      accumulate_sq_dist(buf, zb, padded, acc + i * kLanes);
+      accumulate_flag(buf, padded, flag + i * kLanes);
     }
   }
   for (std::size_t i = 0; i < n; ++i) {
@@ -232,17 +285,18 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
 }
 
 /// One kReduceBlock of an affine step, in place on z over [lo, hi):
-///   z_new = alpha * z + sum_{i: beta_i != 0} beta_i * x_i
-/// (rows with skip[i] set are never read nor multiplied, so a non-finite row contributes
-/// nothing), and in the same pass part[i] = sum (z_new - x_i)^2 over the block for every other
-/// row (when `dists`), part[n] = sum (z_new - z)^2, part[n + 1] = sum z^2 (the old z).
+///   z_new = alpha * z + sum_{i in act} beta_i * x_i   (summed in the order of act)
+/// Rows outside `act` are never read nor multiplied, so a non-finite row contributes nothing.
+/// In the same pass part[i] = sum (z_new - x_i)^2 over the block for every row of act (when
+/// `dists`), part[n] = sum (z_new - z)^2 and part[n + 1] = sum z^2 (the old z).
 /// `buf` holds (n + 2) * chunk doubles, `acc` (n + 2) * 8.
 template <typename T>
 CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                            std::size_t stride, std::size_t lo, std::size_t hi,
                                            std::size_t chunk, double alpha,
                                            const double* CYCLAD_RESTRICT beta,
-                                           const unsigned char* CYCLAD_RESTRICT skip, bool dists,
+                                           const std::size_t* CYCLAD_RESTRICT act,
+                                           std::size_t nact, bool dists,
                                            double* CYCLAD_RESTRICT z,
                                            double* CYCLAD_RESTRICT buf,
                                            double* CYCLAD_RESTRICT acc,
@@ -252,40 +306,45 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
   double* zn = zo + chunk;
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t len = std::min(chunk, hi - c0);
-    const std::size_t padded = round_up_lanes(len);
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!skip[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+    const std::size_t padded = round_up_pad(len);
+    for (std::size_t r = 0; r < nact; ++r) {
+      load_row(x + act[r] * stride + c0, len, buf + act[r] * chunk);
     }
     if (c0 + chunk < hi) {
-      prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk), skip);
+      const std::size_t nlen = std::min(chunk, hi - c0 - chunk);
+      for (std::size_t r = 0; r < nact; ++r) prefetch_rows(x + act[r] * stride, 1, 0, c0 + chunk, nlen);
     }
     std::copy(z + c0, z + c0 + len, zo);
     std::fill(zo + len, zo + padded, 0.0);
-    dvec mv = CYCLAD_VLOAD(acc + n * kLanes);
-    dvec nm = CYCLAD_VLOAD(acc + (n + 1) * kLanes);
-    for (std::size_t k = 0; k < padded; k += kLanes) {
-      dvec o = CYCLAD_VLOAD(zo + k);
-      dvec s = o * alpha;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (!skip[i]) s += CYCLAD_VLOAD(buf + i * chunk + k) * beta[i];
+    dvec mv[kUnroll] = {}, nm[kUnroll] = {};
+    for (std::size_t k = 0; k < padded; k += kPad) {
+      dvec o[kUnroll], s[kUnroll];
+      for (std::size_t u = 0; u < kUnroll; ++u) {
+        o[u] = CYCLAD_VLOAD(zo + k + u * kLanes);
+        s[u] = o[u] * alpha;
       }
-      CYCLAD_VSTORE(zn + k, s);
-      dvec d = s - o;
-      mv += d * d;
-      nm += o * o;
+      for (std::size_t r = 0; r < nact; ++r) {
+        const double* b = buf + act[r] * chunk + k;
+        const double w = beta[act[r]];
+        for (std::size_t u = 0; u < kUnroll; ++u) s[u] += CYCLAD_VLOAD(b + u * kLanes) * w;
+      }
+      for (std::size_t u = 0; u < kUnroll; ++u) {
+        CYCLAD_VSTORE(zn + k + u * kLanes, s[u]);
+        dvec d = s[u] - o[u];
+        mv[u] += d * d;
+        nm[u] += o[u] * o[u];
+      }
     }
-    CYCLAD_VSTORE(acc + n * kLanes, mv);
-    CYCLAD_VSTORE(acc + (n + 1) * kLanes, nm);
+    dvec tm = CYCLAD_VLOAD(acc + n * kLanes), tn = CYCLAD_VLOAD(acc + (n + 1) * kLanes);
+    for (std::size_t u = 0; u < kUnroll; ++u) {
+      tm += mv[u];
+      tn += nm[u];
+    }
+    CYCLAD_VSTORE(acc + n * kLanes, tm);
+    CYCLAD_VSTORE(acc + (n + 1) * kLanes, tn);
     if (dists) {
-      for (std::size_t i = 0; i < n; ++i) {
-        if (skip[i]) continue;
-        const double* b = buf + i * chunk;
-        dvec s = CYCLAD_VLOAD(acc + i * kLanes);
-        for (std::size_t k = 0; k < padded; k += kLanes) {
-          dvec d = CYCLAD_VLOAD(zn + k) - CYCLAD_VLOAD(b + k);
-          s += d * d;
-        }
-        CYCLAD_VSTORE(acc + i * kLanes, s);
+      for (std::size_t r = 0; r < nact; ++r) {
+        accumulate_sq_dist(zn, buf + act[r] * chunk, padded, acc + act[r] * kLanes);
       }
     }
     std::copy(zn, zn + len, z + c0);
@@ -307,18 +366,25 @@ CYCLAD_MULTIVERSION void set_means_block(
   double* sb = buf + n * chunk;
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t len = std::min(chunk, hi - c0);
-    const std::size_t padded = round_up_lanes(len);
+    const std::size_t padded = round_up_pad(len);
     for (std::size_t i = 0; i < n; ++i) {
       if (used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
     }
-    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
+    if (c0 + chunk < hi) {
+      prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
+    }
     for (std::size_t s = 0; s < nsets; ++s) {
       const std::size_t r0 = set_off[s], r1 = set_off[s + 1];
       const double inv = 1.0 / static_cast<double>(r1 - r0);
-      for (std::size_t k = 0; k < padded; k += kLanes) {
-        dvec acc = CYCLAD_VLOAD(buf + set_rows[r0] * chunk + k);
-        for (std::size_t r = r0 + 1; r < r1; ++r) acc += CYCLAD_VLOAD(buf + set_rows[r] * chunk + k);
-        CYCLAD_VSTORE(sb + k, acc * inv);
+      for (std::size_t k = 0; k < padded; k += kPad) {
+        dvec a[kUnroll];
+        const double* b0 = buf + set_rows[r0] * chunk + k;
+        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = CYCLAD_VLOAD(b0 + u * kLanes);
+        for (std::size_t r = r0 + 1; r < r1; ++r) {
+          const double* b = buf + set_rows[r] * chunk + k;
+          for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kLanes);
+        }
+        for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kLanes, a[u] * inv);
       }
       for (std::size_t o = out_off[s]; o < out_off[s + 1]; ++o) {
         T* dst = out + out_rows[o] * out_stride + c0;
@@ -410,12 +476,16 @@ std::pair<double, double> affine_step(MatrixView<T> x, double alpha, const doubl
   const std::size_t nb = num_blocks(x.d), n = x.n, w = n + 2;
   const std::size_t chunk = chunk_for(n + 2);
   std::vector<double> part(nb * w);
+  std::vector<std::size_t> act;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!skip[i]) act.push_back(i);
+  }
   parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf((n + 2) * chunk), acc(w * kLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, alpha, beta, skip, dists, z,
-                        buf.data(), acc.data(), part.data() + b * w);
+      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, alpha, beta, act.data(),
+                        act.size(), dists, z, buf.data(), acc.data(), part.data() + b * w);
     }
   });
   std::vector<double> tot(w, 0.0);
