@@ -352,56 +352,59 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
   for (std::size_t i = 0; i < n + 2; ++i) part[i] = fold8(acc + i * kLanes);
 }
 
-/// Means of row sets over the coordinates [lo, hi): for set s (rows set_rows[set_off[s] ..
-/// set_off[s+1]), summed in that order, in double) the mean is written to every output row in
-/// out_rows[out_off[s] .. out_off[s+1]). `used[i]` marks rows that appear in some set. `buf`
-/// holds (n + 1) * chunk doubles.
-template <typename T>
-CYCLAD_MULTIVERSION void set_means_block(
-    const T* CYCLAD_RESTRICT x, std::size_t n, std::size_t stride, std::size_t lo,
-    std::size_t hi, std::size_t chunk, const unsigned char* used, const std::size_t* set_off,
-    const std::size_t* set_rows, std::size_t nsets, const std::size_t* out_off,
-    const std::size_t* out_rows, T* CYCLAD_RESTRICT out, std::size_t out_stride,
-    double* CYCLAD_RESTRICT buf) {
-  double* sb = buf + n * chunk;
-  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
-    const std::size_t len = std::min(chunk, hi - c0);
-    const std::size_t padded = round_up_pad(len);
-    for (std::size_t i = 0; i < n; ++i) {
-      if (used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
-    }
-    if (c0 + chunk < hi) {
-      prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
-    }
-    for (std::size_t s = 0; s < nsets; ++s) {
-      const std::size_t r0 = set_off[s], r1 = set_off[s + 1];
-      const double inv = 1.0 / static_cast<double>(r1 - r0);
-      for (std::size_t k = 0; k < padded; k += kPad) {
-        dvec a[kUnroll];
-        const double* b0 = buf + set_rows[r0] * chunk + k;
-        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = CYCLAD_VLOAD(b0 + u * kLanes);
-        for (std::size_t r = r0 + 1; r < r1; ++r) {
-          const double* b = buf + set_rows[r] * chunk + k;
-          for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kLanes);
-        }
-        for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kLanes, a[u] * inv);
-      }
-      for (std::size_t o = out_off[s]; o < out_off[s + 1]; ++o) {
-        T* dst = out + out_rows[o] * out_stride + c0;
-        for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
-      }
-    }
-  }
-}
-
-/// Row sets in compressed form for set_means: unique sets and, for each, the output rows.
-struct RowSets {
-  std::vector<std::size_t> set_off{0}, set_rows, out_off{0}, out_rows;
-  std::size_t count() const { return set_off.size() - 1; }
+/// How set_means computes its sums: internal nodes (sums of two earlier nodes; node ids below n
+/// are the rows) are built first, then each set's sum is its terms added in order, scaled by
+/// 1 / size and written to each of its output rows.
+struct SetProgram {
+  std::size_t n = 0;
+  std::vector<std::size_t> left, right;                 // internal node n + q = left + right
+  std::vector<std::size_t> term_off{0}, terms, size;    // per set: node ids, row count
+  std::vector<std::size_t> out_off{0}, out_rows;        // per set: output rows
+  std::vector<unsigned char> used;                      // rows read at all
+  std::size_t count() const { return size.size(); }
 };
 
-/// Group output rows by their (ordered) row set so identical sets are summed once.
-inline RowSets group_sets(const std::vector<std::vector<std::size_t>>& sets) {
+/// Terms of `set` over the node of rows [lo, hi): the node itself when it lies inside the set,
+/// else its children's terms. Internal nodes are numbered on first use (post-order).
+inline std::size_t tree_terms(const std::vector<unsigned char>& in, std::size_t lo,
+                              std::size_t hi, std::map<std::pair<std::size_t, std::size_t>,
+                                                       std::size_t>& ids,
+                              SetProgram& prog, std::vector<std::size_t>& out, bool emit) {
+  // Returns the node id of [lo, hi) (building it if needed) when emit is false.
+  if (hi - lo == 1) {
+    if (emit && in[lo]) out.push_back(lo);
+    return lo;
+  }
+  bool all = true;
+  for (std::size_t r = lo; r < hi; ++r) all = all && in[r];
+  const std::size_t mid = lo + (hi - lo) / 2;
+  if (emit && !all) {
+    tree_terms(in, lo, mid, ids, prog, out, true);
+    tree_terms(in, mid, hi, ids, prog, out, true);
+    return 0;
+  }
+  auto it = ids.find({lo, hi});
+  std::size_t id;
+  if (it != ids.end()) {
+    id = it->second;
+  } else {
+    std::vector<std::size_t> none;
+    const std::size_t a = tree_terms(in, lo, mid, ids, prog, none, false);
+    const std::size_t b = tree_terms(in, mid, hi, ids, prog, none, false);
+    id = prog.n + prog.left.size();
+    prog.left.push_back(a);
+    prog.right.push_back(b);
+    ids[{lo, hi}] = id;
+  }
+  if (emit) out.push_back(id);
+  return id;
+}
+
+/// Group output rows by their (ordered) row set, then choose per call between summing each set
+/// directly (in the given order) and sharing sums through a binary tree over the row indices
+/// (sets ordered by index; NNM's n - f of n rows cost about f log(n / f) terms instead of
+/// n - f), whichever needs fewer additions. The choice depends only on the sets.
+inline SetProgram plan_sets(std::size_t n, const std::vector<std::vector<std::size_t>>& sets) {
   std::map<std::vector<std::size_t>, std::vector<std::size_t>> groups;
   std::vector<const std::vector<std::size_t>*> order;
   for (std::size_t o = 0; o < sets.size(); ++o) {
@@ -409,31 +412,101 @@ inline RowSets group_sets(const std::vector<std::vector<std::size_t>>& sets) {
     if (fresh) order.push_back(&it->first);
     it->second.push_back(o);
   }
-  RowSets rs;
+  SetProgram direct, tree;
+  direct.n = tree.n = n;
+  direct.used.assign(n, 0);
+  std::size_t direct_cost = 0, tree_cost = 0;
+  std::map<std::pair<std::size_t, std::size_t>, std::size_t> ids;
+  bool sorted = true;
   for (const auto* key : order) {
-    rs.set_rows.insert(rs.set_rows.end(), key->begin(), key->end());
-    rs.set_off.push_back(rs.set_rows.size());
+    for (std::size_t r : *key) direct.used[r] = 1;
+    direct.terms.insert(direct.terms.end(), key->begin(), key->end());
+    direct.term_off.push_back(direct.terms.size());
+    direct.size.push_back(key->size());
+    direct_cost += key->size() - 1;
+    sorted = sorted && std::is_sorted(key->begin(), key->end());
     const auto& outs = groups[*key];
-    rs.out_rows.insert(rs.out_rows.end(), outs.begin(), outs.end());
-    rs.out_off.push_back(rs.out_rows.size());
+    direct.out_rows.insert(direct.out_rows.end(), outs.begin(), outs.end());
+    direct.out_off.push_back(direct.out_rows.size());
   }
-  return rs;
+  if (!sorted || n < 4) return direct;
+  tree.used = direct.used;
+  tree.size = direct.size;
+  tree.out_rows = direct.out_rows;
+  tree.out_off = direct.out_off;
+  std::vector<unsigned char> in(n);
+  for (const auto* key : order) {
+    std::fill(in.begin(), in.end(), static_cast<unsigned char>(0));
+    for (std::size_t r : *key) in[r] = 1;
+    std::vector<std::size_t> t;
+    tree_terms(in, 0, n, ids, tree, t, true);
+    tree.terms.insert(tree.terms.end(), t.begin(), t.end());
+    tree.term_off.push_back(tree.terms.size());
+    tree_cost += t.size() - 1;
+  }
+  tree_cost += tree.left.size();
+  return tree_cost < direct_cost ? tree : direct;
+}
+
+/// Means of row sets over the coordinates [lo, hi), following `prog` (see SetProgram); all sums
+/// in double. `buf` holds (n + internal nodes + 1) * chunk doubles.
+template <typename T>
+CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+                                         std::size_t lo, std::size_t hi, std::size_t chunk,
+                                         const SetProgram& prog, T* CYCLAD_RESTRICT out,
+                                         std::size_t out_stride, double* CYCLAD_RESTRICT buf) {
+  const std::size_t n = prog.n, ni = prog.left.size();
+  double* sb = buf + (n + ni) * chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_pad(len);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (prog.used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+    }
+    if (c0 + chunk < hi) {
+      prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk),
+                    nullptr);
+    }
+    for (std::size_t q = 0; q < ni; ++q) {
+      const double* a = buf + prog.left[q] * chunk;
+      const double* b = buf + prog.right[q] * chunk;
+      double* c = buf + (n + q) * chunk;
+      for (std::size_t k = 0; k < padded; k += kLanes) {
+        CYCLAD_VSTORE(c + k, CYCLAD_VLOAD(a + k) + CYCLAD_VLOAD(b + k));
+      }
+    }
+    for (std::size_t s = 0; s < prog.count(); ++s) {
+      const std::size_t t0 = prog.term_off[s], t1 = prog.term_off[s + 1];
+      const double inv = 1.0 / static_cast<double>(prog.size[s]);
+      for (std::size_t k = 0; k < padded; k += kPad) {
+        dvec a[kUnroll];
+        const double* b0 = buf + prog.terms[t0] * chunk + k;
+        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = CYCLAD_VLOAD(b0 + u * kLanes);
+        for (std::size_t t = t0 + 1; t < t1; ++t) {
+          const double* b = buf + prog.terms[t] * chunk + k;
+          for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kLanes);
+        }
+        for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kLanes, a[u] * inv);
+      }
+      for (std::size_t o = prog.out_off[s]; o < prog.out_off[s + 1]; ++o) {
+        T* dst = out + prog.out_rows[o] * out_stride + c0;
+        for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
+      }
+    }
+  }
 }
 
 template <typename T>
 void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& sets, T* out,
                int threads) {
-  const RowSets rs = group_sets(sets);
-  std::vector<unsigned char> used(x.n, 0);
-  for (std::size_t r : rs.set_rows) used[r] = 1;
-  const std::size_t chunk = chunk_for(x.n + 1);
+  const SetProgram prog = plan_sets(x.n, sets);
+  const std::size_t nodes = x.n + prog.left.size() + 1;
+  const std::size_t chunk = chunk_for(nodes);
   parallel_for(num_blocks(x.d), threads, 1, [&](std::size_t b0, std::size_t b1) {
-    std::vector<double> buf((x.n + 1) * chunk);
+    std::vector<double> buf(nodes * chunk);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      set_means_block(x.data, x.n, x.row_stride, lo, hi, chunk, used.data(),
-                      rs.set_off.data(), rs.set_rows.data(), rs.count(), rs.out_off.data(),
-                      rs.out_rows.data(), out, x.d, buf.data());
+      set_means_block(x.data, x.row_stride, lo, hi, chunk, prog, out, x.d, buf.data());
     }
   });
 }
