@@ -289,7 +289,7 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
 /// Rows outside `act` are never read nor multiplied, so a non-finite row contributes nothing.
 /// In the same pass part[i] = sum (z_new - x_i)^2 over the block for every row of act (when
 /// `dists`), part[n] = sum (z_new - z)^2 and part[n + 1] = sum z^2 (the old z).
-/// `buf` holds (n + 2) * chunk doubles, `acc` (n + 2) * 8.
+/// `buf` holds (n + 1) * chunk doubles, `acc` (n + 2) * 8.
 template <typename T>
 CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                            std::size_t stride, std::size_t lo, std::size_t hi,
@@ -302,8 +302,7 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
                                            double* CYCLAD_RESTRICT acc,
                                            double* CYCLAD_RESTRICT part) {
   std::fill(acc, acc + (n + 2) * kLanes, 0.0);
-  double* zo = buf + n * chunk;
-  double* zn = zo + chunk;
+  double* tail = buf + n * chunk;
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t len = std::min(chunk, hi - c0);
     const std::size_t padded = round_up_pad(len);
@@ -312,15 +311,24 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
     }
     if (c0 + chunk < hi) {
       const std::size_t nlen = std::min(chunk, hi - c0 - chunk);
-      for (std::size_t r = 0; r < nact; ++r) prefetch_rows(x + act[r] * stride, 1, 0, c0 + chunk, nlen);
+      for (std::size_t r = 0; r < nact; ++r) {
+        prefetch_rows(x + act[r] * stride, 1, 0, c0 + chunk, nlen);
+      }
+      prefetch_rows(z, 1, 0, c0 + chunk, nlen);
     }
-    std::copy(z + c0, z + c0 + len, zo);
-    std::fill(zo + len, zo + padded, 0.0);
+    // z is updated in place; only a chunk shorter than its padding goes through `tail`.
+    double* zc = z + c0;
+    if (len != padded) {
+      std::copy(z + c0, z + c0 + len, tail);
+      std::fill(tail + len, tail + padded, 0.0);
+      zc = tail;
+    }
+    double* zn = zc;
     dvec mv[kUnroll] = {}, nm[kUnroll] = {};
     for (std::size_t k = 0; k < padded; k += kPad) {
       dvec o[kUnroll], s[kUnroll];
       for (std::size_t u = 0; u < kUnroll; ++u) {
-        o[u] = CYCLAD_VLOAD(zo + k + u * kLanes);
+        o[u] = CYCLAD_VLOAD(zc + k + u * kLanes);
         s[u] = o[u] * alpha;
       }
       for (std::size_t r = 0; r < nact; ++r) {
@@ -343,11 +351,21 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
     CYCLAD_VSTORE(acc + n * kLanes, tm);
     CYCLAD_VSTORE(acc + (n + 1) * kLanes, tn);
     if (dists) {
-      for (std::size_t r = 0; r < nact; ++r) {
+      // Four rows per sweep share the loads of z_new (two chains per row).
+      std::size_t r = 0;
+      for (; r + 4 <= nact; r += 4) {
+        const double* b[4] = {buf + act[r] * chunk, buf + act[r + 1] * chunk,
+                              buf + act[r + 2] * chunk, buf + act[r + 3] * chunk};
+        double* p[4] = {acc + act[r] * kLanes, acc + act[r + 1] * kLanes,
+                        acc + act[r + 2] * kLanes, acc + act[r + 3] * kLanes};
+        const double* zz[1] = {zn};
+        sq_dist_tile<1, 4, 2>(zz, b, p, padded);
+      }
+      for (; r < nact; ++r) {
         accumulate_sq_dist(zn, buf + act[r] * chunk, padded, acc + act[r] * kLanes);
       }
     }
-    std::copy(zn, zn + len, z + c0);
+    if (zc == tail) std::copy(tail, tail + len, z + c0);
   }
   for (std::size_t i = 0; i < n + 2; ++i) part[i] = fold8(acc + i * kLanes);
 }
