@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "cyclad/common.hpp"
@@ -41,6 +42,12 @@ typedef double dvec_u __attribute__((vector_size(64), aligned(8), may_alias));
 // about 1.5x slower).
 #define CYCLAD_VLOAD_REG(p) \
   (*reinterpret_cast<const volatile ::cyclad::kernels::detail::dvec_u*>(p))
+typedef float fvec __attribute__((vector_size(32)));
+typedef float fvec_u __attribute__((vector_size(32), aligned(4), may_alias));
+// Store eight doubles as eight floats (rounded to nearest).
+#define CYCLAD_VSTORE_F32(p, v)                                         \
+  (*reinterpret_cast<::cyclad::kernels::detail::fvec_u*>(p) =          \
+       __builtin_convertvector((v), ::cyclad::kernels::detail::fvec))
 #else
 struct dvec {
   double v[kLanes] = {};
@@ -72,6 +79,10 @@ inline void vstore(double* p, const dvec& v) { std::memcpy(p, v.v, sizeof v.v); 
 #define CYCLAD_VLOAD(p) (::cyclad::kernels::detail::vload(p))
 #define CYCLAD_VSTORE(p, v) (::cyclad::kernels::detail::vstore((p), (v)))
 #define CYCLAD_VLOAD_REG(p) (::cyclad::kernels::detail::vload(p))
+inline void vstore_f32(float* p, const dvec& v) {
+  for (std::size_t l = 0; l < kLanes; ++l) p[l] = static_cast<float>(v.v[l]);
+}
+#define CYCLAD_VSTORE_F32(p, v) (::cyclad::kernels::detail::vstore_f32((p), (v)))
 #endif
 
 /// Fold eight lanes in a fixed order.
@@ -100,11 +111,12 @@ inline constexpr std::size_t kPad = kLanes * kUnroll;
 
 inline std::size_t round_up_pad(std::size_t len) { return (len + kPad - 1) / kPad * kPad; }
 
-/// Coordinates per L1 chunk inside a reduction block, from the row count only (never from the
-/// thread count): `rows` double rows of the chunk take about 24 KB.
-inline std::size_t chunk_for(std::size_t rows) {
-  std::size_t c = 3072 / std::max<std::size_t>(rows, 1) / kPad * kPad;
-  return std::clamp<std::size_t>(c, 2 * kPad, 1024);
+/// Coordinates per chunk inside a reduction block, from the row count only (never from the
+/// thread count): `rows` double rows of the chunk take about `budget` doubles (24 KB: L1, for
+/// the pairwise tiles that revisit every row; larger for single-sweep kernels).
+inline std::size_t chunk_for(std::size_t rows, std::size_t budget = 3072) {
+  std::size_t c = budget / std::max<std::size_t>(rows, 1) / kPad * kPad;
+  return std::clamp<std::size_t>(c, 2 * kPad, 2048);
 }
 
 /// Convert `len` coordinates of a row to double, zero-padding to a multiple of kPad.
@@ -185,7 +197,7 @@ inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::si
   for (std::size_t i = 0; i < n; ++i) {
     if (skip != nullptr && skip[i]) continue;
     const T* r = x + i * stride + c0;
-    for (std::size_t k = 0; k < len; k += step) __builtin_prefetch(r + k, 0, 3);
+    for (std::size_t k = 0; k < len; k += step) __builtin_prefetch(r + k, 0, 2);
   }
 #else
   (void)x, (void)n, (void)stride, (void)c0, (void)len, (void)skip;
@@ -493,8 +505,12 @@ CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t
         CYCLAD_VSTORE(c + k, CYCLAD_VLOAD(a + k) + CYCLAD_VLOAD(b + k));
       }
     }
+    // A full chunk stores the means straight from registers into the output rows; the last,
+    // shorter chunk of a row goes through `sb`.
+    const bool direct = len == padded;
     for (std::size_t s = 0; s < prog.count(); ++s) {
       const std::size_t t0 = prog.term_off[s], t1 = prog.term_off[s + 1];
+      const std::size_t o0 = prog.out_off[s], o1 = prog.out_off[s + 1];
       const double inv = 1.0 / static_cast<double>(prog.size[s]);
       for (std::size_t k = 0; k < padded; k += kPad) {
         dvec a[kUnroll];
@@ -504,11 +520,27 @@ CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t
           const double* b = buf + prog.terms[t] * chunk + k;
           for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kLanes);
         }
-        for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kLanes, a[u] * inv);
+        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = a[u] * inv;
+        if (!direct) {
+          for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kLanes, a[u]);
+          continue;
+        }
+        for (std::size_t o = o0; o < o1; ++o) {
+          T* dst = out + prog.out_rows[o] * out_stride + c0 + k;
+          for (std::size_t u = 0; u < kUnroll; ++u) {
+            if constexpr (std::is_same_v<T, float>) {
+              CYCLAD_VSTORE_F32(dst + u * kLanes, a[u]);
+            } else {
+              CYCLAD_VSTORE(dst + u * kLanes, a[u]);
+            }
+          }
+        }
       }
-      for (std::size_t o = prog.out_off[s]; o < prog.out_off[s + 1]; ++o) {
-        T* dst = out + prog.out_rows[o] * out_stride + c0;
-        for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
+      if (!direct) {
+        for (std::size_t o = o0; o < o1; ++o) {
+          T* dst = out + prog.out_rows[o] * out_stride + c0;
+          for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
+        }
       }
     }
   }
@@ -519,7 +551,7 @@ void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& set
                int threads) {
   const SetProgram prog = plan_sets(x.n, sets);
   const std::size_t nodes = x.n + prog.left.size() + 1;
-  const std::size_t chunk = chunk_for(nodes);
+  const std::size_t chunk = chunk_for(nodes, 16384);
   parallel_for(num_blocks(x.d), threads, 1, [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(nodes * chunk);
     for (std::size_t b = b0; b < b1; ++b) {
