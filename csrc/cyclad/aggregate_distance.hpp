@@ -24,10 +24,11 @@ namespace cyclad::kernels {
 namespace detail {
 
 // Eight double lanes: one zmm register in the AVX-512 clone, two ymm in the AVX2 clone. Every
-// blocked sum below accumulates lane l over the coordinates k = l (mod 8) of its block in
-// increasing order and folds the lanes in a fixed order, so a block's partial never depends on
-// the thread count. GCC's auto-vectoriser prefers 256-bit vectors even on AVX-512 targets, so
-// the hot loops spell the 8-lane vectors out with the GNU vector extension.
+// blocked sum below runs a fixed set of 8-lane accumulator chains, each over a fixed subset of
+// the block's coordinates (set by the coordinate index and n only), and folds them in a fixed
+// order, so a block's partial never depends on the thread count. GCC's auto-vectoriser prefers
+// 256-bit vectors even on AVX-512 targets, so the hot loops spell the 8-lane vectors out with
+// the GNU vector extension.
 inline constexpr std::size_t kLanes = 8;
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -758,7 +759,7 @@ void krum(MatrixView<T> x, std::size_t f, T* out, int threads) {
 }
 
 /// \brief Multi-Krum: the mean (accumulated in double) of the m rows with the lowest Krum scores
-/// (ties as in krum), averaged in increasing row order.
+/// (ties as in krum), averaged in double in a fixed order (set_means).
 /// \param[in] x (n, D), 0 <= f <= n - 3, 1 <= m <= n. \param[out] out (D,).
 /// NaN policy: with at most f non-finite rows and m <= n - f, the result is finite.
 /// Complexity O(n^2 D + m D), two passes over x (the second reads m rows).
@@ -779,12 +780,13 @@ void multi_krum(MatrixView<T> x, std::size_t f, std::size_t m, T* out, int threa
 
 /// \brief Nearest-neighbour mixing (Allouah et al. 2023): row i of the output is the mean of the
 /// n - f rows nearest to row i, itself included (ties: rows without non-finite entries first,
-/// then the lowest index), averaged in double in increasing row order.
+/// then the lowest index), averaged in double in a fixed order (set_means).
 /// \param[in] x (n, D), 0 <= f <= n - 1. \param[out] out (n, D) row-major.
 /// NaN policy: a finite row's neighbours are finite whenever at most f rows are non-finite, so
 /// its output row is finite; the output row of a non-finite row stays non-finite.
 /// Complexity O(n^2 D) (one pass) + O(n (n - f) D) (a second pass writing n D values); output
-/// rows with the same neighbour set are computed once.
+/// rows with the same neighbour set are computed once, and the sums of overlapping sets share
+/// partial sums (about f log(n / f) additions per output row instead of n - f - 1).
 template <typename T>
 void nnm(MatrixView<T> x, std::size_t f, T* out, int threads) {
   detail::check_matrix(x);
@@ -863,7 +865,9 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
   std::vector<unsigned char> bad(n);
   detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
   std::vector<double> key(n);
-  for (std::size_t i = 0; i < n; ++i) key[i] = bad[i] ? std::numeric_limits<double>::infinity() : d2[i];
+  for (std::size_t i = 0; i < n; ++i) {
+    key[i] = bad[i] ? std::numeric_limits<double>::infinity() : d2[i];
+  }
   std::vector<double> sorted(key);
   std::sort(sorted.begin(), sorted.end(), std::greater<>());
   const double thr = std::sqrt(sorted[k]);

@@ -118,8 +118,7 @@ def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
 def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = None) -> Any:
     """Multi-Krum: the mean of the ``m`` rows with the lowest Krum scores.
 
-    Scores and ties as in :func:`krum`; the selected rows are averaged in double, in increasing
-    row order.
+    Scores and ties as in :func:`krum`; the selected rows are averaged in double.
 
     Parameters
     ----------
@@ -314,7 +313,9 @@ def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
 
     Row ``i`` of the output is the mean of the ``n - f`` rows nearest to row ``i`` (itself
     included; ties: rows without non-finite entries first, then the lowest index), averaged in
-    double in increasing row order. Output rows permute with the input rows.
+    double. Output rows permute with the input rows. Rows with the same neighbour set are
+    computed once and overlapping sets share partial sums, so the mixing pass costs about
+    ``f log(n / f)`` rather than ``n - f`` additions per output coordinate.
 
     Parameters
     ----------
