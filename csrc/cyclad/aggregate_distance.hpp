@@ -198,7 +198,7 @@ inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::si
   for (std::size_t i = 0; i < n; ++i) {
     if (skip != nullptr && skip[i]) continue;
     const T* r = x + i * stride + c0;
-    for (std::size_t k = 0; k < len; k += step) __builtin_prefetch(r + k, 0, 2);
+    for (std::size_t k = 0; k < len; k += step) __builtin_prefetch(r + k, 0, 3);
   }
 #else
   (void)x, (void)n, (void)stride, (void)c0, (void)len, (void)skip;
@@ -232,8 +232,11 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
       load_row(x + i * stride + c0, len, b);
       accumulate_flag(b, padded, flag + i * kLanes);
     }
-    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
+    // The next chunk's rows are prefetched two at a time, spread over the tile sweep.
+    const std::size_t next = c0 + 2 * chunk < hi ? std::min(chunk, hi - c0 - 2 * chunk) : 0;
+    if (next != 0 && n % 2 == 1) prefetch_rows(x + (n - 1) * stride, 1, 0, c0 + 2 * chunk, next);
     for (std::size_t i = 0; i + 1 < n; i += 2) {
+      if (next != 0) prefetch_rows(x + i * stride, 2, stride, c0 + 2 * chunk, next);
       const double* a[2] = {buf + i * chunk, buf + (i + 1) * chunk};
       {
         double* p[1] = {acc + pair_index(n, i, i + 1) * kLanes};
