@@ -97,6 +97,155 @@ CArray<T> meamed_impl(const CArray<T>& x, std::int64_t f, int threads) {
 
 // --- distance-based rules and pre-aggregations ---------------------------------------------
 
+std::size_t count_arg(std::int64_t v, const char* name) {
+  if (v < 0) {
+    throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(v));
+  }
+  return static_cast<std::size_t>(v);
+}
+
+template <typename T>
+CArray<T> rows_out(const k::MatrixView<T>& v, std::size_t rows) {
+  return CArray<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(v.d)});
+}
+
+template <typename T>
+py::tuple pairwise_sq_distances_impl(const CArray<T>& x, int threads) {
+  auto v = matrix_arg(x, "X");
+  auto n = static_cast<py::ssize_t>(v.n);
+  CArray<double> dist({n, n});
+  py::array_t<bool> bad(n);
+  std::vector<unsigned char> b(v.n);
+  double* d = dist.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::pairwise_sq_distances<T>(v, d, b.data(), threads);
+  }
+  bool* pb = bad.mutable_data();
+  for (std::size_t i = 0; i < v.n; ++i) pb[i] = b[i] != 0;
+  return py::make_tuple(dist, bad);
+}
+
+template <typename T>
+CArray<T> krum_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t uf = count_arg(f, "f");
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::krum<T>(v, uf, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> multi_krum_impl(const CArray<T>& x, std::int64_t f, std::int64_t m, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t uf = count_arg(f, "f"), um = count_arg(m, "m");
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::multi_krum<T>(v, uf, um, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+py::tuple geometric_median_impl(const CArray<T>& x, double eps, std::int64_t max_iter,
+                                double tol, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t mi = count_arg(max_iter, "max_iter");
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  std::size_t iters = 0;
+  {
+    py::gil_scoped_release release;
+    iters = k::geometric_median<T>(v, eps, mi, tol, o, threads);
+  }
+  return py::make_tuple(out, iters);
+}
+
+template <typename T>
+CArray<T> centered_clipping_impl(const CArray<T>& x, double tau, std::int64_t iters,
+                                 const std::optional<CArray<double>>& center, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t it = count_arg(iters, "iters");
+  const double* c = nullptr;
+  if (center) {
+    if (center->ndim() != 1 || static_cast<std::size_t>(center->shape(0)) != v.d) {
+      throw std::invalid_argument("center must have shape (D,) = (" + std::to_string(v.d) +
+                                  ",)");
+    }
+    c = center->data();
+  }
+  CArray<T> out(static_cast<py::ssize_t>(v.d));
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::centered_clipping<T>(v, tau, it, c, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> nnm_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t uf = count_arg(f, "f");
+  CArray<T> out = rows_out(v, v.n);
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::nnm<T>(v, uf, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> bucketing_impl(const CArray<T>& x, const CArray<std::int64_t>& perm, std::int64_t s,
+                         int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t us = count_arg(s, "s");
+  if (us < 1) throw std::invalid_argument("s must be >= 1");
+  if (perm.ndim() != 1 || static_cast<std::size_t>(perm.shape(0)) != v.n) {
+    throw std::invalid_argument("perm must have shape (n,) = (" + std::to_string(v.n) + ",)");
+  }
+  CArray<T> out = rows_out(v, (v.n + us - 1) / us);
+  T* o = out.mutable_data();
+  const std::int64_t* p = perm.data();
+  {
+    py::gil_scoped_release release;
+    k::bucketing<T>(v, p, us, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> clip_impl(const CArray<T>& x, double tau, int threads) {
+  auto v = matrix_arg(x, "X");
+  CArray<T> out = rows_out(v, v.n);
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::clip<T>(v, tau, o, threads);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> arc_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t uf = count_arg(f, "f");
+  CArray<T> out = rows_out(v, v.n);
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::arc<T>(v, uf, o, threads);
+  }
+  return out;
+}
+
 void bind_aggregate_coordinatewise(py::module_& m) {
   m.def("mean", &mean_impl<double>, py::arg("x").noconvert(), py::arg("threads") = 0,
         "Coordinate-wise mean.");
@@ -116,7 +265,34 @@ void bind_aggregate_coordinatewise(py::module_& m) {
         py::arg("threads") = 0, "Coordinate-wise mean around the median.");
 }
 
-void bind_aggregate_distance(py::module_& /*m*/) {}
+template <typename T>
+void bind_aggregate_distance_t(py::module_& m) {
+  m.def("pairwise_sq_distances", &pairwise_sq_distances_impl<T>, py::arg("x").noconvert(),
+        py::arg("threads") = 0, "Pairwise squared distances (n, n) and non-finite row flags.");
+  m.def("krum", &krum_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("threads") = 0,
+        "Krum.");
+  m.def("multi_krum", &multi_krum_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("m"),
+        py::arg("threads") = 0, "Multi-Krum.");
+  m.def("geometric_median", &geometric_median_impl<T>, py::arg("x").noconvert(),
+        py::arg("eps"), py::arg("max_iter"), py::arg("tol"), py::arg("threads") = 0,
+        "Smoothed Weiszfeld geometric median; returns (z, iterations).");
+  m.def("centered_clipping", &centered_clipping_impl<T>, py::arg("x").noconvert(),
+        py::arg("tau"), py::arg("iters"), py::arg("center").noconvert().none(true),
+        py::arg("threads") = 0, "Stateless centered clipping.");
+  m.def("nnm", &nnm_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("threads") = 0,
+        "Nearest-neighbour mixing.");
+  m.def("bucketing", &bucketing_impl<T>, py::arg("x").noconvert(), py::arg("perm").noconvert(),
+        py::arg("s"), py::arg("threads") = 0, "Bucketing with a given row permutation.");
+  m.def("clip", &clip_impl<T>, py::arg("x").noconvert(), py::arg("tau"), py::arg("threads") = 0,
+        "Static norm clipping of rows.");
+  m.def("arc", &arc_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("threads") = 0,
+        "Adaptive robust clipping.");
+}
+
+void bind_aggregate_distance(py::module_& m) {
+  bind_aggregate_distance_t<double>(m);
+  bind_aggregate_distance_t<float>(m);
+}
 
 void bind_aggregate(py::module_& m) {
   bind_aggregate_coordinatewise(m);

@@ -67,6 +67,143 @@ def meamed(X: np.ndarray, f: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+def finite_rows(X: np.ndarray) -> np.ndarray:
+    """Boolean (n,): rows without NaN / Inf."""
+    return np.isfinite(X).all(axis=1)
+
+
+def pairwise_sq_distances(X: np.ndarray) -> np.ndarray:
+    """(n, n) squared distances in float64 by broadcasting; +inf for rows with non-finite
+    entries (zero diagonal)."""
+    X64 = X.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = ((X64[:, None, :] - X64[None, :, :]) ** 2).sum(axis=-1)
+    ok = finite_rows(X)
+    d[~ok, :] = np.inf
+    d[:, ~ok] = np.inf
+    d[~np.isfinite(d)] = np.inf
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _order(key: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Indices sorted by (key, bad, index)."""
+    return np.lexsort((np.arange(len(key)), bad.astype(int), key))
+
+
+def krum_scores(X: np.ndarray, f: int) -> np.ndarray:
+    n = X.shape[0]
+    d = pairwise_sq_distances(X)
+    scores = np.empty(n)
+    for i in range(n):
+        others = np.sort(np.delete(d[i], i))
+        scores[i] = others[: n - f - 2].sum()
+    scores[~finite_rows(X)] = np.inf
+    return scores
+
+
+def krum(X: np.ndarray, f: int) -> np.ndarray:
+    scores = krum_scores(X, f)
+    return X[_order(scores, ~finite_rows(X))[0]].copy()
+
+
+def multi_krum(X: np.ndarray, f: int, m: int | None = None) -> np.ndarray:
+    n = X.shape[0]
+    m = n - f if m is None else m
+    scores = krum_scores(X, f)
+    rows = np.sort(_order(scores, ~finite_rows(X))[:m])
+    return X[rows].astype(np.float64).mean(axis=0).astype(X.dtype)
+
+
+def nnm(X: np.ndarray, f: int) -> np.ndarray:
+    n = X.shape[0]
+    d = pairwise_sq_distances(X)
+    bad = ~finite_rows(X)
+    out = np.empty(X.shape, dtype=np.float64)
+    for i in range(n):
+        key = d[i].copy()
+        key[i] = -1.0
+        rows = _order(key, bad)[: n - f]
+        with np.errstate(invalid="ignore"):
+            out[i] = X[rows].astype(np.float64).mean(axis=0)
+    return out.astype(X.dtype)
+
+
+def bucketing(X: np.ndarray, s: int, perm: np.ndarray) -> np.ndarray:
+    Xp = X[perm].astype(np.float64)
+    groups = [Xp[i : i + s].mean(axis=0) for i in range(0, X.shape[0], s)]
+    return np.stack(groups).astype(X.dtype)
+
+
+def clip(X: np.ndarray, tau: float) -> np.ndarray:
+    X64 = X.astype(np.float64)
+    out = X.copy()
+    for i in range(X.shape[0]):
+        if not np.isfinite(X64[i]).all():
+            continue
+        norm = np.linalg.norm(X64[i])
+        if norm > tau:
+            out[i] = (X64[i] * (tau / norm)).astype(X.dtype)
+    return out
+
+
+def arc(X: np.ndarray, f: int) -> np.ndarray:
+    n = X.shape[0]
+    k = (2 * f * (n - f)) // n
+    ok = finite_rows(X)
+    norms = np.where(
+        ok, np.linalg.norm(np.where(ok[:, None], X.astype(np.float64), 0), axis=1), np.inf
+    )
+    threshold = np.sort(norms)[::-1][k]
+    X64 = X.astype(np.float64)
+    out = X.copy()
+    for i in range(n):
+        if ok[i] and norms[i] > threshold:
+            out[i] = (X64[i] * (threshold / norms[i])).astype(X.dtype)
+    return out
+
+
+def centered_clipping(
+    X: np.ndarray, tau: float, iters: int = 1, center: np.ndarray | None = None
+) -> np.ndarray:
+    n, D = X.shape
+    ok = finite_rows(X)
+    v = np.zeros(D) if center is None else np.asarray(center, dtype=np.float64).copy()
+    X64 = X.astype(np.float64)
+    for _ in range(iters):
+        step = np.zeros(D)
+        for i in range(n):
+            if not ok[i]:
+                continue
+            y = X64[i] - v
+            norm = np.linalg.norm(y)
+            step += y * min(1.0, tau / norm) if norm > 0 else y
+        v = v + step / n
+    return v.astype(X.dtype)
+
+
+def geometric_median(X: np.ndarray, eps: float = 1e-8, iters: int = 20000) -> np.ndarray:
+    """Plain smoothed Weiszfeld over the finite rows, in float64, from their mean, run until
+    the iterate stops moving (slow, for comparisons)."""
+    X64 = X[finite_rows(X)].astype(np.float64)
+    z = X64.mean(axis=0)
+    for _ in range(iters):
+        w = 1.0 / np.maximum(eps, np.linalg.norm(X64 - z, axis=1))
+        z_new = (w[:, None] * X64).sum(axis=0) / w.sum()
+        if np.linalg.norm(z_new - z) <= 1e-15 * max(1.0, np.linalg.norm(z)):
+            return z_new
+        z = z_new
+    return z
+
+
+def weiszfeld_gradient(X: np.ndarray, z: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Gradient of the smoothed objective at z over the finite rows:
+    sum_i (z - x_i) / max(eps, |z - x_i|) (zero at the smoothed geometric median)."""
+    X64 = X[finite_rows(X)].astype(np.float64)
+    diff = z.astype(np.float64) - X64
+    return (diff / np.maximum(eps, np.linalg.norm(diff, axis=1))[:, None]).sum(axis=0)
+
+
 # --------------------------------------------------------------------------------------------
 # coding
 # --------------------------------------------------------------------------------------------

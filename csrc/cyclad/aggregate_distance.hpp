@@ -4,9 +4,985 @@
 // distances accumulate in double so float32 inputs near the float32 maximum cannot overflow.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <type_traits>
+#include <vector>
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
 
-namespace cyclad::kernels {}  // namespace cyclad::kernels
+namespace cyclad::kernels {
+
+namespace detail {
+
+// Eight double lanes: one zmm register in the AVX-512 clone, two ymm in the AVX2 clone. Every
+// blocked sum below runs a fixed set of 8-lane accumulator chains, each over a fixed subset of
+// the block's coordinates (set by the coordinate index and n only), and folds them in a fixed
+// order, so a block's partial never depends on the thread count. GCC's auto-vectoriser prefers
+// 256-bit vectors even on AVX-512 targets, so the hot loops spell the 8-lane vectors out with
+// the GNU vector extension.
+inline constexpr std::size_t kDistLanes = 8;
+
+#if defined(__GNUC__) || defined(__clang__)
+typedef double dvec __attribute__((vector_size(64)));
+typedef double dvec_u __attribute__((vector_size(64), aligned(8), may_alias));
+// Macros rather than helper functions: a function taking or returning a 64-byte vector changes
+// the ABI between the clones (-Wpsabi).
+#define CYCLAD_VLOAD(p) (*reinterpret_cast<const ::cyclad::kernels::detail::dvec_u*>(p))
+#define CYCLAD_VSTORE(p, v) (*reinterpret_cast<::cyclad::kernels::detail::dvec_u*>(p) = (v))
+// A load the compiler keeps in a register: GCC otherwise folds a value used twice into both
+// instructions as a memory operand, and the 2 x 4 distance tile becomes load-bound (measured:
+// about 1.5x slower).
+#define CYCLAD_VLOAD_REG(p) \
+  (*reinterpret_cast<const volatile ::cyclad::kernels::detail::dvec_u*>(p))
+typedef float fvec __attribute__((vector_size(32)));
+typedef float fvec_u __attribute__((vector_size(32), aligned(4), may_alias));
+// Store eight doubles as eight floats (rounded to nearest).
+#define CYCLAD_VSTORE_F32(p, v)                                         \
+  (*reinterpret_cast<::cyclad::kernels::detail::fvec_u*>(p) =          \
+       __builtin_convertvector((v), ::cyclad::kernels::detail::fvec))
+#else
+struct dvec {
+  double v[kDistLanes] = {};
+  dvec& operator+=(const dvec& o) {
+    for (std::size_t l = 0; l < kDistLanes; ++l) v[l] += o.v[l];
+    return *this;
+  }
+  friend dvec operator+(dvec a, const dvec& b) { return a += b; }
+  friend dvec operator-(dvec a, const dvec& b) {
+    for (std::size_t l = 0; l < kDistLanes; ++l) a.v[l] -= b.v[l];
+    return a;
+  }
+  friend dvec operator*(dvec a, const dvec& b) {
+    for (std::size_t l = 0; l < kDistLanes; ++l) a.v[l] *= b.v[l];
+    return a;
+  }
+  friend dvec operator*(dvec a, double s) {
+    for (std::size_t l = 0; l < kDistLanes; ++l) a.v[l] *= s;
+    return a;
+  }
+  friend dvec operator*(double s, dvec a) { return a * s; }
+};
+inline dvec vload(const double* p) {
+  dvec r;
+  std::memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+inline void vstore(double* p, const dvec& v) { std::memcpy(p, v.v, sizeof v.v); }
+#define CYCLAD_VLOAD(p) (::cyclad::kernels::detail::vload(p))
+#define CYCLAD_VSTORE(p, v) (::cyclad::kernels::detail::vstore((p), (v)))
+#define CYCLAD_VLOAD_REG(p) (::cyclad::kernels::detail::vload(p))
+inline void vstore_f32(float* p, const dvec& v) {
+  for (std::size_t l = 0; l < kDistLanes; ++l) p[l] = static_cast<float>(v.v[l]);
+}
+#define CYCLAD_VSTORE_F32(p, v) (::cyclad::kernels::detail::vstore_f32((p), (v)))
+#endif
+
+/// Fold eight lanes in a fixed order.
+inline double fold8(const double* a) {
+  return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/// True when any lane is NaN (the lanes hold sums of x - x, which is NaN exactly for a
+/// non-finite x).
+inline bool any_nan8(const double* a) {
+  bool nan = false;
+  for (std::size_t l = 0; l < kDistLanes; ++l) nan = nan || std::isnan(a[l]);
+  return nan;
+}
+
+// Every hot loop keeps kUnroll independent accumulator chains (or a 2 x 4 tile of them): one
+// chain would wait on the add/FMA latency at every step. Chunks are zero-padded to kPad.
+inline constexpr std::size_t kUnroll = 4;
+inline constexpr std::size_t kPad = kDistLanes * kUnroll;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CYCLAD_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CYCLAD_ALWAYS_INLINE inline
+#endif
+
+inline std::size_t round_up_pad(std::size_t len) { return (len + kPad - 1) / kPad * kPad; }
+
+/// Coordinates per chunk inside a reduction block, from the row count only (never from the
+/// thread count): `rows` double rows of the chunk take about `budget` doubles (24 KB: L1, for
+/// the pairwise tiles that revisit every row; larger for single-sweep kernels).
+inline std::size_t chunk_for(std::size_t rows, std::size_t budget = 3072) {
+  std::size_t c = budget / std::max<std::size_t>(rows, 1) / kPad * kPad;
+  return std::clamp<std::size_t>(c, 2 * kPad, 2048);
+}
+
+/// Convert `len` coordinates of a row to double, zero-padding to a multiple of kPad.
+template <typename T>
+CYCLAD_ALWAYS_INLINE void load_row(const T* CYCLAD_RESTRICT r, std::size_t len,
+                                   double* CYCLAD_RESTRICT b) {
+  for (std::size_t k = 0; k < len; ++k) b[k] = static_cast<double>(r[k]);
+  for (std::size_t k = len; k < round_up_pad(len); ++k) b[k] = 0.0;
+}
+
+/// flag (8 lanes) += sum over the padded row of (v - v): NaN exactly when a value is not finite.
+CYCLAD_ALWAYS_INLINE void accumulate_flag(const double* CYCLAD_RESTRICT b, std::size_t padded,
+                                          double* CYCLAD_RESTRICT flag) {
+  dvec f[kUnroll] = {};
+  for (std::size_t k = 0; k < padded; k += kPad) {
+    for (std::size_t u = 0; u < kUnroll; ++u) {
+      dvec v = CYCLAD_VLOAD(b + k + u * kDistLanes);
+      f[u] += v - v;
+    }
+  }
+  dvec t = CYCLAD_VLOAD(flag);
+  for (std::size_t u = 0; u < kUnroll; ++u) t += f[u];
+  CYCLAD_VSTORE(flag, t);
+}
+
+/// acc (8 lanes) += sum over the padded rows of (a - b)^2, with kUnroll chains folded in order.
+CYCLAD_ALWAYS_INLINE void accumulate_sq_dist(const double* CYCLAD_RESTRICT a,
+                                             const double* CYCLAD_RESTRICT b, std::size_t padded,
+                                             double* CYCLAD_RESTRICT acc) {
+  dvec s[kUnroll] = {};
+  for (std::size_t k = 0; k < padded; k += kPad) {
+    for (std::size_t u = 0; u < kUnroll; ++u) {
+      dvec d = CYCLAD_VLOAD(a + k + u * kDistLanes) - CYCLAD_VLOAD(b + k + u * kDistLanes);
+      s[u] += d * d;
+    }
+  }
+  dvec t = CYCLAD_VLOAD(acc);
+  for (std::size_t u = 0; u < kUnroll; ++u) t += s[u];
+  CYCLAD_VSTORE(acc, t);
+}
+
+/// Squared-distance tile: I rows a[] against J rows b[], U chains per pair over the padded
+/// chunk; acc[i * J + j] (8 lanes each) += the pair's sum, the U chains folded in order.
+template <std::size_t I, std::size_t J, std::size_t U>
+CYCLAD_ALWAYS_INLINE void sq_dist_tile(const double* const* a, const double* const* b,
+                                       double* const* acc, std::size_t padded) {
+  dvec s[I][J][U] = {};
+  for (std::size_t k = 0; k < padded; k += U * kDistLanes) {
+    for (std::size_t u = 0; u < U; ++u) {
+      dvec bv[J];
+      for (std::size_t j = 0; j < J; ++j) bv[j] = CYCLAD_VLOAD_REG(b[j] + k + u * kDistLanes);
+      for (std::size_t i = 0; i < I; ++i) {
+        dvec av = CYCLAD_VLOAD(a[i] + k + u * kDistLanes);
+        for (std::size_t j = 0; j < J; ++j) {
+          dvec d = av - bv[j];
+          s[i][j][u] += d * d;
+        }
+      }
+    }
+  }
+  for (std::size_t i = 0; i < I; ++i) {
+    for (std::size_t j = 0; j < J; ++j) {
+      dvec t = CYCLAD_VLOAD(acc[i * J + j]);
+      for (std::size_t u = 0; u < U; ++u) t += s[i][j][u];
+      CYCLAD_VSTORE(acc[i * J + j], t);
+    }
+  }
+}
+
+/// Prefetch `len` coordinates of n rows starting at column c0 (the next chunk), so the rows
+/// stream in while the current chunk is computed; the hardware prefetchers do not keep up with
+/// n concurrent strided streams.
+template <typename T>
+inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::size_t c0,
+                          std::size_t len, const unsigned char* skip = nullptr) {
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr std::size_t step = 64 / sizeof(T);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (skip != nullptr && skip[i]) continue;
+    const T* r = x + i * stride + c0;
+    for (std::size_t k = 0; k < len; k += step) __builtin_prefetch(r + k, 0, 3);
+  }
+#else
+  (void)x, (void)n, (void)stride, (void)c0, (void)len, (void)skip;
+#endif
+}
+
+/// Index of pair (i, j), i < j, in the row-major upper triangle of an n x n matrix.
+inline std::size_t pair_index(std::size_t n, std::size_t i, std::size_t j) {
+  return i * (2 * n - i - 1) / 2 + (j - i - 1);
+}
+
+/// One kReduceBlock [lo, hi) of the pairwise pass: part[p] = sum over the block of
+/// (x_i - x_j)^2 for the p-th pair i < j (row-major upper triangle), bad[i] = 1 when row i has a
+/// non-finite entry in the block. `buf` holds n * chunk doubles, `acc` (n(n-1)/2 + n) * 8.
+/// Rows go in pairs (i, i + 1) against four rows at a time (a 2 x 4 tile: 6 loads for 8
+/// squared differences); each pair always takes the same path, so its sum is deterministic.
+template <typename T>
+CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                        std::size_t stride, std::size_t lo, std::size_t hi,
+                                        std::size_t chunk, double* CYCLAD_RESTRICT buf,
+                                        double* CYCLAD_RESTRICT acc, double* CYCLAD_RESTRICT part,
+                                        unsigned char* CYCLAD_RESTRICT bad) {
+  const std::size_t np = n * (n - 1) / 2;
+  std::fill(acc, acc + (np + n) * kDistLanes, 0.0);
+  double* flag = acc + np * kDistLanes;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_pad(len);
+    for (std::size_t i = 0; i < n; ++i) {
+      double* b = buf + i * chunk;
+      load_row(x + i * stride + c0, len, b);
+      accumulate_flag(b, padded, flag + i * kDistLanes);
+    }
+    // The next chunk's rows are prefetched two at a time, spread over the tile sweep.
+    const std::size_t next = c0 + 2 * chunk < hi ? std::min(chunk, hi - c0 - 2 * chunk) : 0;
+    if (next != 0 && n % 2 == 1) prefetch_rows(x + (n - 1) * stride, 1, 0, c0 + 2 * chunk, next);
+    for (std::size_t i = 0; i + 1 < n; i += 2) {
+      if (next != 0) prefetch_rows(x + i * stride, 2, stride, c0 + 2 * chunk, next);
+      const double* a[2] = {buf + i * chunk, buf + (i + 1) * chunk};
+      {
+        double* p[1] = {acc + pair_index(n, i, i + 1) * kDistLanes};
+        sq_dist_tile<1, 1, 4>(a, a + 1, p, padded);
+      }
+      std::size_t j = i + 2;
+      for (; j + 4 <= n; j += 4) {
+        const double* b[4] = {buf + j * chunk, buf + (j + 1) * chunk, buf + (j + 2) * chunk,
+                              buf + (j + 3) * chunk};
+        double* p[8];
+        for (std::size_t q = 0; q < 4; ++q) {
+          p[q] = acc + pair_index(n, i, j + q) * kDistLanes;
+          p[4 + q] = acc + pair_index(n, i + 1, j + q) * kDistLanes;
+        }
+        sq_dist_tile<2, 4, 1>(a, b, p, padded);
+      }
+      for (; j < n; ++j) {
+        const double* b[1] = {buf + j * chunk};
+        double* p[2] = {acc + pair_index(n, i, j) * kDistLanes, acc + pair_index(n, i + 1, j) * kDistLanes};
+        sq_dist_tile<2, 1, 2>(a, b, p, padded);
+      }
+    }
+  }
+  for (std::size_t p = 0; p < np; ++p) part[p] = fold8(acc + p * kDistLanes);
+  for (std::size_t i = 0; i < n; ++i) bad[i] = any_nan8(flag + i * kDistLanes) ? 1 : 0;
+}
+
+/// One kReduceBlock of the distance-to-a-point pass: part[i] = sum over the block of
+/// (x_i - z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row i.
+/// `buf` holds 2 * chunk doubles, `acc` 2 * n * 8.
+template <typename T>
+CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                          std::size_t stride, std::size_t lo, std::size_t hi,
+                                          std::size_t chunk, const double* CYCLAD_RESTRICT z,
+                                          double* CYCLAD_RESTRICT buf,
+                                          double* CYCLAD_RESTRICT acc,
+                                          double* CYCLAD_RESTRICT part,
+                                          unsigned char* CYCLAD_RESTRICT bad) {
+  std::fill(acc, acc + 2 * n * kDistLanes, 0.0);
+  double* flag = acc + n * kDistLanes;
+  double* zb = buf + chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_pad(len);
+    if (z != nullptr) {
+      std::copy(z + c0, z + c0 + len, zb);
+      std::fill(zb + len, zb + padded, 0.0);
+    } else {
+      std::fill(zb, zb + padded, 0.0);
+    }
+    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
+    for (std::size_t i = 0; i < n; ++i) {
+      load_row(x + i * stride + c0, len, buf);
+      accumulate_sq_dist(buf, zb, padded, acc + i * kDistLanes);
+      accumulate_flag(buf, padded, flag + i * kDistLanes);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    part[i] = fold8(acc + i * kDistLanes);
+    bad[i] = any_nan8(flag + i * kDistLanes) ? 1 : 0;
+  }
+}
+
+/// One kReduceBlock of an affine step, in place on z over [lo, hi):
+///   z_new = alpha * z + sum_{i in act} beta_i * x_i   (summed in the order of act)
+/// Rows outside `act` are never read nor multiplied, so a non-finite row contributes nothing.
+/// In the same pass part[i] = sum (z_new - x_i)^2 over the block for every row of act (when
+/// `dists`), part[n] = sum (z_new - z)^2 and part[n + 1] = sum z^2 (the old z).
+/// `buf` holds (n + 1) * chunk doubles, `acc` (n + 2) * 8.
+template <typename T>
+CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                           std::size_t stride, std::size_t lo, std::size_t hi,
+                                           std::size_t chunk, double alpha,
+                                           const double* CYCLAD_RESTRICT beta,
+                                           const std::size_t* CYCLAD_RESTRICT act,
+                                           std::size_t nact, bool dists,
+                                           double* CYCLAD_RESTRICT z,
+                                           double* CYCLAD_RESTRICT buf,
+                                           double* CYCLAD_RESTRICT acc,
+                                           double* CYCLAD_RESTRICT part) {
+  std::fill(acc, acc + (n + 2) * kDistLanes, 0.0);
+  double* tail = buf + n * chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_pad(len);
+    for (std::size_t r = 0; r < nact; ++r) {
+      load_row(x + act[r] * stride + c0, len, buf + act[r] * chunk);
+    }
+    if (c0 + chunk < hi) {
+      const std::size_t nlen = std::min(chunk, hi - c0 - chunk);
+      for (std::size_t r = 0; r < nact; ++r) {
+        prefetch_rows(x + act[r] * stride, 1, 0, c0 + chunk, nlen);
+      }
+      prefetch_rows(z, 1, 0, c0 + chunk, nlen);
+    }
+    // z is updated in place; only a chunk shorter than its padding goes through `tail`.
+    double* zc = z + c0;
+    if (len != padded) {
+      std::copy(z + c0, z + c0 + len, tail);
+      std::fill(tail + len, tail + padded, 0.0);
+      zc = tail;
+    }
+    double* zn = zc;
+    dvec mv[kUnroll] = {}, nm[kUnroll] = {};
+    for (std::size_t k = 0; k < padded; k += kPad) {
+      dvec o[kUnroll], s[kUnroll];
+      for (std::size_t u = 0; u < kUnroll; ++u) {
+        o[u] = CYCLAD_VLOAD(zc + k + u * kDistLanes);
+        s[u] = o[u] * alpha;
+      }
+      for (std::size_t r = 0; r < nact; ++r) {
+        const double* b = buf + act[r] * chunk + k;
+        const double w = beta[act[r]];
+        for (std::size_t u = 0; u < kUnroll; ++u) s[u] += CYCLAD_VLOAD(b + u * kDistLanes) * w;
+      }
+      for (std::size_t u = 0; u < kUnroll; ++u) {
+        CYCLAD_VSTORE(zn + k + u * kDistLanes, s[u]);
+        dvec d = s[u] - o[u];
+        mv[u] += d * d;
+        nm[u] += o[u] * o[u];
+      }
+    }
+    dvec tm = CYCLAD_VLOAD(acc + n * kDistLanes), tn = CYCLAD_VLOAD(acc + (n + 1) * kDistLanes);
+    for (std::size_t u = 0; u < kUnroll; ++u) {
+      tm += mv[u];
+      tn += nm[u];
+    }
+    CYCLAD_VSTORE(acc + n * kDistLanes, tm);
+    CYCLAD_VSTORE(acc + (n + 1) * kDistLanes, tn);
+    if (dists) {
+      // Four rows per sweep share the loads of z_new (two chains per row).
+      std::size_t r = 0;
+      for (; r + 4 <= nact; r += 4) {
+        const double* b[4] = {buf + act[r] * chunk, buf + act[r + 1] * chunk,
+                              buf + act[r + 2] * chunk, buf + act[r + 3] * chunk};
+        double* p[4] = {acc + act[r] * kDistLanes, acc + act[r + 1] * kDistLanes,
+                        acc + act[r + 2] * kDistLanes, acc + act[r + 3] * kDistLanes};
+        const double* zz[1] = {zn};
+        sq_dist_tile<1, 4, 2>(zz, b, p, padded);
+      }
+      for (; r < nact; ++r) {
+        accumulate_sq_dist(zn, buf + act[r] * chunk, padded, acc + act[r] * kDistLanes);
+      }
+    }
+    if (zc == tail) std::copy(tail, tail + len, z + c0);
+  }
+  for (std::size_t i = 0; i < n + 2; ++i) part[i] = fold8(acc + i * kDistLanes);
+}
+
+/// How set_means computes its sums: internal nodes (sums of two earlier nodes; node ids below n
+/// are the rows) are built first, then each set's sum is its terms added in order, scaled by
+/// 1 / size and written to each of its output rows.
+struct SetProgram {
+  std::size_t n = 0;
+  std::vector<std::size_t> left, right;                 // internal node n + q = left + right
+  std::vector<std::size_t> term_off{0}, terms, size;    // per set: node ids, row count
+  std::vector<std::size_t> out_off{0}, out_rows;        // per set: output rows
+  std::vector<unsigned char> used;                      // rows read at all
+  std::size_t count() const { return size.size(); }
+};
+
+/// Terms of `set` over the node of rows [lo, hi): the node itself when it lies inside the set,
+/// else its children's terms. Internal nodes are numbered on first use (post-order).
+inline std::size_t tree_terms(const std::vector<unsigned char>& in, std::size_t lo,
+                              std::size_t hi, std::map<std::pair<std::size_t, std::size_t>,
+                                                       std::size_t>& ids,
+                              SetProgram& prog, std::vector<std::size_t>& out, bool emit) {
+  // Returns the node id of [lo, hi) (building it if needed) when emit is false.
+  if (hi - lo == 1) {
+    if (emit && in[lo]) out.push_back(lo);
+    return lo;
+  }
+  bool all = true;
+  for (std::size_t r = lo; r < hi; ++r) all = all && in[r];
+  const std::size_t mid = lo + (hi - lo) / 2;
+  if (emit && !all) {
+    tree_terms(in, lo, mid, ids, prog, out, true);
+    tree_terms(in, mid, hi, ids, prog, out, true);
+    return 0;
+  }
+  auto it = ids.find({lo, hi});
+  std::size_t id;
+  if (it != ids.end()) {
+    id = it->second;
+  } else {
+    std::vector<std::size_t> none;
+    const std::size_t a = tree_terms(in, lo, mid, ids, prog, none, false);
+    const std::size_t b = tree_terms(in, mid, hi, ids, prog, none, false);
+    id = prog.n + prog.left.size();
+    prog.left.push_back(a);
+    prog.right.push_back(b);
+    ids[{lo, hi}] = id;
+  }
+  if (emit) out.push_back(id);
+  return id;
+}
+
+/// Group output rows by their (ordered) row set, then choose per call between summing each set
+/// directly (in the given order) and sharing sums through a binary tree over the row indices
+/// (sets ordered by index; NNM's n - f of n rows cost about f log(n / f) terms instead of
+/// n - f), whichever needs fewer additions. The choice depends only on the sets.
+inline SetProgram plan_sets(std::size_t n, const std::vector<std::vector<std::size_t>>& sets) {
+  std::map<std::vector<std::size_t>, std::vector<std::size_t>> groups;
+  std::vector<const std::vector<std::size_t>*> order;
+  for (std::size_t o = 0; o < sets.size(); ++o) {
+    auto [it, fresh] = groups.try_emplace(sets[o]);
+    if (fresh) order.push_back(&it->first);
+    it->second.push_back(o);
+  }
+  SetProgram direct, tree;
+  direct.n = tree.n = n;
+  direct.used.assign(n, 0);
+  std::size_t direct_cost = 0, tree_cost = 0;
+  std::map<std::pair<std::size_t, std::size_t>, std::size_t> ids;
+  bool sorted = true;
+  for (const auto* key : order) {
+    for (std::size_t r : *key) direct.used[r] = 1;
+    direct.terms.insert(direct.terms.end(), key->begin(), key->end());
+    direct.term_off.push_back(direct.terms.size());
+    direct.size.push_back(key->size());
+    direct_cost += key->size() - 1;
+    sorted = sorted && std::is_sorted(key->begin(), key->end());
+    const auto& outs = groups[*key];
+    direct.out_rows.insert(direct.out_rows.end(), outs.begin(), outs.end());
+    direct.out_off.push_back(direct.out_rows.size());
+  }
+  if (!sorted || n < 4) return direct;
+  tree.used = direct.used;
+  tree.size = direct.size;
+  tree.out_rows = direct.out_rows;
+  tree.out_off = direct.out_off;
+  std::vector<unsigned char> in(n);
+  for (const auto* key : order) {
+    std::fill(in.begin(), in.end(), static_cast<unsigned char>(0));
+    for (std::size_t r : *key) in[r] = 1;
+    std::vector<std::size_t> t;
+    tree_terms(in, 0, n, ids, tree, t, true);
+    tree.terms.insert(tree.terms.end(), t.begin(), t.end());
+    tree.term_off.push_back(tree.terms.size());
+    tree_cost += t.size() - 1;
+  }
+  tree_cost += tree.left.size();
+  return tree_cost < direct_cost ? tree : direct;
+}
+
+/// Means of row sets over the coordinates [lo, hi), following `prog` (see SetProgram); all sums
+/// in double. `buf` holds (n + internal nodes + 1) * chunk doubles.
+template <typename T>
+CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+                                         std::size_t lo, std::size_t hi, std::size_t chunk,
+                                         const SetProgram& prog, T* CYCLAD_RESTRICT out,
+                                         std::size_t out_stride, double* CYCLAD_RESTRICT buf) {
+  const std::size_t n = prog.n, ni = prog.left.size();
+  double* sb = buf + (n + ni) * chunk;
+  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+    const std::size_t len = std::min(chunk, hi - c0);
+    const std::size_t padded = round_up_pad(len);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (prog.used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+    }
+    if (c0 + chunk < hi) {
+      prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk),
+                    nullptr);
+    }
+    for (std::size_t q = 0; q < ni; ++q) {
+      const double* a = buf + prog.left[q] * chunk;
+      const double* b = buf + prog.right[q] * chunk;
+      double* c = buf + (n + q) * chunk;
+      for (std::size_t k = 0; k < padded; k += kDistLanes) {
+        CYCLAD_VSTORE(c + k, CYCLAD_VLOAD(a + k) + CYCLAD_VLOAD(b + k));
+      }
+    }
+    // A full chunk stores the means straight from registers into the output rows; the last,
+    // shorter chunk of a row goes through `sb`.
+    const bool direct = len == padded;
+    for (std::size_t s = 0; s < prog.count(); ++s) {
+      const std::size_t t0 = prog.term_off[s], t1 = prog.term_off[s + 1];
+      const std::size_t o0 = prog.out_off[s], o1 = prog.out_off[s + 1];
+      const double inv = 1.0 / static_cast<double>(prog.size[s]);
+      for (std::size_t k = 0; k < padded; k += kPad) {
+        dvec a[kUnroll];
+        const double* b0 = buf + prog.terms[t0] * chunk + k;
+        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = CYCLAD_VLOAD(b0 + u * kDistLanes);
+        for (std::size_t t = t0 + 1; t < t1; ++t) {
+          const double* b = buf + prog.terms[t] * chunk + k;
+          for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kDistLanes);
+        }
+        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = a[u] * inv;
+        if (!direct) {
+          for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kDistLanes, a[u]);
+          continue;
+        }
+        for (std::size_t o = o0; o < o1; ++o) {
+          T* dst = out + prog.out_rows[o] * out_stride + c0 + k;
+          for (std::size_t u = 0; u < kUnroll; ++u) {
+            if constexpr (std::is_same_v<T, float>) {
+              CYCLAD_VSTORE_F32(dst + u * kDistLanes, a[u]);
+            } else {
+              CYCLAD_VSTORE(dst + u * kDistLanes, a[u]);
+            }
+          }
+        }
+      }
+      if (!direct) {
+        for (std::size_t o = o0; o < o1; ++o) {
+          T* dst = out + prog.out_rows[o] * out_stride + c0;
+          for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& sets, T* out,
+               int threads) {
+  const SetProgram prog = plan_sets(x.n, sets);
+  const std::size_t nodes = x.n + prog.left.size() + 1;
+  const std::size_t chunk = chunk_for(nodes, 16384);
+  parallel_for(num_blocks(x.d), threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf(nodes * chunk);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      set_means_block(x.data, x.row_stride, lo, hi, chunk, prog, out, x.d, buf.data());
+    }
+  });
+}
+
+/// Squared distances of every row to z (null = the origin) and the non-finite row flags.
+template <typename T>
+void point_sq_dists(MatrixView<T> x, const double* z, double* d2, unsigned char* bad,
+                    int threads) {
+  const std::size_t nb = num_blocks(x.d), n = x.n;
+  const std::size_t chunk = chunk_for(2);
+  std::vector<double> part(nb * n);
+  std::vector<unsigned char> pbad(nb * n);
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf(2 * chunk), acc(2 * n * kDistLanes);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      point_dist_block(x.data, n, x.row_stride, lo, hi, chunk, z, buf.data(), acc.data(),
+                       part.data() + b * n, pbad.data() + b * n);
+    }
+  });
+  std::fill(d2, d2 + n, 0.0);
+  std::fill(bad, bad + n, static_cast<unsigned char>(0));
+  for (std::size_t b = 0; b < nb; ++b) {
+    for (std::size_t i = 0; i < n; ++i) {
+      d2[i] += part[b * n + i];
+      bad[i] = static_cast<unsigned char>(bad[i] | pbad[b * n + i]);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (bad[i] || !std::isfinite(d2[i])) d2[i] = std::numeric_limits<double>::infinity();
+  }
+}
+
+/// One affine step over all of z (see affine_step_block); d2[i] receives the squared distance
+/// of row i to the new z for rows without skip[i]. Returns {|z_new - z|, |z|}.
+template <typename T>
+std::pair<double, double> affine_step(MatrixView<T> x, double alpha, const double* beta,
+                                      const unsigned char* skip, bool dists, double* z,
+                                      double* d2, int threads) {
+  const std::size_t nb = num_blocks(x.d), n = x.n, w = n + 2;
+  const std::size_t chunk = chunk_for(n + 2);
+  std::vector<double> part(nb * w);
+  std::vector<std::size_t> act;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!skip[i]) act.push_back(i);
+  }
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf((n + 2) * chunk), acc(w * kDistLanes);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, alpha, beta, act.data(),
+                        act.size(), dists, z, buf.data(), acc.data(), part.data() + b * w);
+    }
+  });
+  std::vector<double> tot(w, 0.0);
+  for (std::size_t b = 0; b < nb; ++b) {
+    for (std::size_t i = 0; i < w; ++i) tot[i] += part[b * w + i];
+  }
+  if (dists) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!skip[i]) {
+        d2[i] = std::isfinite(tot[i]) ? tot[i] : std::numeric_limits<double>::infinity();
+      }
+    }
+  }
+  return {std::sqrt(tot[n]), std::sqrt(tot[n + 1])};
+}
+
+template <typename T>
+void write_vector(const std::vector<double>& z, T* out, int threads) {
+  parallel_for(z.size(), threads, 1 << 16, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t k = lo; k < hi; ++k) out[k] = static_cast<T>(z[k]);
+  });
+}
+
+/// Row i scaled by s[i] (s[i] == 1 copies the row bit for bit).
+template <typename T>
+void scale_rows(MatrixView<T> x, const double* s, T* out, int threads) {
+  parallel_for(x.d, threads, 1 << 14, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = 0; i < x.n; ++i) {
+      const T* r = x.row(i);
+      T* o = out + i * x.d;
+      if (s[i] == 1.0) {
+        std::copy(r + lo, r + hi, o + lo);
+      } else {
+        const double si = s[i];
+        for (std::size_t k = lo; k < hi; ++k) o[k] = static_cast<T>(static_cast<double>(r[k]) * si);
+      }
+    }
+  });
+}
+
+/// Order rows by (key, bad, index): the tie-breaking rule of every selection below.
+inline std::vector<std::size_t> order_by(const std::vector<double>& key,
+                                         const unsigned char* bad) {
+  std::vector<std::size_t> idx(key.size());
+  std::iota(idx.begin(), idx.end(), std::size_t{0});
+  std::stable_sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+    if (key[a] != key[b]) return key[a] < key[b];
+    return bad[a] < bad[b];
+  });
+  return idx;
+}
+
+template <typename T>
+void check_matrix(MatrixView<T> x) {
+  require(x.n >= 1 && x.d >= 1, "X must be a non-empty (n, D) matrix");
+}
+
+}  // namespace detail
+
+/// \brief All pairwise squared Euclidean distances in one pass over X.
+/// \tparam T float or double.
+/// \param[in] x (n, D) block, n >= 1.
+/// \param[out] dist (n, n) row-major, symmetric, zero diagonal. Entries are accumulated in
+/// double (each value converted before subtracting, so float32 values near the float32 maximum
+/// cannot overflow), blocked over D in kReduceBlock partials combined in block order.
+/// \param[out] bad (n,) 1 for a row with a non-finite entry. Every off-diagonal distance of such
+/// a row is +inf, as is a distance that overflows double.
+/// \param threads 0 = all cores. Complexity O(n^2 D) flops, one read of x; extra memory
+/// O(n^2 D / kReduceBlock) doubles. Bit-identical for any thread count.
+template <typename T>
+void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, int threads) {
+  detail::check_matrix(x);
+  using detail::kDistLanes;
+  const std::size_t n = x.n, np = n * (n - 1) / 2, nb = num_blocks(x.d);
+  const std::size_t chunk = detail::chunk_for(n);
+  std::vector<double> part(nb * np);
+  std::vector<unsigned char> pbad(nb * n);
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    std::vector<double> buf(n * chunk), acc((np + n) * kDistLanes);
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      detail::pairwise_block(x.data, n, x.row_stride, lo, hi, chunk, buf.data(), acc.data(),
+                             part.data() + b * np, pbad.data() + b * n);
+    }
+  });
+  std::vector<double> tot(np, 0.0);
+  std::fill(bad, bad + n, static_cast<unsigned char>(0));
+  for (std::size_t b = 0; b < nb; ++b) {
+    const double* pb = part.data() + b * np;
+    for (std::size_t p = 0; p < np; ++p) tot[p] += pb[p];
+    for (std::size_t i = 0; i < n; ++i) {
+      bad[i] = static_cast<unsigned char>(bad[i] | pbad[b * n + i]);
+    }
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  std::size_t p = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    dist[i * n + i] = 0.0;
+    for (std::size_t j = i + 1; j < n; ++j, ++p) {
+      double d = tot[p];
+      if (bad[i] || bad[j] || !std::isfinite(d)) d = inf;
+      dist[i * n + j] = d;
+      dist[j * n + i] = d;
+    }
+  }
+}
+
+/// \brief Krum scores (Blanchard et al. 2017): score_i = sum of the n - f - 2 smallest squared
+/// distances from row i to the other rows; +inf for a row with a non-finite entry.
+/// \param[in] dist (n, n) from pairwise_sq_distances. \param[out] score (n,).
+/// Requires 0 <= f <= n - 3.
+inline void krum_scores(const double* dist, const unsigned char* bad, std::size_t n,
+                        std::size_t f, double* score) {
+  require(n >= 3 && f + 3 <= n, "krum needs 0 <= f <= n - 3");
+  const std::size_t q = n - f - 2;
+  std::vector<double> d;
+  for (std::size_t i = 0; i < n; ++i) {
+    d.clear();
+    for (std::size_t j = 0; j < n; ++j) {
+      if (j != i) d.push_back(dist[i * n + j]);
+    }
+    std::partial_sort(d.begin(), d.begin() + static_cast<std::ptrdiff_t>(q), d.end());
+    double s = 0.0;
+    for (std::size_t k = 0; k < q; ++k) s += d[k];
+    score[i] = bad[i] ? std::numeric_limits<double>::infinity() : s;
+  }
+}
+
+/// \brief Krum: the row with the lowest Krum score (ties: a row without non-finite entries
+/// first, then the lowest index).
+/// \tparam T float or double.
+/// \param[in] x (n, D), 0 <= f <= n - 3. \param[out] out (D,) a copy of the selected row.
+/// NaN policy: rows with a non-finite entry are at infinite distance; with at most f of them the
+/// selected row is finite. Complexity O(n^2 D) (one pass over x) + O(D).
+template <typename T>
+void krum(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  detail::check_matrix(x);
+  require(x.n >= 3 && f + 3 <= x.n, "krum needs 0 <= f <= n - 3 (n - f - 2 >= 1 neighbours)");
+  std::vector<double> dist(x.n * x.n), score(x.n);
+  std::vector<unsigned char> bad(x.n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  krum_scores(dist.data(), bad.data(), x.n, f, score.data());
+  const std::size_t sel = detail::order_by(score, bad.data())[0];
+  const T* r = x.row(sel);
+  parallel_for(x.d, threads, 1 << 16,
+               [&](std::size_t lo, std::size_t hi) { std::copy(r + lo, r + hi, out + lo); });
+}
+
+/// \brief Multi-Krum: the mean (accumulated in double) of the m rows with the lowest Krum scores
+/// (ties as in krum), averaged in double in a fixed order (set_means).
+/// \param[in] x (n, D), 0 <= f <= n - 3, 1 <= m <= n. \param[out] out (D,).
+/// NaN policy: with at most f non-finite rows and m <= n - f, the result is finite.
+/// Complexity O(n^2 D + m D), two passes over x (the second reads m rows).
+template <typename T>
+void multi_krum(MatrixView<T> x, std::size_t f, std::size_t m, T* out, int threads) {
+  detail::check_matrix(x);
+  require(x.n >= 3 && f + 3 <= x.n, "multi_krum needs 0 <= f <= n - 3");
+  require(m >= 1 && m <= x.n, "multi_krum needs 1 <= m <= n");
+  std::vector<double> dist(x.n * x.n), score(x.n);
+  std::vector<unsigned char> bad(x.n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  krum_scores(dist.data(), bad.data(), x.n, f, score.data());
+  auto order = detail::order_by(score, bad.data());
+  std::vector<std::size_t> rows(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m));
+  std::sort(rows.begin(), rows.end());
+  detail::set_means(x, {rows}, out, threads);
+}
+
+/// \brief Nearest-neighbour mixing (Allouah et al. 2023): row i of the output is the mean of the
+/// n - f rows nearest to row i, itself included (ties: rows without non-finite entries first,
+/// then the lowest index), averaged in double in a fixed order (set_means).
+/// \param[in] x (n, D), 0 <= f <= n - 1. \param[out] out (n, D) row-major.
+/// NaN policy: a finite row's neighbours are finite whenever at most f rows are non-finite, so
+/// its output row is finite; the output row of a non-finite row stays non-finite.
+/// Complexity O(n^2 D) (one pass) + O(n (n - f) D) (a second pass writing n D values); output
+/// rows with the same neighbour set are computed once, and the sums of overlapping sets share
+/// partial sums (about f log(n / f) additions per output row instead of n - f - 1).
+template <typename T>
+void nnm(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  detail::check_matrix(x);
+  require(f < x.n, "nnm needs 0 <= f <= n - 1");
+  const std::size_t n = x.n, k = n - f;
+  std::vector<double> dist(n * n);
+  std::vector<unsigned char> bad(n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  std::vector<std::vector<std::size_t>> sets(n);
+  std::vector<double> key(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t j = 0; j < n; ++j) key[j] = dist[i * n + j];
+    key[i] = -1.0;  // itself first, whatever its distances
+    auto order = detail::order_by(key, bad.data());
+    sets[i].assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k));
+    std::sort(sets[i].begin(), sets[i].end());
+  }
+  detail::set_means(x, sets, out, threads);
+}
+
+/// \brief Bucketing (Karimireddy et al. 2022): rows taken in the order `perm`, averaged (in
+/// double) in consecutive groups of s; the last group may be smaller.
+/// \param[in] x (n, D). \param[in] perm a permutation of 0..n-1. \param s >= 1.
+/// \param[out] out (ceil(n / s), D). NaN policy: a group with a non-finite row is non-finite.
+/// Complexity O(n D), one pass.
+template <typename T>
+void bucketing(MatrixView<T> x, const std::int64_t* perm, std::size_t s, T* out, int threads) {
+  detail::check_matrix(x);
+  require(s >= 1, "bucketing needs s >= 1");
+  std::vector<unsigned char> seen(x.n, 0);
+  for (std::size_t i = 0; i < x.n; ++i) {
+    require(perm[i] >= 0 && static_cast<std::size_t>(perm[i]) < x.n &&
+                !seen[static_cast<std::size_t>(perm[i])],
+            "perm must be a permutation of 0..n-1");
+    seen[static_cast<std::size_t>(perm[i])] = 1;
+  }
+  const std::size_t nout = (x.n + s - 1) / s;
+  std::vector<std::vector<std::size_t>> sets(nout);
+  for (std::size_t i = 0; i < x.n; ++i) sets[i / s].push_back(static_cast<std::size_t>(perm[i]));
+  detail::set_means(x, sets, out, threads);
+}
+
+/// \brief Static clipping: rows with norm > tau scaled (in double) to norm tau.
+/// \param[in] x (n, D), tau > 0 finite. \param[out] out (n, D); x is never modified.
+/// NaN policy: a row with a non-finite entry has no defined norm or direction and is copied
+/// unchanged (it stays poisoned, for the robust rule after it). Complexity O(n D), two passes.
+template <typename T>
+void clip(MatrixView<T> x, double tau, T* out, int threads) {
+  detail::check_matrix(x);
+  require(std::isfinite(tau) && tau > 0.0, "tau must be finite and > 0");
+  std::vector<double> d2(x.n), s(x.n, 1.0);
+  std::vector<unsigned char> bad(x.n);
+  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
+  for (std::size_t i = 0; i < x.n; ++i) {
+    const double norm = std::sqrt(d2[i]);
+    if (!bad[i] && norm > tau) s[i] = tau / norm;
+  }
+  detail::scale_rows(x, s.data(), out, threads);
+}
+
+/// Number of rows ARC clips: floor(2 f (n - f) / n), in exact integer arithmetic.
+inline std::size_t arc_clipped(std::size_t n, std::size_t f) { return 2 * f * (n - f) / n; }
+
+/// \brief Adaptive robust clipping (Allouah et al. 2024): with k = floor(2 f (n - f) / n), every
+/// row is clipped to the norm of the (k + 1)-th largest-norm row (only the k largest change).
+/// \param[in] x (n, D), 0 <= 2 f < n. \param[out] out (n, D).
+/// NaN policy: rows with a non-finite entry rank above every finite norm and are copied
+/// unchanged; if more than k rows are non-finite the threshold is +inf (nothing is clipped).
+/// Complexity O(n D), two passes.
+template <typename T>
+void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
+  detail::check_matrix(x);
+  require(2 * f < x.n, "arc needs 0 <= f < n / 2");
+  const std::size_t n = x.n, k = arc_clipped(n, f);
+  std::vector<double> d2(n), s(n, 1.0);
+  std::vector<unsigned char> bad(n);
+  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
+  std::vector<double> key(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    key[i] = bad[i] ? std::numeric_limits<double>::infinity() : d2[i];
+  }
+  std::vector<double> sorted(key);
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  const double thr = std::sqrt(sorted[k]);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double norm = std::sqrt(key[i]);
+    if (!bad[i] && norm > thr) s[i] = thr / norm;
+  }
+  detail::scale_rows(x, s.data(), out, threads);
+}
+
+/// \brief Geometric median by smoothed Weiszfeld iterations.
+///
+/// Start: the medoid m of the finite rows (least sum of distances to the other finite rows,
+/// lowest index on ties) and z_0 = mean of the ceil(h / 2) finite rows nearest to it (h finite
+/// rows), so the start is robust and not a data point. Step: w_i = 1 / max(eps, |z - x_i|),
+/// z <- sum w_i x_i / sum w_i over finite rows, until |z_new - z| <= tol * max(1, |z|) or
+/// max_iter steps. Each step is one pass over x that also accumulates |z_new - x_i|^2 (blocked
+/// partials in block order).
+/// \param[in] x (n, D). \param[out] out (D,). \return the number of Weiszfeld steps run.
+/// NaN policy: rows with a non-finite entry get weight 0 (skipped). If every row is non-finite
+/// the result is all NaN. Complexity O(n^2 D) for the start + O(n D) per step; extra memory D
+/// doubles.
+template <typename T>
+std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, double tol,
+                             T* out, int threads) {
+  detail::check_matrix(x);
+  require(std::isfinite(eps) && eps > 0.0, "eps must be finite and > 0");
+  require(max_iter >= 1, "max_iter must be >= 1");
+  require(std::isfinite(tol) && tol >= 0.0, "tol must be finite and >= 0");
+  const std::size_t n = x.n;
+  std::vector<double> dist(n * n);
+  std::vector<unsigned char> bad(n);
+  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  std::vector<std::size_t> good;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!bad[i]) good.push_back(i);
+  }
+  if (good.empty()) {
+    std::fill(out, out + x.d, std::numeric_limits<T>::quiet_NaN());
+    return 0;
+  }
+  // Medoid of the finite rows.
+  std::size_t med = good[0];
+  double best = std::numeric_limits<double>::infinity();
+  for (std::size_t i : good) {
+    double s = 0.0;
+    for (std::size_t j : good) s += std::sqrt(dist[i * n + j]);
+    if (s < best) {
+      best = s;
+      med = i;
+    }
+  }
+  // Start: mean of the ceil(h / 2) finite rows nearest to the medoid. The start pass also
+  // yields the distance of every finite row to z_0.
+  std::vector<double> key(n);
+  for (std::size_t j = 0; j < n; ++j) key[j] = dist[med * n + j];
+  const auto order = detail::order_by(key, bad.data());
+  const std::size_t half = (good.size() + 1) / 2;
+  std::vector<double> beta(n, 0.0), d2(n, std::numeric_limits<double>::infinity());
+  for (std::size_t r = 0; r < half; ++r) beta[order[r]] = 1.0 / static_cast<double>(half);
+  std::vector<double> z(x.d, 0.0);
+  detail::affine_step(x, 0.0, beta.data(), bad.data(), true, z.data(), d2.data(), threads);
+  std::size_t it = 0;
+  while (it < max_iter) {
+    double wsum = 0.0;
+    for (std::size_t i : good) {
+      beta[i] = 1.0 / std::max(eps, std::sqrt(d2[i]));
+      wsum += beta[i];
+    }
+    for (std::size_t i : good) beta[i] /= wsum;
+    ++it;
+    auto [move, norm] = detail::affine_step(x, 0.0, beta.data(), bad.data(), true, z.data(),
+                                            d2.data(), threads);
+    if (move <= tol * std::max(1.0, norm)) break;
+  }
+  detail::write_vector(z, out, threads);
+  return it;
+}
+
+/// \brief Centered clipping (Karimireddy et al. 2021), stateless:
+/// v <- v + (1/n) sum_i clip_tau(x_i - v), `iters` times, from v = center (or 0 if null), where
+/// clip_tau(y) = y * min(1, tau / |y|).
+/// \param[in] x (n, D). \param tau > 0 finite. \param iters >= 1. \param[in] center (D,) or null.
+/// \param[out] out (D,).
+/// NaN policy: a row with a non-finite entry has an undefined difference, which contributes the
+/// zero vector (it is still counted in the 1/n). The result then stays in the box spanned by the
+/// finite rows and the center, widened by iters * tau * (number of far finite outliers) / n.
+/// Complexity O(n D) per iteration plus one pass for the first distances (iters + 1 passes).
+template <typename T>
+void centered_clipping(MatrixView<T> x, double tau, std::size_t iters, const double* center,
+                       T* out, int threads) {
+  detail::check_matrix(x);
+  require(std::isfinite(tau) && tau > 0.0, "tau must be finite and > 0");
+  require(iters >= 1, "iters must be >= 1");
+  const std::size_t n = x.n;
+  std::vector<double> v(x.d, 0.0), d2(n), beta(n);
+  if (center != nullptr) std::copy(center, center + x.d, v.begin());
+  std::vector<unsigned char> bad(n);
+  detail::point_sq_dists(x, center != nullptr ? v.data() : nullptr, d2.data(), bad.data(),
+                         threads);
+  const double inv_n = 1.0 / static_cast<double>(n);
+  for (std::size_t it = 0; it < iters; ++it) {
+    double bsum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double c = bad[i] ? 0.0 : std::min(1.0, tau / std::sqrt(d2[i]));
+      beta[i] = c * inv_n;
+      bsum += beta[i];
+    }
+    detail::affine_step(x, 1.0 - bsum, beta.data(), bad.data(), it + 1 < iters, v.data(),
+                        d2.data(), threads);
+  }
+  detail::write_vector(v, out, threads);
+}
+
+}  // namespace cyclad::kernels

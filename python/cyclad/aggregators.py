@@ -13,10 +13,21 @@ within the range of the honest rows. :func:`mean` is the plain, non-robust basel
 
 from __future__ import annotations
 
+import inspect
+import sys
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from cyclad import _core
-from cyclad._validation import as_matrix, check_int, check_threads
+from cyclad._validation import (
+    as_float_array,
+    as_matrix,
+    check_float,
+    check_int,
+    check_threads,
+)
 
 __all__ = ["meamed", "mean", "median", "trimmed_mean"]
 
@@ -52,7 +63,7 @@ def mean(X: Any, *, threads: int | None = None) -> Any:
     return wrap(_core.mean(x, threads=check_threads(threads)))
 
 
-def _check_f(f: Any, n: int) -> int:
+def _check_f_trim(f: Any, n: int) -> int:
     """``f`` for the trimming rules: an integer with ``0 <= f`` and ``n > 2f``."""
     v = check_int(f, "f")
     if not 0 <= v <= (n - 1) // 2:
@@ -119,7 +130,7 @@ def trimmed_mean(X: Any, f: int, *, threads: int | None = None) -> Any:
         If ``X`` does not hold real numbers, or ``f`` / ``threads`` is not an integer.
     """
     x, wrap = as_matrix(X)
-    k = _check_f(f, x.shape[0])
+    k = _check_f_trim(f, x.shape[0])
     return wrap(_core.trimmed_mean(x, k, threads=check_threads(threads)))
 
 
@@ -157,7 +168,7 @@ def meamed(X: Any, f: int, *, threads: int | None = None) -> Any:
         If ``X`` does not hold real numbers, or ``f`` / ``threads`` is not an integer.
     """
     x, wrap = as_matrix(X)
-    k = _check_f(f, x.shape[0])
+    k = _check_f_trim(f, x.shape[0])
     return wrap(_core.meamed(x, k, threads=check_threads(threads)))
 
 
@@ -165,12 +176,576 @@ def meamed(X: Any, f: int, *, threads: int | None = None) -> Any:
 # distance-based rules
 # --------------------------------------------------------------------------------------------
 
+# Shared by the distance-based rules: every squared distance is accumulated in double after
+# converting each value (float32 inputs near the float32 maximum cannot overflow), and a row
+# with any non-finite entry is at distance +inf from every other row.
+
+
+def _check_f(f: Any, n: int, lo_rows: int, rule: str, hi: int | None = None) -> int:
+    """``f`` for a rule that needs ``n >= f + lo_rows`` rows (or ``f <= hi`` when given)."""
+    top = n - lo_rows if hi is None else hi
+    if top < 0:
+        msg = f"{rule} needs X with at least {lo_rows} rows (n >= f + {lo_rows}), got n={n}"
+        raise ValueError(msg)
+    return check_int(f, f"f (for {rule} with n={n} rows)", 0, top)
+
+
+def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
+    """Krum (Blanchard et al., 2017): the row with the lowest Krum score.
+
+    The score of row ``i`` is the sum of the squared distances to its ``n - f - 2`` nearest other
+    rows. Ties go to a row without non-finite entries, then to the lowest index.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row; ``n >= f + 3``.
+    f : int
+        Number of Byzantine rows tolerated, ``0 <= f <= n - 3`` (at least one neighbour).
+        Blanchard et al.'s guarantee against arbitrary (finite) Byzantine rows needs
+        ``n >= 2 f + 3``; against non-finite rows any allowed ``f`` works.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (D,)
+        A copy of the selected row (same dtype and kind as ``X``).
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, or ``f`` is outside ``[0, n - 3]``.
+    TypeError
+        If ``X`` does not hold real numbers or ``f`` is not an integer.
+    """
+    x, wrap = as_matrix(X)
+    f = _check_f(f, x.shape[0], 3, "krum")
+    return wrap(_core.krum(x, f, threads=check_threads(threads)))
+
+
+def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = None) -> Any:
+    """Multi-Krum: the mean of the ``m`` rows with the lowest Krum scores.
+
+    Scores and ties as in :func:`krum`; the selected rows are averaged in double.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row; ``n >= f + 3``.
+    f : int
+        Number of Byzantine rows tolerated, ``0 <= f <= n - 3``.
+    m : int, optional
+        Number of rows averaged, ``1 <= m <= n``; default ``n - f``. With ``m > n - f`` a
+        Byzantine row may be averaged in.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (D,)
+        Same dtype and kind as ``X``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, ``f`` is outside ``[0, n - 3]`` or ``m`` outside
+        ``[1, n]``.
+    TypeError
+        If ``X`` does not hold real numbers or ``f`` / ``m`` are not integers.
+    """
+    x, wrap = as_matrix(X)
+    n = x.shape[0]
+    f = _check_f(f, n, 3, "multi_krum")
+    m = n - f if m is None else check_int(m, f"m (for multi_krum with n={n} rows)", 1, n)
+    return wrap(_core.multi_krum(x, f, m, threads=check_threads(threads)))
+
+
+def geometric_median(
+    X: Any,
+    eps: float = 1e-8,
+    max_iter: int = 200,
+    tol: float = 1e-7,
+    *,
+    threads: int | None = None,
+) -> Any:
+    """Geometric median by smoothed Weiszfeld iterations.
+
+    Minimises ``sum_i |z - x_i|`` over the rows without non-finite entries. Start: the medoid of
+    those rows (least sum of distances to the others, as in Krum's distance pass) and then the
+    mean of the ``ceil(h / 2)`` of the ``h`` finite rows nearest to it -- a robust start that is
+    not a data point. Step: ``w_i = 1 / max(eps, |z - x_i|)``,
+    ``z <- sum_i w_i x_i / sum_i w_i``, until ``|z_new - z| <= tol * max(1, |z|)`` or
+    ``max_iter`` steps. Each step is one pass over ``X`` (the distances to the new ``z`` are
+    accumulated while computing it), in double.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    eps : float, optional
+        Smoothing radius, finite and ``> 0``.
+    max_iter : int, optional
+        Maximum number of Weiszfeld steps, ``>= 1``.
+    tol : float, optional
+        Relative stopping tolerance, finite and ``>= 0``.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (D,)
+        Same dtype and kind as ``X``. Rows with a non-finite entry get weight 0; while fewer than
+        half of the rows are poisoned the result is finite and near the honest rows. All NaN if
+        every row has a non-finite entry.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, ``eps <= 0``, ``max_iter < 1``, ``tol < 0`` or a
+        parameter is not finite.
+    TypeError
+        If ``X`` does not hold real numbers or a parameter has the wrong type.
+    """
+    x, wrap = as_matrix(X)
+    eps = check_float(eps, "eps", 0.0, strict_lo=True)
+    max_iter = check_int(max_iter, "max_iter", 1)
+    tol = check_float(tol, "tol", 0.0)
+    z, _ = _core.geometric_median(x, eps, max_iter, tol, threads=check_threads(threads))
+    return wrap(z)
+
+
+def centered_clipping(
+    X: Any,
+    tau: float,
+    iters: int = 1,
+    center: Any = None,
+    *,
+    threads: int | None = None,
+) -> Any:
+    """Centered clipping (Karimireddy et al., 2021), stateless.
+
+    ``v <- v + (1/n) sum_i clip_tau(x_i - v)``, ``iters`` times, where
+    ``clip_tau(y) = y * min(1, tau / |y|)``. A row with a non-finite entry has no defined
+    difference: it contributes the zero vector (and still counts in ``1/n``). The result then lies
+    in the box spanned by the finite rows and ``center``; finite outliers can move it by at most
+    ``tau / n`` each per iteration.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    tau : float
+        Clipping radius, finite and ``> 0``.
+    iters : int, optional
+        Number of clipping iterations, ``>= 1``.
+    center : array-like, shape (D,), optional
+        Starting point (finite, any real dtype; used in double); ``None`` starts from zeros.
+        Stateless: pass the previous result here to reproduce a stateful server.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (D,)
+        Same dtype and kind as ``X``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, ``tau`` is not finite and ``> 0``,
+        ``iters < 1``, or ``center`` does not have shape ``(D,)`` or is not finite.
+    TypeError
+        If ``X`` or ``center`` do not hold real numbers or a parameter has the wrong type.
+    """
+    x, wrap = as_matrix(X)
+    tau = check_float(tau, "tau", 0.0, strict_lo=True)
+    iters = check_int(iters, "iters", 1)
+    c = None
+    if center is not None:
+        c, _ = as_float_array(center, "center", ndim=1, dtype=np.float64)
+        if c.shape[0] != x.shape[1]:
+            msg = f"center must have shape (D,) = ({x.shape[1]},), got {c.shape}"
+            raise ValueError(msg)
+        if not np.isfinite(c).all():
+            msg = "center must be finite"
+            raise ValueError(msg)
+    return wrap(_core.centered_clipping(x, tau, iters, c, threads=check_threads(threads)))
+
+
+__all__ += ["centered_clipping", "geometric_median", "krum", "multi_krum"]
+
 
 # --------------------------------------------------------------------------------------------
 # pre-aggregations
 # --------------------------------------------------------------------------------------------
 
+# A pre-aggregation maps (n, D) -> (n', D) and is composed with a rule through :func:`get`.
+
+_MASK64 = (1 << 64) - 1
+
+
+def bucket_permutation(n: int, seed: int) -> np.ndarray:
+    """The row permutation :func:`bucketing` uses: a pure function of ``(n, seed)``.
+
+    A Fisher-Yates shuffle driven by SplitMix64 seeded with ``seed`` (integer arithmetic only, so
+    it is the same on every platform and NumPy version): for ``i = n - 1, ..., 1`` swap ``i``
+    with ``j = next() mod (i + 1)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows, ``>= 0``.
+    seed : int
+        ``0 <= seed < 2**64``.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n,)
+    """
+    n = check_int(n, "n", 0)
+    state = check_int(seed, "seed", 0, _MASK64)
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        state = (state + 0x9E3779B97F4A7C15) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z ^= z >> 31
+        j = z % (i + 1)
+        perm[i], perm[j] = perm[j], perm[i]
+    return np.asarray(perm, dtype=np.int64)
+
+
+def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
+    """Nearest-neighbour mixing (Allouah et al., 2023), a pre-aggregation.
+
+    Row ``i`` of the output is the mean of the ``n - f`` rows nearest to row ``i`` (itself
+    included; ties: rows without non-finite entries first, then the lowest index), averaged in
+    double. Output rows permute with the input rows. Rows with the same neighbour set are
+    computed once and overlapping sets share partial sums, so the mixing pass costs about
+    ``f log(n / f)`` rather than ``n - f`` additions per output coordinate.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    f : int
+        Number of Byzantine rows tolerated, ``0 <= f <= n - 1``.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (n, D)
+        Same dtype and kind as ``X``. With at most ``f`` rows holding non-finite entries, the
+        output row of every finite row is finite; the output row of a non-finite row stays
+        non-finite (it includes itself), for the rule that follows to discard.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array or ``f`` is outside ``[0, n - 1]``.
+    TypeError
+        If ``X`` does not hold real numbers or ``f`` is not an integer.
+    """
+    x, wrap = as_matrix(X)
+    f = _check_f(f, x.shape[0], 1, "nnm")
+    return wrap(_core.nnm(x, f, threads=check_threads(threads)))
+
+
+def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
+    """Bucketing (Karimireddy et al., 2022), a pre-aggregation.
+
+    The rows are shuffled by :func:`bucket_permutation` ``(n, seed)`` and averaged (in double) in
+    consecutive groups of ``s``; the last group may be smaller.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    s : int
+        Bucket size, ``>= 1`` (``s >= n`` gives one bucket).
+    seed : int
+        Permutation seed, ``0 <= seed < 2**64``; the output is a pure function of ``X``, ``s``
+        and ``seed``.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (ceil(n / s), D)
+        Same dtype and kind as ``X``. A bucket holding a non-finite row is non-finite, so at most
+        ``f`` poisoned rows give at most ``f`` poisoned buckets.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, ``s < 1`` or ``seed`` is out of range.
+    TypeError
+        If ``X`` does not hold real numbers or ``s`` / ``seed`` are not integers.
+    """
+    x, wrap = as_matrix(X)
+    s = check_int(s, "s", 1)
+    perm = bucket_permutation(x.shape[0], seed)
+    return wrap(_core.bucketing(x, perm, s, threads=check_threads(threads)))
+
+
+def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
+    """Static norm clipping, a pre-aggregation: rows with norm ``> tau`` scaled to norm ``tau``.
+
+    ``x_i * min(1, tau / |x_i|)`` with the norm and the scaling in double. ``X`` is never
+    modified. A row with a non-finite entry has no defined norm or direction and is copied
+    unchanged, so it stays poisoned for the rule that follows.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    tau : float
+        Clipping radius, finite and ``> 0``.
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (n, D)
+        Same dtype and kind as ``X``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array or ``tau`` is not finite and ``> 0``.
+    TypeError
+        If ``X`` does not hold real numbers or ``tau`` is not a number.
+    """
+    x, wrap = as_matrix(X)
+    tau = check_float(tau, "tau", 0.0, strict_lo=True)
+    return wrap(_core.clip(x, tau, threads=check_threads(threads)))
+
+
+def arc(X: Any, f: int, *, threads: int | None = None) -> Any:
+    """Adaptive robust clipping (Allouah et al., 2024), a pre-aggregation.
+
+    With ``k = floor(2 (f / n) (n - f))``, every row is clipped to the norm of the
+    ``(k + 1)``-th largest-norm row, so exactly the ``k`` largest rows shrink -- ByzFL's ``ARC``
+    (``nb_clipped = int((2 f / n) (n - f))``, threshold ``magnitudes[n - nb_clipped - 1]`` in
+    increasing norm order). ``k`` is computed in exact integer arithmetic as
+    ``(2 f (n - f)) // n``; ByzFL's floating-point product is one smaller in rare cases
+    (e.g. ``n = 242, f = 33``). Rows with a non-finite entry rank above every finite norm and are
+    copied unchanged; with more than ``k`` of them nothing is clipped.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    f : int
+        Number of Byzantine rows tolerated, ``0 <= f < n / 2`` (then ``k >= f``).
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (n, D)
+        Same dtype and kind as ``X``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array or ``f`` is outside ``[0, (n - 1) // 2]``.
+    TypeError
+        If ``X`` does not hold real numbers or ``f`` is not an integer.
+    """
+    x, wrap = as_matrix(X)
+    n = x.shape[0]
+    f = _check_f(f, n, 0, "arc", hi=(n - 1) // 2)
+    return wrap(_core.arc(x, f, threads=check_threads(threads)))
+
+
+__all__ += ["arc", "bucket_permutation", "bucketing", "clip", "nnm"]
+
 
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
+
+# Components are looked up as attributes of this module when get() is called, so rules added to
+# the module later (or by another section) are picked up without editing these tables.
+_RULES = (
+    "mean",
+    "median",
+    "trimmed_mean",
+    "meamed",
+    "krum",
+    "multi_krum",
+    "geometric_median",
+    "centered_clipping",
+)
+_PRE_AGGREGATIONS = ("nnm", "bucketing", "clip", "arc")
+
+
+def _lookup(name: str) -> Callable[..., Any] | None:
+    fn = getattr(sys.modules[__name__], name, None)
+    return fn if callable(fn) else None
+
+
+def available() -> dict[str, list[str]]:
+    """Names :func:`get` accepts in this build.
+
+    Returns
+    -------
+    dict
+        ``{"rules": [...], "pre_aggregations": [...]}``: the registered final rules (each
+        ``(n, D) -> (D,)``) and pre-aggregations (``(n, D) -> (n', D)``) that are implemented.
+    """
+    return {
+        "rules": [r for r in _RULES if _lookup(r) is not None],
+        "pre_aggregations": [p for p in _PRE_AGGREGATIONS if _lookup(p) is not None],
+    }
+
+
+def _params_of(fn: Callable[..., Any]) -> tuple[set[str], set[str]]:
+    """(accepted, required) keyword parameters of a component, besides ``X`` and ``threads``."""
+    accepted: set[str] = set()
+    required: set[str] = set()
+    for i, p in enumerate(inspect.signature(fn).parameters.values()):
+        if i == 0 or p.name == "threads":
+            continue
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            accepted.add(p.name)
+            if p.default is p.empty:
+                required.add(p.name)
+    return accepted, required
+
+
+class Aggregator:
+    """A composed aggregator ``X -> (D,)`` built by :func:`get`.
+
+    Calling it runs the pre-aggregations in order, then the rule; each component receives the
+    parameters its signature accepts. ``f`` and the other checks of a component apply to the
+    rows it receives (e.g. after bucketing, ``n' = ceil(n / s)``).
+
+    Attributes
+    ----------
+    name : str
+        The normalised spec, e.g. ``"nnm+trimmed_mean"``.
+    params : dict
+        The parameters given to :func:`get`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stages: list[tuple[str, Callable[..., Any], dict[str, Any]]],
+        params: dict[str, Any],
+        threads: int | None,
+    ) -> None:
+        self.name = name
+        self.params = dict(params)
+        self._stages = stages
+        self._threads = threads
+
+    def __call__(self, X: Any) -> Any:
+        """Aggregate ``X`` (n, D) into a vector (D,) of the same dtype and kind."""
+        x = X
+        for k, (stage, fn, kw) in enumerate(self._stages):
+            try:
+                x = fn(x, **kw, threads=self._threads)
+            except ValueError as exc:
+                n = getattr(x, "shape", (None,))[0] if hasattr(x, "shape") else None
+                where = f"stage {k + 1} '{stage}' of '{self.name}'"
+                where += f" (input with n={n} rows)" if n is not None else ""
+                msg = f"{where}: {exc}"
+                raise ValueError(msg) from exc
+        return x
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"cyclad.aggregators.get({self.name!r}{', ' if args else ''}{args})"
+
+
+def get(name: str, *, threads: int | None = None, **params: Any) -> Aggregator:
+    """Build an aggregator from a name, composing pre-aggregations and a rule with ``"+"``.
+
+    ``get("nnm+trimmed_mean", f=2)``, ``get("bucketing+krum", s=2, f=1, seed=0)``,
+    ``get("clip+mean", tau=1.0)``. Every element but the last must be a pre-aggregation
+    (:func:`nnm`, :func:`bucketing`, :func:`clip`, :func:`arc`); the last must be a rule returning
+    ``(D,)``. Names are case-insensitive and ``-`` may stand for ``_``. Each component receives
+    only the parameters its signature accepts (so ``f`` goes to both ``nnm`` and
+    ``trimmed_mean``); ``threads`` goes to all.
+
+    Parameters
+    ----------
+    name : str
+        The spec, e.g. ``"krum"`` or ``"clip+nnm+geometric_median"``. See :func:`available`.
+    threads : int, optional
+        Worker threads for every component; ``None`` uses all cores.
+    **params
+        Parameters of the components (``f``, ``tau``, ``s``, ``seed``, ``m``, ``eps``, ...).
+
+    Returns
+    -------
+    Aggregator
+        A callable ``X -> (D,)``.
+
+    Raises
+    ------
+    ValueError
+        If a name is unknown or not available, a pre-aggregation is last or a rule is not last,
+        a parameter is accepted by no component, or a required parameter is missing. Parameter
+        values are checked when the aggregator is called.
+    """
+    if not isinstance(name, str) or not name.strip():
+        msg = f"name must be a non-empty string such as 'nnm+krum', got {name!r}"
+        raise ValueError(msg)
+    parts = [p.strip().lower().replace("-", "_") for p in name.split("+")]
+    valid = f"rules {list(_RULES)}, pre-aggregations {list(_PRE_AGGREGATIONS)}"
+    for k, part in enumerate(parts):
+        last = k == len(parts) - 1
+        if part not in _RULES and part not in _PRE_AGGREGATIONS:
+            msg = f"unknown aggregator {part!r} in {name!r}; valid names: {valid}"
+            raise ValueError(msg)
+        if last and part in _PRE_AGGREGATIONS:
+            msg = (
+                f"{name!r} ends with the pre-aggregation {part!r}; the last element must be a "
+                f"rule returning (D,): one of {list(_RULES)}"
+            )
+            raise ValueError(msg)
+        if not last and part in _RULES:
+            msg = (
+                f"{part!r} in {name!r} is a rule and must come last; only pre-aggregations "
+                f"{list(_PRE_AGGREGATIONS)} may precede the rule"
+            )
+            raise ValueError(msg)
+        if _lookup(part) is None:
+            msg = f"{part!r} is registered but not available in this build; available: "
+            msg += f"{available()}"
+            raise ValueError(msg)
+    stages: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
+    used: set[str] = set()
+    accepted_all: set[str] = set()
+    for part in parts:
+        fn = _lookup(part)
+        assert fn is not None
+        accepted, required = _params_of(fn)
+        accepted_all |= accepted
+        missing = sorted(required - params.keys())
+        if missing:
+            msg = f"{part!r} in {name!r} needs the parameter(s) {missing}"
+            raise ValueError(msg)
+        kw = {k: v for k, v in params.items() if k in accepted}
+        used |= kw.keys()
+        stages.append((part, fn, kw))
+    unknown = sorted(params.keys() - used)
+    if unknown:
+        msg = (
+            f"parameter(s) {unknown} are accepted by no component of {name!r}; "
+            f"valid parameters: {sorted(accepted_all)}"
+        )
+        raise ValueError(msg)
+    if threads is not None:
+        check_threads(threads)
+    return Aggregator("+".join(parts), stages, params, threads)
+
+
+__all__ += ["Aggregator", "available", "get"]
