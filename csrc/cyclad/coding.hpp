@@ -32,32 +32,47 @@ inline std::size_t encode_block_cols(std::size_t N, std::size_t value_size) {
   return cols & ~std::size_t{63};
 }
 
-/// One output row over one block: acc[c] = sum_j w[j] * G[a[j]][lo + c], j = 0..d-1 in order.
-/// Four terms per pass keep the accumulator in registers (fewer L1 round trips) without
-/// changing the left-to-right order of the additions.
-template <typename T>
-CYCLAD_MULTIVERSION void encode_row_block(const T* CYCLAD_RESTRICT G, std::size_t ld,
-                                          const std::int64_t* a, const T* w, std::size_t d,
-                                          std::size_t lo, std::size_t len,
-                                          T* CYCLAD_RESTRICT acc) {
-  const T* CYCLAD_RESTRICT g0 = G + static_cast<std::size_t>(a[0]) * ld + lo;
-  const T w0 = w[0];
-  for (std::size_t c = 0; c < len; ++c) acc[c] = w0 * g0[c];
-  std::size_t j = 1;
-  for (; j + 4 <= d; j += 4) {
-    const T* CYCLAD_RESTRICT g1 = G + static_cast<std::size_t>(a[j]) * ld + lo;
-    const T* CYCLAD_RESTRICT g2 = G + static_cast<std::size_t>(a[j + 1]) * ld + lo;
-    const T* CYCLAD_RESTRICT g3 = G + static_cast<std::size_t>(a[j + 2]) * ld + lo;
-    const T* CYCLAD_RESTRICT g4 = G + static_cast<std::size_t>(a[j + 3]) * ld + lo;
-    const T w1 = w[j], w2 = w[j + 1], w3 = w[j + 2], w4 = w[j + 3];
-    for (std::size_t c = 0; c < len; ++c) {
-      acc[c] = (((acc[c] + w1 * g1[c]) + w2 * g2[c]) + w3 * g3[c]) + w4 * g4[c];
-    }
+/// One pass over a block adding up to four terms, left to right: acc = (((acc + t1) + t2) + t3)
+/// (or starting from t1 when `first`), t_k = w[k] * g_k[c]. Fused passes keep the accumulator in
+/// registers for several terms: a load/store of acc per term leaves the loop bound by stores.
+template <typename T, int K, bool First>
+inline void encode_pass(const T* const* rows, const T* w, std::size_t len,
+                        T* CYCLAD_RESTRICT acc) {
+  const T* CYCLAD_RESTRICT g0 = rows[0];
+  const T* CYCLAD_RESTRICT g1 = rows[K > 1 ? 1 : 0];
+  const T* CYCLAD_RESTRICT g2 = rows[K > 2 ? 2 : 0];
+  const T* CYCLAD_RESTRICT g3 = rows[K > 3 ? 3 : 0];
+  const T w0 = w[0], w1 = w[K > 1 ? 1 : 0], w2 = w[K > 2 ? 2 : 0], w3 = w[K > 3 ? 3 : 0];
+  for (std::size_t c = 0; c < len; ++c) {
+    T v = First ? w0 * g0[c] : acc[c] + w0 * g0[c];
+    if constexpr (K > 1) v = v + w1 * g1[c];
+    if constexpr (K > 2) v = v + w2 * g2[c];
+    if constexpr (K > 3) v = v + w3 * g3[c];
+    acc[c] = v;
   }
-  for (; j < d; ++j) {
-    const T* CYCLAD_RESTRICT g = G + static_cast<std::size_t>(a[j]) * ld + lo;
-    const T wj = w[j];
-    for (std::size_t c = 0; c < len; ++c) acc[c] += wj * g[c];
+}
+
+template <typename T, bool First>
+inline void encode_pass_k(std::size_t k, const T* const* rows, const T* w, std::size_t len,
+                          T* CYCLAD_RESTRICT acc) {
+  switch (k) {
+    case 1: encode_pass<T, 1, First>(rows, w, len, acc); break;
+    case 2: encode_pass<T, 2, First>(rows, w, len, acc); break;
+    case 3: encode_pass<T, 3, First>(rows, w, len, acc); break;
+    default: encode_pass<T, 4, First>(rows, w, len, acc); break;
+  }
+}
+
+/// One output row over one block: acc[c] = sum_j w[j] * rows[j][c], j = 0..d-1 in order,
+/// in ceil(d / 4) passes over the block.
+template <typename T>
+CYCLAD_MULTIVERSION void encode_row_block(const T* const* rows, const T* w, std::size_t d,
+                                          std::size_t len, T* CYCLAD_RESTRICT acc) {
+  std::size_t k = std::min<std::size_t>(d, 4);
+  encode_pass_k<T, true>(k, rows, w, len, acc);
+  for (std::size_t j = k; j < d; j += k) {
+    k = std::min<std::size_t>(d - j, 4);
+    encode_pass_k<T, false>(k, rows + j, w + j, len, acc);
   }
 }
 
@@ -149,12 +164,17 @@ void encode(MatrixView<T> G, const std::int64_t* assignment, std::size_t n, std:
   const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 16) / work_per_block);
   parallel_for(nblocks, threads, grain, [&](std::size_t b0, std::size_t b1) {
     std::vector<T> acc(bcols);
+    std::vector<const T*> rows(d);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * bcols;
       const std::size_t len = std::min(D, lo + bcols) - lo;
       for (std::size_t i = 0; i < n; ++i) {
         const T* w = weights_per_row ? weights + i * d : weights;
-        detail::encode_row_block(G.data, ld, assignment + i * d, w, d, lo, len, acc.data());
+        const std::int64_t* a = assignment + i * d;
+        for (std::size_t j = 0; j < d; ++j) {
+          rows[j] = G.data + static_cast<std::size_t>(a[j]) * ld + lo;
+        }
+        detail::encode_row_block(rows.data(), w, d, len, acc.data());
         detail::stream_copy(out + i * D + lo, acc.data(), len, stream);
       }
     }
