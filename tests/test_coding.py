@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cyclad.aggregators as agg
-import cyclad.coding as coding
-from cyclad import _core
+from cyclad import _core, coding
 from tests import _reference as ref
 
 MODES = ["permute", "shift", "fixed"]
-EPS = {np.dtype(np.float32): float(np.finfo(np.float32).eps),
-       np.dtype(np.float64): float(np.finfo(np.float64).eps)}
+EPS = {
+    np.dtype(np.float32): float(np.finfo(np.float32).eps),
+    np.dtype(np.float64): float(np.finfo(np.float64).eps),
+}
 
 
 def assert_encode_close(out: np.ndarray, G: np.ndarray, a: np.ndarray, w=None) -> None:
@@ -137,8 +138,9 @@ def test_cyclic_code_errors(kwargs, exc, match) -> None:
         coding.CyclicCode(**kwargs)
 
 
-@pytest.mark.parametrize(("t", "exc"), [(-1, ValueError), (2**64, ValueError),
-                                         (1.0, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    ("t", "exc"), [(-1, ValueError), (2**64, ValueError), (1.0, TypeError), (None, TypeError)]
+)
 def test_assignment_bad_round(t, exc) -> None:
     with pytest.raises(exc, match="t must"):
         coding.CyclicCode(4, 2).assignment(t)
@@ -160,8 +162,11 @@ def encode_problems(draw):
     a = draw(hnp.arrays(np.int64, (n, d), elements=st.integers(0, N - 1)))
     kind = draw(st.sampled_from(["none", "row", "full"]))
     wel = st.floats(-3, 3, width=32)
-    w = None if kind == "none" else draw(hnp.arrays(np.float64, (d,) if kind == "row" else (n, d),
-                                                    elements=wel))
+    w = (
+        None
+        if kind == "none"
+        else draw(hnp.arrays(np.float64, (d,) if kind == "row" else (n, d), elements=wel))
+    )
     threads = draw(st.sampled_from([1, 2, None]))
     return G, a, w, threads
 
@@ -173,8 +178,10 @@ def test_encode_matches_reference_property(problem) -> None:
     assert_encode_close(out, G, a, w)
 
 
-@pytest.mark.parametrize(("N", "D", "d"), [(1, 1, 1), (1, 7, 1), (5, 1, 5), (4, 97, 2),
-                                           (6, 10007, 3), (20, 20011, 4), (3, 5, 3)])
+@pytest.mark.parametrize(
+    ("N", "D", "d"),
+    [(1, 1, 1), (1, 7, 1), (5, 1, 5), (4, 97, 2), (6, 10007, 3), (20, 20011, 4), (3, 5, 3)],
+)
 def test_encode_awkward_shapes(rng, dtype, threads, N, D, d) -> None:
     G = rng.standard_normal((N, D)).astype(dtype)
     code = coding.CyclicCode(N, d, seed=5)
@@ -369,8 +376,12 @@ def test_variance_identity_exact_over_all_permutations(rng) -> None:
     g = G.mean(axis=0)
     het = np.mean(np.sum((G - g) ** 2, axis=1))
     for d in range(1, N + 1):
-        Zs = np.stack([coding.encode(G, ref.cyclic_assignment(np.array(p), d))
-                       for p in itertools.permutations(range(N))])
+        Zs = np.stack(
+            [
+                coding.encode(G, ref.cyclic_assignment(np.array(p), d))
+                for p in itertools.permutations(range(N))
+            ]
+        )
         np.testing.assert_allclose(Zs.mean(axis=0), np.broadcast_to(g, (N, D)), atol=1e-12)
         dev = np.sum((Zs - g) ** 2, axis=2).mean(axis=0)  # per device i
         expect = (N - d) / (d * (N - 1)) * het

@@ -50,7 +50,7 @@ def _philox_words(key0: int, key1: int, count: int) -> NDArray[np.uint64]:
     methods, whose streams may change between NumPy versions: a server and its devices derive the
     same values whatever NumPy they run."""
     key = np.array([key0, key1], dtype=np.uint64)
-    return np.random.Philox(key=key).random_raw(count)  # type: ignore[no-any-return]
+    return np.asarray(np.random.Philox(key=key).random_raw(count), dtype=np.uint64)
 
 
 def permutation(n: int, seed: int, t: int) -> NDArray[np.int64]:
@@ -126,7 +126,7 @@ class CyclicCode:
         self.seed = check_int(seed, "seed", lo=0, hi=_U64_MAX)
 
     @property
-    def N(self) -> int:  # noqa: N802 - the paper's name
+    def N(self) -> int:
         """Number of data subsets (equal to ``n``)."""
         return self.n
 
@@ -165,7 +165,7 @@ class CyclicCode:
         """
         pi = self.permutation(t)
         idx = (np.arange(self.n)[:, None] + np.arange(self.d)[None, :]) % self.n
-        return pi[idx]
+        return np.asarray(pi[idx], dtype=np.int64)
 
     def counts(self, t: int) -> NDArray[np.int64]:
         """How many devices compute each subset in round ``t`` (always ``d`` for every subset).
@@ -412,9 +412,7 @@ class _ExactCode:
         z, wrap = as_matrix(coded, "coded")
         a = self.decode_weights(responders)
         if z.shape[0] != a.size:
-            msg = (
-                f"coded must have one row per responder ({a.size}), got shape {z.shape}"
-            )
+            msg = f"coded must have one row per responder ({a.size}), got shape {z.shape}"
             raise ValueError(msg)
         keep = np.flatnonzero(a)
         w = (a[keep] / self.n)[None, :]
