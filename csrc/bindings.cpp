@@ -303,7 +303,50 @@ void bind_aggregate(py::module_& m) {
 // coding
 // ============================================================================================
 
-void bind_coding(py::module_& /*m*/) {}
+}  // namespace
+// Included here (at global scope) rather than at the top so the coding section stays
+// self-contained for merges.
+#include "cyclad/coding.hpp"
+namespace {
+
+template <typename T>
+CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment,
+                      const CArray<T>& weights, int threads) {
+  auto g = matrix_arg(G, "G");
+  if (assignment.ndim() != 2) {
+    throw std::invalid_argument("assignment must be 2-D (n, d), got ndim=" +
+                                std::to_string(assignment.ndim()));
+  }
+  const auto n = static_cast<std::size_t>(assignment.shape(0));
+  const auto d = static_cast<std::size_t>(assignment.shape(1));
+  const bool per_row = weights.ndim() == 2;
+  const bool shape_ok =
+      per_row ? (static_cast<std::size_t>(weights.shape(0)) == n &&
+                 static_cast<std::size_t>(weights.shape(1)) == d)
+              : (weights.ndim() == 1 && static_cast<std::size_t>(weights.shape(0)) == d);
+  if (!shape_ok) {
+    throw std::invalid_argument("weights must have shape (n, d) = (" + std::to_string(n) + ", " +
+                                std::to_string(d) + ") or (d,) = (" + std::to_string(d) + ",)");
+  }
+  CArray<T> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(g.d)});
+  const std::int64_t* a = assignment.data();
+  const T* w = weights.data();
+  T* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    k::encode<T>(g, a, n, d, w, per_row, o, threads);
+  }
+  return out;
+}
+
+void bind_coding(py::module_& m) {
+  m.def("encode", &encode_impl<double>, py::arg("G").noconvert(),
+        py::arg("assignment").noconvert(), py::arg("weights").noconvert(),
+        py::arg("threads") = 0, "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
+  m.def("encode", &encode_impl<float>, py::arg("G").noconvert(),
+        py::arg("assignment").noconvert(), py::arg("weights").noconvert(),
+        py::arg("threads") = 0, "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
+}
 
 // ============================================================================================
 // compression

@@ -209,6 +209,30 @@ def weiszfeld_gradient(X: np.ndarray, z: np.ndarray, eps: float = 1e-8) -> np.nd
 # --------------------------------------------------------------------------------------------
 
 
+def cyclic_assignment(pi: np.ndarray, d: int) -> np.ndarray:
+    """Row i = (pi[i], pi[i+1], ..., pi[i+d-1]) with indices mod n, by explicit loops."""
+    n = len(pi)
+    out = np.empty((n, d), dtype=np.int64)
+    for i in range(n):
+        for k in range(d):
+            out[i, k] = pi[(i + k) % n]
+    return out
+
+
+def encode(G: np.ndarray, assignment: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """z_i = sum_j w_ij G[a_ij], accumulated in float64 by loops, returned in G's dtype."""
+    n, d = assignment.shape
+    if weights is None:
+        w = np.full((n, d), 1.0 / d)
+    else:
+        w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (n, d))
+    out = np.zeros((n, G.shape[1]), dtype=np.float64)
+    for i in range(n):
+        for j in range(d):
+            out[i] += w[i, j] * G[assignment[i, j]].astype(np.float64)
+    return out.astype(G.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # compression
 # --------------------------------------------------------------------------------------------

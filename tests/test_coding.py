@@ -1,0 +1,526 @@
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import cyclad.aggregators as agg
+from cyclad import _core, coding
+from tests import _reference as ref
+
+MODES = ["permute", "shift", "fixed"]
+EPS = {
+    np.dtype(np.float32): float(np.finfo(np.float32).eps),
+    np.dtype(np.float64): float(np.finfo(np.float64).eps),
+}
+
+
+def assert_encode_close(out: np.ndarray, G: np.ndarray, a: np.ndarray, w=None) -> None:
+    """Compare with the float64 loop reference; the bound is the rounding error of a d-term
+    weighted sum (weights rounded to G's dtype, products and sums rounded)."""
+    d = a.shape[1]
+    expect = ref.encode(G.astype(np.float64), a, w)
+    wa = None if w is None else np.abs(np.asarray(w, dtype=np.float64))
+    scale = ref.encode(np.abs(G.astype(np.float64)), a, wa)
+    tiny = float(np.finfo(G.dtype).smallest_subnormal)  # products may underflow
+    bound = (d + 3) * (EPS[np.dtype(G.dtype)] * scale + tiny)
+    assert out.dtype == G.dtype
+    assert out.shape == (a.shape[0], G.shape[1])
+    err = np.abs(out.astype(np.float64) - expect)
+    assert np.all(err <= bound), float(np.max(err - bound))
+
+
+# --------------------------------------------------------------------------------------------
+# assignment
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("n", "d"), [(1, 1), (2, 1), (2, 2), (5, 3), (7, 7), (20, 4)])
+def test_assignment_shape_counts_windows(mode, n, d) -> None:
+    code = coding.CyclicCode(n, d, mode=mode, seed=3)
+    for t in (0, 1, 2, 17, 2**40):
+        a = code.assignment(t)
+        assert a.shape == (n, d)
+        assert a.dtype == np.int64
+        np.testing.assert_array_equal(np.bincount(a.ravel(), minlength=n), np.full(n, d))
+        np.testing.assert_array_equal(code.counts(t), np.full(n, d))
+        pi = code.permutation(t)
+        np.testing.assert_array_equal(np.sort(pi), np.arange(n))
+        np.testing.assert_array_equal(a, ref.cyclic_assignment(pi, d))
+        # distinct subsets within a window
+        assert all(len(set(row)) == d for row in a.tolist())
+
+
+def test_shift_and_fixed_exact_form() -> None:
+    n, d = 6, 3
+    shift = coding.CyclicCode(n, d, mode="shift")
+    fixed = coding.CyclicCode(n, d, mode="fixed")
+    for t in (0, 1, 5, 6, 13):
+        expect_shift = np.array([[(i + t + k) % n for k in range(d)] for i in range(n)])
+        np.testing.assert_array_equal(shift.assignment(t), expect_shift)
+        expect_fixed = np.array([[(i + k) % n for k in range(d)] for i in range(n)])
+        np.testing.assert_array_equal(fixed.assignment(t), expect_fixed)
+
+
+def test_permute_is_pure_function_of_seed_and_t() -> None:
+    a = coding.CyclicCode(10, 3, seed=42)
+    b = coding.CyclicCode(10, 3, seed=42)
+    # same (seed, t) -> same, in any order of calls and from independent objects
+    for t in (5, 0, 5, 3, 0):
+        np.testing.assert_array_equal(a.assignment(t), b.assignment(t))
+    perms = {tuple(a.permutation(t)) for t in range(30)}
+    assert len(perms) == 30  # 10! permutations: collisions among 30 draws are very unlikely
+    other = coding.CyclicCode(10, 3, seed=43)
+    assert any(not np.array_equal(a.assignment(t), other.assignment(t)) for t in range(3))
+    assert a == b
+    assert a != other
+    assert hash(a) == hash(b)
+
+
+def test_permutation_documented_construction_is_pinned() -> None:
+    # The construction must not depend on NumPy's Generator methods (server and devices may
+    # run different NumPy versions): argsort of raw Philox-4x64 words with key (seed, t).
+    assert coding.permutation(8, 0, 0).tolist() == [0, 2, 1, 5, 4, 3, 6, 7]
+    assert coding.permutation(8, 0, 1).tolist() == [5, 3, 7, 2, 4, 1, 0, 6]
+    assert coding.permutation(8, 12345, 7).tolist() == [0, 1, 4, 3, 2, 5, 7, 6]
+    words = np.random.Philox(key=np.array([9, 4], dtype=np.uint64)).random_raw(11)
+    np.testing.assert_array_equal(coding.permutation(11, 9, 4), np.argsort(words, kind="stable"))
+    np.testing.assert_array_equal(
+        coding.CyclicCode(11, 2, seed=9).permutation(4), coding.permutation(11, 9, 4)
+    )
+
+
+def test_permute_is_uniform() -> None:
+    # Chi-square over all 4! permutations: 23 degrees of freedom (mean 23, sd ~6.8).
+    T = 2400
+    counts: dict[tuple[int, ...], int] = {}
+    for t in range(T):
+        key = tuple(coding.permutation(4, 7, t).tolist())
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 24
+    expected = T / 24
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < 23 + 6 * math.sqrt(2 * 23)
+
+
+def test_cyclic_code_misc() -> None:
+    code = coding.CyclicCode(5, 2, mode="shift", seed=1)
+    assert repr(code) == "CyclicCode(n=5, d=2, mode='shift', seed=1)"
+    assert code.N == 5
+    assert coding.CyclicCode(5, 1).variance_factor() == 1.0
+    assert coding.CyclicCode(5, 5).variance_factor() == 0.0
+    assert coding.CyclicCode(1, 1).variance_factor() == 0.0
+    assert coding.CyclicCode(5, 3).variance_factor() == pytest.approx(2 / 12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n": 0, "d": 1}, ValueError, "n must be in"),
+        ({"n": 3, "d": 0}, ValueError, r"d must be in \[1, 3\]"),
+        ({"n": 3, "d": 4}, ValueError, r"d must be in \[1, 3\]"),
+        ({"n": 3, "d": 2, "mode": "random"}, ValueError, "mode must be one of"),
+        ({"n": 3, "d": 2, "seed": -1}, ValueError, "seed must be in"),
+        ({"n": 3, "d": 2, "seed": 2**64}, ValueError, "seed must be in"),
+        ({"n": 3, "d": 2, "seed": 1.5}, TypeError, "seed must be an integer"),
+        ({"n": 3.0, "d": 2}, TypeError, "n must be an integer"),
+        ({"n": 3, "d": True}, TypeError, "d must be an integer"),
+    ],
+)
+def test_cyclic_code_errors(kwargs, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        coding.CyclicCode(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("t", "exc"), [(-1, ValueError), (2**64, ValueError), (1.0, TypeError), (None, TypeError)]
+)
+def test_assignment_bad_round(t, exc) -> None:
+    with pytest.raises(exc, match="t must"):
+        coding.CyclicCode(4, 2).assignment(t)
+
+
+# --------------------------------------------------------------------------------------------
+# encode
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def encode_problems(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    N = draw(st.integers(1, 7))
+    n = draw(st.integers(1, 7))
+    d = draw(st.integers(1, 8))
+    D = draw(st.sampled_from([1, 2, 7, 13, 97, 300]))
+    G = draw(hnp.arrays(dtype, (N, D), elements=st.floats(-100, 100, width=32)))
+    a = draw(hnp.arrays(np.int64, (n, d), elements=st.integers(0, N - 1)))
+    kind = draw(st.sampled_from(["none", "row", "full"]))
+    wel = st.floats(-3, 3, width=32)
+    w = (
+        None
+        if kind == "none"
+        else draw(hnp.arrays(np.float64, (d,) if kind == "row" else (n, d), elements=wel))
+    )
+    threads = draw(st.sampled_from([1, 2, None]))
+    return G, a, w, threads
+
+
+@given(encode_problems())
+def test_encode_matches_reference_property(problem) -> None:
+    G, a, w, threads = problem
+    out = coding.encode(G, a, w, threads=threads)
+    assert_encode_close(out, G, a, w)
+
+
+@pytest.mark.parametrize(
+    ("N", "D", "d"),
+    [(1, 1, 1), (1, 7, 1), (5, 1, 5), (4, 97, 2), (6, 10007, 3), (20, 20011, 4), (3, 5, 3)],
+)
+def test_encode_awkward_shapes(rng, dtype, threads, N, D, d) -> None:
+    G = rng.standard_normal((N, D)).astype(dtype)
+    code = coding.CyclicCode(N, d, seed=5)
+    a = code.assignment(2)
+    out = coding.encode(G, a, threads=threads)
+    assert_encode_close(out, G, a)
+    w = rng.uniform(-2, 2, size=(N, d))
+    assert_encode_close(coding.encode(G, a, w, threads=threads), G, a, w)
+    w1 = rng.uniform(-2, 2, size=d)
+    assert_encode_close(coding.encode(G, a, w1, threads=threads), G, a, w1)
+    np.testing.assert_array_equal(code.encode(G, 2, threads=threads), out)
+
+
+def test_encode_general_assignment(rng, dtype) -> None:
+    # n != N, repeated indices inside a row, d > N: all allowed.
+    G = rng.standard_normal((3, 50)).astype(dtype)
+    a = np.array([[0, 0, 2, 1, 2], [2, 2, 2, 2, 2]], dtype=np.int32)
+    out = coding.encode(G, a)
+    assert_encode_close(out, G, a.astype(np.int64))
+    w = np.array([1, -2, 3, 0, 5])  # integer weights are cast to G's dtype
+    assert_encode_close(coding.encode(G, a, w), G, a.astype(np.int64), w)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_encode_bit_identical_across_threads(rng, dt) -> None:
+    # 20 x 210_011 float32 is > 16 MiB of output: exercises the streaming-store path too.
+    for D in (100_003, 210_011):
+        G = rng.standard_normal((20, D)).astype(dt)
+        a = coding.CyclicCode(20, 7, seed=1).assignment(3)
+        w = rng.uniform(-1, 1, size=(20, 7))
+        base = coding.encode(G, a, w, threads=1)
+        for t in (2, 3, None):
+            np.testing.assert_array_equal(coding.encode(G, a, w, threads=t), base)
+    assert_encode_close(base, G, a, w)
+
+
+def test_encode_does_not_modify_inputs(rng) -> None:
+    G = rng.standard_normal((6, 1000))
+    a = coding.CyclicCode(6, 3).assignment(0)
+    w = rng.uniform(size=(6, 3))
+    G0, a0, w0 = G.copy(), a.copy(), w.copy()
+    coding.encode(G, a, w)
+    np.testing.assert_array_equal(G, G0)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(w, w0)
+
+
+def test_encode_non_contiguous_input(rng, dtype) -> None:
+    big = rng.standard_normal((8, 40)).astype(dtype)
+    G = big[::2, ::3]
+    a = coding.CyclicCode(4, 2, seed=0).assignment(1)
+    assert_encode_close(coding.encode(G, a), np.ascontiguousarray(G), a)
+
+
+def test_encode_non_finite_propagate(dtype) -> None:
+    G = np.ones((5, 4), dtype=dtype)
+    G[2, 1] = np.nan
+    G[4, 3] = np.inf
+    a = coding.CyclicCode(5, 2, mode="fixed").assignment(0)
+    out = coding.encode(G, a)
+    has_nan = np.array([2 in row for row in a.tolist()])
+    has_inf = np.array([4 in row for row in a.tolist()])
+    np.testing.assert_array_equal(np.isnan(out[:, 1]), has_nan)
+    np.testing.assert_array_equal(np.isinf(out[:, 3]), has_inf)
+    assert np.all(out[:, [0, 2]] == 1)
+
+
+def test_encode_torch_in_torch_out() -> None:
+    torch = pytest.importorskip("torch")
+    G = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    a = torch.tensor([[0, 1], [1, 2], [2, 0]])
+    out = coding.encode(G, a)
+    assert isinstance(out, torch.Tensor)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), ref.encode(G.numpy(), a.numpy()))
+
+
+@pytest.mark.parametrize(
+    ("G", "a", "w", "exc", "match"),
+    [
+        (np.ones((3, 4)), np.array([[0, 3]]), None, ValueError, r"\[0, N\) = \[0, 3\)"),
+        (np.ones((3, 4)), np.array([[-1, 0]]), None, ValueError, r"\[0, N\) = \[0, 3\)"),
+        (np.ones((3, 4)), np.array([[0.0, 1.0]]), None, TypeError, "assignment must hold int"),
+        (np.ones((3, 4)), np.array([[True, False]]), None, TypeError, "assignment must hold"),
+        (np.ones((3, 4)), np.array([0, 1]), None, ValueError, "assignment must be 2-D"),
+        (np.ones((3, 4)), np.zeros((0, 2), dtype=int), None, ValueError, "must not be empty"),
+        (np.ones(4), np.array([[0]]), None, ValueError, "G must be 2-D"),
+        (np.ones((0, 4)), np.array([[0]]), None, ValueError, "G must not be empty"),
+        (np.ones((3, 4), dtype=complex), np.array([[0]]), None, TypeError, "G must hold real"),
+        (np.ones((3, 4)), np.array([[0, 1]]), np.ones(3), ValueError, "weights must have shape"),
+        (np.ones((3, 4)), np.array([[0, 1]]), np.ones((2, 2)), ValueError, "weights must have"),
+        (np.ones((3, 4)), np.array([[0, 1]]), [1.0, np.nan], ValueError, "weights must be finite"),
+        (np.ones((3, 4)), np.array([[0, 1]]), [1.0, -np.inf], ValueError, "finite"),
+        (np.ones((3, 4), np.float32), np.array([[0, 1]]), [1.0, 1e39], ValueError, "finite"),
+        (np.ones((3, 4)), np.array([[0, 1]]), ["a", "b"], TypeError, "weights must hold real"),
+    ],
+)
+def test_encode_errors(G, a, w, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        coding.encode(G, a, w)
+
+
+def test_encode_kernel_checks_ranges_itself() -> None:
+    # The C++ layer is the last line of defence: no out-of-bounds read even if Python is bypassed.
+    G = np.ones((3, 4))
+    w = np.full(2, 0.5)
+    for bad in (3, -1, 2**40):
+        with pytest.raises(ValueError, match=r"\[0, N\)"):
+            _core.encode(G, np.array([[0, bad]], dtype=np.int64), w)
+    with pytest.raises(ValueError, match="weights must be finite"):
+        _core.encode(G, np.array([[0, 1]], dtype=np.int64), np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        _core.encode(G, np.array([[0, 1]], dtype=np.int64), np.ones(3))
+    with pytest.raises(TypeError):  # int32 assignment is not silently converted
+        _core.encode(G, np.array([[0, 1]], dtype=np.int32), w)
+    with pytest.raises(TypeError):  # mixed dtypes are not silently converted
+        _core.encode(G, np.array([[0, 1]], dtype=np.int64), w.astype(np.float32))
+
+
+def test_code_encode_checks_rows() -> None:
+    with pytest.raises(ValueError, match="G must have N = 4 rows"):
+        coding.CyclicCode(4, 2).encode(np.ones((3, 5)), 0)
+    with pytest.raises(ValueError, match="G must have N = 4 rows"):
+        coding.GradientCode(4, 1).encode(np.ones((3, 5)))
+
+
+# --------------------------------------------------------------------------------------------
+# DESIGN §1 invariants
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("N", "d"), [(1, 1), (5, 1), (5, 2), (8, 3), (8, 8), (13, 6)])
+def test_mean_of_coded_vectors_is_mean_gradient(rng, dtype, mode, N, d) -> None:
+    G = rng.standard_normal((N, 257)).astype(dtype)
+    code = coding.CyclicCode(N, d, mode=mode, seed=11)
+    g = G.astype(np.float64).mean(axis=0)
+    for t in range(4):
+        Z = code.encode(G, t)
+        zbar = Z.astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(zbar, g, rtol=0, atol=(d + 3) * EPS[np.dtype(dtype)] * 4)
+
+
+@pytest.mark.parametrize("N", [1, 2, 7, 16])
+def test_full_redundancy_gives_mean_gradient_everywhere(rng, dtype, N) -> None:
+    G = rng.standard_normal((N, 101)).astype(dtype)
+    g = G.astype(np.float64).mean(axis=0)
+    Z = coding.CyclicCode(N, N, seed=2).encode(G, 9)
+    for z in Z:
+        np.testing.assert_allclose(z, g, rtol=0, atol=(N + 3) * EPS[np.dtype(dtype)] * 4)
+
+
+def test_d1_fixed_is_plain_distributed_gd(rng, dtype) -> None:
+    G = rng.standard_normal((9, 33)).astype(dtype)
+    G[3, 5] = np.nan
+    G[7, 0] = -np.inf
+    code = coding.CyclicCode(9, 1, mode="fixed")
+    for t in (0, 4):
+        np.testing.assert_array_equal(code.encode(G, t), G)
+
+
+def _rule(name: str):
+    fn = getattr(agg, name, None)
+    if fn is None:
+        pytest.skip(f"cyclad.aggregators.{name} is not available on this branch yet")
+    return fn
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "krum", "geometric_median"])
+@pytest.mark.parametrize(("n", "f"), [(7, 2), (10, 3), (9, 3)])
+def test_robust_rules_return_g_at_full_redundancy(rng, rule, n, f) -> None:
+    fn = _rule(rule)
+    if rule == "krum" and n <= 2 * f + 2:
+        pytest.skip("Krum needs n > 2f + 2")
+    G = rng.standard_normal((n, 64))
+    g = G.mean(axis=0)
+    Z = coding.CyclicCode(n, n, seed=4).encode(G, 1)
+    # f Byzantine devices: far away, non-finite, and one sitting close to the honest vectors
+    Z[:f] = 1e3
+    Z[0, :3] = np.nan
+    if f >= 2:
+        Z[1] = g + 1e-3
+    kw = {"f": f} if rule in ("trimmed_mean", "krum") else {}
+    out = np.asarray(fn(Z, **kw))
+    np.testing.assert_allclose(out, g, rtol=0, atol=1e-6)
+
+
+def test_variance_identity_exact_over_all_permutations(rng) -> None:
+    # Averaging over every permutation is the exact expectation over uniform permutations.
+    N, D = 5, 6
+    G = rng.standard_normal((N, D))
+    g = G.mean(axis=0)
+    het = np.mean(np.sum((G - g) ** 2, axis=1))
+    for d in range(1, N + 1):
+        Zs = np.stack(
+            [
+                coding.encode(G, ref.cyclic_assignment(np.array(p), d))
+                for p in itertools.permutations(range(N))
+            ]
+        )
+        np.testing.assert_allclose(Zs.mean(axis=0), np.broadcast_to(g, (N, D)), atol=1e-12)
+        dev = np.sum((Zs - g) ** 2, axis=2).mean(axis=0)  # per device i
+        expect = (N - d) / (d * (N - 1)) * het
+        np.testing.assert_allclose(dev, np.full(N, expect), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 3, 6, 10])
+def test_variance_identity_monte_carlo(d) -> None:
+    # One device per round (device t mod N), so the samples are independent across rounds; the
+    # mean over devices would hide the randomness (at d = 1 it is exactly het every round).
+    rng = np.random.default_rng(123)
+    N, D, T = 10, 8, 3000
+    G = rng.standard_normal((N, D)) * rng.uniform(0.2, 3.0, size=(N, 1)) + rng.standard_normal(D)
+    g = G.mean(axis=0)
+    het = float(np.mean(np.sum((G - g) ** 2, axis=1)))
+    code = coding.CyclicCode(N, d, seed=99)
+    z = np.stack([code.encode(G, t)[t % N] for t in range(T)])
+    sq = np.sum((z - g) ** 2, axis=1)
+    expect = code.variance_factor() * het
+    if d == N:
+        assert np.max(sq) < 1e-25
+        return
+    # 5 standard errors; a wrong factor such as (N-d)/(dN) sits more than 7 SE away here
+    se = sq.std(ddof=1) / math.sqrt(T)
+    assert abs(sq.mean() - expect) <= 5 * se
+    se_z = z.std(axis=0, ddof=1) / math.sqrt(T)
+    assert np.all(np.abs(z.mean(axis=0) - g) <= 5 * se_z)
+
+
+# --------------------------------------------------------------------------------------------
+# exact gradient codes
+# --------------------------------------------------------------------------------------------
+
+
+def _all_patterns(n: int, s: int):
+    for r in itertools.combinations(range(n), n - s):
+        yield np.array(r)
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_gradient_code_every_straggler_pattern(rng, n) -> None:
+    G = rng.standard_normal((n, 17))
+    g = G.mean(axis=0)
+    for s in range(n):
+        gc = coding.GradientCode(n, s)
+        assert gc.B.shape == (n, n)
+        for i in range(n):
+            supp = {(i + k) % n for k in range(s + 1)}
+            assert gc.B[i, i] == 1.0
+            assert all(gc.B[i, j] == 0 for j in range(n) if j not in supp)
+            assert all(gc.B[i, j] != 0 for j in supp)
+        Z = gc.encode(G)
+        np.testing.assert_allclose(Z, gc.B @ G, atol=1e-12)
+        for r in _all_patterns(n, s):
+            r = rng.permutation(r)
+            a = gc.decode_weights(r)
+            assert a.shape == r.shape
+            assert np.max(np.abs(a @ gc.B[r] - 1)) <= 1e-9
+            np.testing.assert_allclose(gc.decode(Z[r], r), g, atol=1e-9)
+
+
+@pytest.mark.parametrize(("n", "s"), [(20, 3), (20, 10), (16, 15), (12, 5)])
+def test_gradient_code_random_patterns_larger(rng, n, s) -> None:
+    gc = coding.GradientCode(n, s)
+    G = rng.standard_normal((n, 9))
+    Z = gc.encode(G)
+    for _ in range(10):
+        k = rng.integers(n - s, n + 1)
+        r = rng.choice(n, size=k, replace=False)
+        np.testing.assert_allclose(gc.decode(Z[r], r), G.mean(axis=0), atol=1e-8)
+
+
+def test_gradient_code_float32_and_torch(rng) -> None:
+    gc = coding.GradientCode(6, 2)
+    G = rng.standard_normal((6, 40)).astype(np.float32)
+    Z = gc.encode(G)
+    assert Z.dtype == np.float32
+    r = [5, 0, 2, 3]
+    out = gc.decode(Z[r], r)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, G.astype(np.float64).mean(axis=0), atol=1e-4)
+    torch = pytest.importorskip("torch")
+    out_t = gc.decode(torch.from_numpy(Z[r]), torch.tensor(r))
+    assert isinstance(out_t, torch.Tensor)
+    np.testing.assert_array_equal(out_t.numpy(), out)
+
+
+def test_gradient_code_is_deterministic() -> None:
+    np.testing.assert_array_equal(coding.GradientCode(7, 3).B, coding.GradientCode(7, 3).B)
+    assert not np.array_equal(coding.GradientCode(7, 3).B, coding.GradientCode(7, 3, seed=1).B)
+    assert repr(coding.GradientCode(7, 3)) == "GradientCode(n=7, s=3, seed=0)"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 6, 8])
+def test_fractional_repetition_every_straggler_pattern(rng, n) -> None:
+    G = rng.standard_normal((n, 11))
+    g = G.mean(axis=0)
+    for s in [s for s in range(n) if n % (s + 1) == 0]:
+        fr = coding.FractionalRepetitionCode(n, s)
+        grp = np.arange(n) // (s + 1)
+        np.testing.assert_array_equal(fr.B, (grp[:, None] == grp[None, :]).astype(float))
+        np.testing.assert_array_equal(fr.assignment().shape, (n, s + 1))
+        Z = fr.encode(G)
+        for r in _all_patterns(n, s):
+            r = rng.permutation(r)
+            a = fr.decode_weights(r)
+            assert set(a.tolist()) <= {0.0, 1.0}
+            assert a.sum() == n // (s + 1)
+            np.testing.assert_array_equal(a @ fr.B[r], np.ones(n))
+            np.testing.assert_allclose(fr.decode(Z[r], r), g, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [coding.GradientCode, coding.FractionalRepetitionCode])
+def test_exact_code_decode_errors(cls) -> None:
+    code = cls(6, 2)
+    with pytest.raises(ValueError, match="need at least n - s = 4 responders"):
+        code.decode_weights([0, 1, 2])
+    with pytest.raises(ValueError, match="distinct"):
+        code.decode_weights([0, 1, 2, 2])
+    with pytest.raises(ValueError, match=r"responders must be in \[0, n\) = \[0, 6\)"):
+        code.decode_weights([0, 1, 2, 6])
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        code.decode_weights([0, 1, 2, -1])
+    with pytest.raises(TypeError, match="integer"):
+        code.decode_weights([0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="1-D"):
+        code.decode_weights([[0, 1, 2, 3]])
+    with pytest.raises(ValueError, match="one row per responder"):
+        code.decode(np.ones((3, 5)), [0, 1, 2, 3])
+
+
+def test_exact_code_constructor_errors() -> None:
+    with pytest.raises(ValueError, match=r"s must be in \[0, 3\]"):
+        coding.GradientCode(4, 4)
+    with pytest.raises(ValueError, match="s must be in"):
+        coding.GradientCode(4, -1)
+    with pytest.raises(ValueError, match="n must be in"):
+        coding.GradientCode(0, 0)
+    with pytest.raises(ValueError, match="s \\+ 1 must divide n"):
+        coding.FractionalRepetitionCode(6, 3)
+    with pytest.raises(TypeError, match="s must be an integer"):
+        coding.FractionalRepetitionCode(6, 1.0)
