@@ -469,19 +469,19 @@ CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo
                                       typename KeyTraits<T>::K L,
                                       std::vector<std::uint32_t>& out) {
   using Tr = KeyTraits<T>;
-  constexpr std::size_t kStep = 64 / sizeof(T) * 2;  // two cache lines per test
+  constexpr std::size_t kStep = 32;  // elements per mask word
   std::size_t i = lo;
   for (; i + kStep <= hi; i += kStep) {
-    int hit = 0;
+    // One bit per element (a vector compare + mask move), then visit only the set bits.
+    std::uint32_t mask = 0;
     for (std::size_t j = 0; j < kStep; ++j) {
       typename Tr::U u;
       std::memcpy(&u, x + i + j, sizeof(T));
-      hit |= static_cast<typename Tr::K>(u & Tr::kAbs) >= L;
+      mask |= static_cast<std::uint32_t>(static_cast<typename Tr::K>(u & Tr::kAbs) >= L) << j;
     }
-    if (hit) {
-      for (std::size_t j = 0; j < kStep; ++j) {
-        if (magnitude_key(x[i + j]) >= L) out.push_back(static_cast<std::uint32_t>(i + j));
-      }
+    while (mask != 0) {
+      out.push_back(static_cast<std::uint32_t>(i + static_cast<std::size_t>(__builtin_ctz(mask))));
+      mask &= mask - 1;
     }
   }
   for (; i < hi; ++i) {
@@ -551,7 +551,7 @@ void select_among(const T* x, const std::vector<std::uint32_t>& cand, std::size_
 ///
 /// Order: |x| compared as IEEE magnitudes, every NaN ranks above +Inf (a NaN is "the largest");
 /// among equal magnitudes (and among NaNs) the lower index wins. -0.0 and 0.0 are equal.
-/// Method: a fixed, strided sample of 32768 magnitudes gives a threshold L that at least k
+/// Method: a fixed, strided sample of up to 32768 magnitudes gives a threshold L that at least k
 /// elements exceed with high probability; one filtering pass over x (vectorised, memory-bound)
 /// collects the candidates >= L; an exact selection among them applies the tie rule. If fewer
 /// than k pass the filter (unlucky sample, or more zeros than D - k) the filter reruns with the
@@ -567,10 +567,13 @@ void topk_select(const T* x, std::size_t D, std::size_t k, std::uint32_t* idx, i
     for (std::size_t i = 0; i < D; ++i) idx[i] = static_cast<std::uint32_t>(i);
     return;
   }
-  constexpr std::size_t kBlocks = 1024, kRun = 32, kSample = kBlocks * kRun;
+  // Sample: up to 1024 runs of 32 consecutive magnitudes (about D/8 of them for D < 262144).
+  constexpr std::size_t kRun = 32;
+  const std::size_t kBlocks = std::min<std::size_t>(1024, D / (8 * kRun));
+  const std::size_t kSample = kBlocks * kRun;
   K L = 1;  // the nonzero-magnitude filter
   std::size_t expect = D;
-  if (D >= 4 * kSample) {
+  if (kBlocks >= 16) {
     std::vector<K> s(kSample);
     for (std::size_t b = 0; b < kBlocks; ++b) {
       const std::size_t start = (D - kRun) * b / (kBlocks - 1);
