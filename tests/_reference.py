@@ -74,7 +74,7 @@ def randk_indices(D: int, k: int, seed: int) -> np.ndarray:
     chosen: set[int] = set()
     js = np.arange(D - k, D)
     hs = random_at(key, js)
-    for j, h in zip(js.tolist(), hs.tolist()):
+    for j, h in zip(js.tolist(), hs.tolist(), strict=False):
         t = (h * (j + 1)) >> 64
         chosen.add(j if t in chosen else t)
     return np.array(sorted(chosen), dtype=np.int64)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -56,7 +58,9 @@ def test_topk_nan_ranks_above_inf(dtype) -> None:
     np.testing.assert_array_equal(_core.topk_indices(x, 2), [2, 5])
     np.testing.assert_array_equal(_core.topk_indices(x, 4), [1, 2, 3, 5])
     out = comp.TopK(k=3)(x)
-    assert np.isnan(out[2]) and np.isnan(out[5]) and out[1] == np.inf
+    assert np.isnan(out[2])
+    assert np.isnan(out[5])
+    assert out[1] == np.inf
 
 
 @pytest.mark.parametrize("case", ["sparse", "constant", "sorted", "spike", "few-nonzero"])
@@ -113,7 +117,8 @@ def test_topk_compressor_keeps_values(x, data) -> None:
 def test_topk_contractive_bound(rng, dtype) -> None:
     x = rng.standard_normal(5000).astype(dtype)
     c = comp.TopK(ratio=0.05)
-    assert c.contractive and not c.unbiased
+    assert c.contractive
+    assert not c.unbiased
     assert sq(c(x) - x) <= (1 - c.delta(x.size)) * sq(x)
 
 
@@ -171,7 +176,8 @@ def test_unbiased_and_variance_bound(c, dtype) -> None:
     # mean squared error within the declared omega (5 standard errors of the mean)
     bound = c.omega(D) * sq(x)
     assert err.mean() <= bound + 5 * err.std(ddof=1) / np.sqrt(n)
-    assert c.unbiased and not c.contractive
+    assert c.unbiased
+    assert not c.contractive
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +214,8 @@ def test_qsgd_tiny_and_huge_norms() -> None:
     x = np.array([1e-310, -3e-310, 0.0, 2e-320], dtype=np.float64)
     out = comp.QSGD(levels=4)(x)
     m = np.abs(x).max()
-    assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= m * np.linalg.norm(x / m) * 1.0001)
+    assert np.all(np.isfinite(out))
+    assert np.all(np.abs(out) <= m * np.linalg.norm(x / m) * 1.0001)
     assert np.abs(out).max() > 0
     y = np.array([1e300, -1e300, 5e299], dtype=np.float64)
     out = comp.QSGD(levels=4)(y, seed=1)
@@ -310,10 +317,12 @@ def test_ef21_tracks_state(rng) -> None:
         np.testing.assert_array_equal(g, dev.state)
         errs.append(sq(g - x))
     # a fixed target is reached in ceil(D/k) steps by top-k differences
-    assert errs[-1] == 0.0 and all(a >= b for a, b in zip(errs, errs[1:]))
+    assert errs[-1] == 0.0
+    assert all(a >= b for a, b in itertools.pairwise(errs))
     dev.reset()
     srv.reset()
-    assert dev.state is None and srv.state is None
+    assert dev.state is None
+    assert srv.state is None
 
 
 def test_ef21_identity_state_equals_input(rng) -> None:
@@ -430,7 +439,8 @@ def test_ratio_rounding() -> None:
 
 def test_derive_seed() -> None:
     a = comp.derive_seed(1, 2)
-    assert a == comp.derive_seed(1, 2) and a != comp.derive_seed(1, 3)
+    assert a == comp.derive_seed(1, 2)
+    assert a != comp.derive_seed(1, 3)
     assert comp.derive_seed(1, 2, 0) != comp.derive_seed(1, 2, 1)
     assert 0 <= comp.derive_seed(2**64 - 1, 2**64 - 1) < 2**64
     with pytest.raises(ValueError, match="keys"):

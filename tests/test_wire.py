@@ -70,10 +70,13 @@ def test_round_trip(kind, vdt, D, dtype) -> None:
     b = msg.to_bytes()
     assert msg.nbytes == len(b)
     back = comp.Message.from_bytes(b, dim=D)
-    assert back == msg and back.to_bytes() == b
-    assert back.dtype == dtype and back.value_dtype == (vdt or np.dtype(dtype).name)
+    assert back == msg
+    assert back.to_bytes() == b
+    assert back.dtype == dtype
+    assert back.value_dtype == (vdt or np.dtype(dtype).name)
     out = c.decompress(back)
-    assert out.dtype == dtype and out.shape == (D,)
+    assert out.dtype == dtype
+    assert out.shape == (D,)
     np.testing.assert_array_equal(out, c.decompress(msg))
     # the documented size formula
     vb = VB[msg.value_dtype]
@@ -91,7 +94,8 @@ def test_layout_topk(dtype) -> None:
     b = msg.to_bytes()
     magic, ver, kind, dcode, vcode, flags, res, D, k = struct.unpack_from("<2sBBBBBBQQ", b)
     assert (magic, ver, kind, flags, res, D, k) == (b"CZ", 1, 1, 0, 0, 300, 5)
-    assert dcode == (1 if dtype == np.float32 else 2) and vcode == dcode + 1
+    assert dcode == (1 if dtype == np.float32 else 2)
+    assert vcode == dcode + 1
     idx = np.arange(295, 300)
     wi = (300 - 1).bit_length()
     nidx = -(-5 * wi // 8)

@@ -132,8 +132,8 @@ _MAX_LEVELS = 65535
 _U64 = 2**64 - 1
 _KINDS = {"identity": 0, "topk": 1, "randk": 2, "qsgd": 3, "sign": 4}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
-_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
-_DTYPE_OF_CODE = {v: k for k, v in _DTYPES.items()}
+_DTYPES: dict[np.dtype[Any], int] = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+_DTYPE_OF_CODE: dict[int, np.dtype[Any]] = {v: k for k, v in _DTYPES.items()}
 _VALUE_DTYPES = {"float16": 1, "float32": 2, "float64": 3}
 _VALUE_OF_CODE = {v: k for k, v in _VALUE_DTYPES.items()}
 _BASE = struct.Struct("<2sBBBBBBQ")  # magic, version, kind, dtype, vcode, flags, reserved, D
@@ -416,7 +416,7 @@ def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
         msg.payload, _KINDS[msg.kind], _VALUE_DTYPES[msg.value_dtype], msg.dim, msg._param(),
         msg.bucket, msg.shared, msg.seed, msg.dtype == np.float64, threads=t,
     )
-    return out  # type: ignore[no-any-return]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,7 +672,7 @@ class RandK(_Sparse):
         """The ascending kept indices for ``(dim, seed)`` (what a shared message regenerates)."""
         d = check_int(dim, "dim", 1, _MAX_DIM)
         s = check_int(seed, "seed", 0, _U64)
-        return _core.randk_indices(d, self.k_for(d), s)  # type: ignore[no-any-return]
+        return _core.randk_indices(d, self.k_for(d), s)
 
     def __repr__(self) -> str:
         return f"RandK({self._what()}, shared={self.shared}, value_dtype={self.value_dtype!r})"

@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (the timed closures run inside the loop iteration that defines them)
 """Bench area ``compression``: compress / decompress kernels against NumPy (and torch.topk).
 
 Every record carries the compression ratio ``nbytes / (4 D)`` (bytes sent over the bytes of a
@@ -44,8 +45,9 @@ def np_qsgd(x: np.ndarray, s: int, bucket: int, rng: np.random.Generator) -> byt
     lev = (lo + (rng.random(xb.shape, dtype=np.float32) < (r - lo))).astype(np.uint16)
     w = s.bit_length()
     bits = ((lev.ravel()[:d, None] >> np.arange(w, dtype=np.uint16)) & 1).astype(np.uint8)
-    return (norms.astype(np.float32).tobytes() + np.packbits(x < 0).tobytes()
-            + np.packbits(bits.ravel(), bitorder="little").tobytes())
+    out: bytes = (norms.astype(np.float32).tobytes() + np.packbits(x < 0).tobytes()
+                  + np.packbits(bits.ravel(), bitorder="little").tobytes())
+    return out
 
 
 def np_sign(x: np.ndarray) -> bytes:
@@ -56,7 +58,8 @@ def np_sign(x: np.ndarray) -> bytes:
 def np_sign_decompress(b: bytes, d: int) -> np.ndarray:
     scale = np.frombuffer(b[:4], np.float32)[0]
     bits = np.unpackbits(np.frombuffer(b[4:], np.uint8), bitorder="little")[:d]
-    return scale * (1 - 2 * bits.astype(np.float32))
+    out: np.ndarray = scale * (1 - 2 * bits.astype(np.float32))
+    return out
 
 
 def np_sparse_decompress(idx: np.ndarray, vals: np.ndarray, d: int) -> np.ndarray:
@@ -101,17 +104,17 @@ def run(quick: bool) -> list[Record]:
             k = max(1, round(ratio * d))
             cases.append((
                 "topk", comp.TopK(ratio=ratio), {"D": d, "ratio": ratio},
-                lambda k=k: np_topk(x, k), _torch_topk(x, k),
+                lambda k=k: np_topk(x, k), _torch_topk(x, k),  # type: ignore[misc]
             ))
         k = max(1, round(0.01 * d))
         cases.append(("randk", comp.RandK(ratio=0.01), {"D": d, "ratio": 0.01},
-                      lambda k=k: np_randk(x, k, rng), None))
+                      lambda k=k: np_randk(x, k, rng), None))  # type: ignore[misc]
         cases.append(("randk-shared", comp.RandK(ratio=0.01, shared=True),
-                      {"D": d, "ratio": 0.01}, lambda k=k: np_randk(x, k, rng), None))
+                      {"D": d, "ratio": 0.01}, lambda k=k: np_randk(x, k, rng), None))  # type: ignore[misc]
         for s in (4, 16):
             cases.append(("qsgd", comp.QSGD(levels=s, bucket=512),
                           {"D": d, "s": s, "bucket": 512},
-                          lambda s=s: np_qsgd(x, s, 512, rng), None))
+                          lambda s=s: np_qsgd(x, s, 512, rng), None))  # type: ignore[misc]
         cases.append(("sign", comp.Sign(), {"D": d}, lambda: np_sign(x), None))
         np_sign_bytes = np_sign(x)
         for t in _threads_list():
@@ -119,7 +122,7 @@ def run(quick: bool) -> list[Record]:
             for name, c, params, np_fn, torch_fn in cases:
                 msg = c.compress(x, seed=1, threads=t)
                 ratio_bytes = msg.nbytes / (4 * d)
-                sec = best_time(lambda c=c, t=t: c.compress(x, seed=1, threads=t), **kw)
+                sec = best_time(lambda c=c, t=t: c.compress(x, seed=1, threads=t), **kw)  # type: ignore[misc]
                 base: dict[str, float] = {}
                 if np_fn is not None:
                     base["numpy"] = best_time(np_fn, **kw)
@@ -129,7 +132,7 @@ def run(quick: bool) -> list[Record]:
                     AREA, f"{name} compress", params, t, sec, nbytes, rp, base,
                     {"ratio": round(ratio_bytes, 5), "bytes": msg.nbytes},
                 ))
-                dsec = best_time(lambda c=c, msg=msg, t=t: c.decompress(msg, threads=t), **kw)
+                dsec = best_time(lambda c=c, msg=msg, t=t: c.decompress(msg, threads=t), **kw)  # type: ignore[misc]
                 dbase: dict[str, float] = {}
                 if name == "sign":
                     dbase["numpy"] = best_time(lambda: np_sign_decompress(np_sign_bytes, d), **kw)
