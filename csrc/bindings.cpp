@@ -11,6 +11,7 @@
 
 #include "cyclad/aggregate.hpp"
 #include "cyclad/bench.hpp"
+#include "cyclad/compress.hpp"
 #include "cyclad/parallel.hpp"
 
 namespace py = pybind11;
@@ -352,7 +353,149 @@ void bind_coding(py::module_& m) {
 // compression
 // ============================================================================================
 
-void bind_compress(py::module_& /*m*/) {}
+k::WireSpec wire_spec(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
+                      std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled) {
+  if (kind < 0 || kind > 4) {
+    throw std::invalid_argument("kind must be 0..4, got " + std::to_string(kind));
+  }
+  if (vcode < 1 || vcode > 3) {
+    throw std::invalid_argument("value dtype code must be 1..3, got " + std::to_string(vcode));
+  }
+  k::WireSpec spec;
+  spec.kind = static_cast<k::Kind>(kind);
+  spec.vcode = static_cast<k::ValueCode>(vcode);
+  spec.dim = dim;
+  spec.param = param;
+  spec.bucket = bucket;
+  spec.shared = shared;
+  spec.seed = seed;
+  spec.scaled = scaled;
+  return spec;
+}
+
+using Bytes = py::array_t<std::uint8_t, py::array::c_style>;
+
+const unsigned char* bytes_arg(const Bytes& b) {
+  if (b.ndim() != 1) throw std::invalid_argument("payload must be a 1-D uint8 array");
+  return reinterpret_cast<const unsigned char*>(b.data());
+}
+
+template <typename T>
+Bytes compress_impl(const CArray<T>& x, int kind, int vcode, std::uint64_t param,
+                    std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled,
+                    int threads) {
+  if (x.ndim() != 1 || x.shape(0) < 1) {
+    throw std::invalid_argument("x must be a non-empty 1-D vector");
+  }
+  auto spec = wire_spec(kind, vcode, static_cast<std::uint64_t>(x.shape(0)), param, bucket,
+                        shared, seed, scaled);
+  const std::uint64_t size = k::payload_size(spec);
+  Bytes out(static_cast<py::ssize_t>(size));
+  auto* o = reinterpret_cast<unsigned char*>(out.mutable_data());
+  const T* px = x.data();
+  {
+    py::gil_scoped_release release;
+    k::compress<T>(spec, px, o, size, threads);
+  }
+  return out;
+}
+
+py::array decompress_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
+                          std::uint64_t param, std::uint64_t bucket, bool shared,
+                          std::uint64_t seed, bool float64, int threads) {
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true);
+  const unsigned char* p = bytes_arg(payload);
+  const auto size = static_cast<std::uint64_t>(payload.shape(0));
+  // Validate before allocating D elements: a malformed header never triggers the allocation.
+  {
+    py::gil_scoped_release release;
+    k::validate_payload(spec, p, size, threads);
+  }
+  auto run = [&](auto* tag) -> py::array {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    CArray<T> out(static_cast<py::ssize_t>(dim));
+    T* o = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      k::decompress<T>(spec, p, size, o, threads);
+    }
+    return std::move(out);
+  };
+  return float64 ? run(static_cast<double*>(nullptr)) : run(static_cast<float*>(nullptr));
+}
+
+void validate_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
+                   std::uint64_t param, std::uint64_t bucket, bool shared, int threads) {
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, 0, true);
+  const unsigned char* p = bytes_arg(payload);
+  const auto size = static_cast<std::uint64_t>(payload.shape(0));
+  py::gil_scoped_release release;
+  k::validate_payload(spec, p, size, threads);
+}
+
+std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
+                                std::uint64_t bucket, bool shared) {
+  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true));
+}
+
+template <typename T>
+py::array_t<std::int64_t> topk_indices_impl(const CArray<T>& x, std::uint64_t kk, int threads) {
+  if (x.ndim() != 1 || x.shape(0) < 1) {
+    throw std::invalid_argument("x must be a non-empty 1-D vector");
+  }
+  const auto D = static_cast<std::size_t>(x.shape(0));
+  if (kk < 1 || kk > D) throw std::invalid_argument("k must be in [1, D]");
+  std::vector<std::uint32_t> idx(static_cast<std::size_t>(kk));
+  const T* px = x.data();
+  {
+    py::gil_scoped_release release;
+    k::topk_select<T>(px, D, idx.size(), idx.data(), threads);
+  }
+  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(kk));
+  std::copy(idx.begin(), idx.end(), out.mutable_data());
+  return out;
+}
+
+py::array_t<std::int64_t> randk_indices_impl(std::uint64_t dim, std::uint64_t kk,
+                                             std::uint64_t seed) {
+  if (dim < 1 || dim > k::kMaxDim) throw std::invalid_argument("D must be in [1, 2^32 - 1]");
+  if (kk < 1 || kk > dim) throw std::invalid_argument("k must be in [1, D]");
+  std::vector<std::uint32_t> idx(static_cast<std::size_t>(kk));
+  {
+    py::gil_scoped_release release;
+    k::randk_select(seed, static_cast<std::size_t>(dim), idx.size(), idx.data());
+  }
+  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(kk));
+  std::copy(idx.begin(), idx.end(), out.mutable_data());
+  return out;
+}
+
+void bind_compress(py::module_& m) {
+  m.def("wire_compress", &compress_impl<double>, py::arg("x").noconvert(), py::arg("kind"),
+        py::arg("vcode"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
+        py::arg("seed"), py::arg("scaled"), py::arg("threads") = 0,
+        "Compress a 1-D vector into a wire payload (uint8 array).");
+  m.def("wire_compress", &compress_impl<float>, py::arg("x").noconvert(), py::arg("kind"),
+        py::arg("vcode"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
+        py::arg("seed"), py::arg("scaled"), py::arg("threads") = 0,
+        "Compress a 1-D vector into a wire payload (uint8 array).");
+  m.def("wire_decompress", &decompress_impl, py::arg("payload").noconvert(), py::arg("kind"),
+        py::arg("vcode"), py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
+        py::arg("seed"), py::arg("float64"), py::arg("threads") = 0,
+        "Validate and decompress a wire payload into a dense vector.");
+  m.def("wire_validate", &validate_impl, py::arg("payload").noconvert(), py::arg("kind"),
+        py::arg("vcode"), py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
+        py::arg("threads") = 0, "Validate a wire payload against its header (ValueError).");
+  m.def("wire_payload_size", &payload_size_impl, py::arg("kind"), py::arg("vcode"),
+        py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
+        "Exact payload size in bytes implied by a header (ValueError if out of range).");
+  m.def("topk_indices", &topk_indices_impl<double>, py::arg("x").noconvert(), py::arg("k"),
+        py::arg("threads") = 0, "Ascending indices of the k largest |x_i| (ties: lower index).");
+  m.def("topk_indices", &topk_indices_impl<float>, py::arg("x").noconvert(), py::arg("k"),
+        py::arg("threads") = 0, "Ascending indices of the k largest |x_i| (ties: lower index).");
+  m.def("randk_indices", &randk_indices_impl, py::arg("dim"), py::arg("k"), py::arg("seed"),
+        "Ascending rand-k mask of (seed, D, k).");
+}
 
 // ============================================================================================
 // bench helpers

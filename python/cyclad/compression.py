@@ -1,0 +1,913 @@
+"""Gradient compression for Com-LAD: compressors, error feedback and an exact wire format.
+
+A compressor maps a 1-D float32/float64 vector ``x`` of length ``D`` to a :class:`Message`
+whose byte encoding is what a device sends; ``decompress`` turns a message back into a dense
+vector of the message's dtype. Every message has exactly one byte encoding and
+``msg.nbytes == len(msg.to_bytes())``, so communication is counted from real bytes.
+
+=====================  ==========================================  ==========================
+compressor             C(x)                                        guarantee
+=====================  ==========================================  ==========================
+``TopK(k | ratio)``    the k largest ``|x_i|``, others 0           contractive, delta = k/D
+``RandK(k | ratio)``   ``D/k * x_i`` on k uniform coordinates      unbiased, omega = D/k - 1
+``QSGD(levels=s)``     per bucket of b: ``||x|| sign(x_i) l_i/s``  unbiased,
+                       with stochastic levels l_i in {0..s}        omega = min(b/s^2, sqrt(b)/s)
+``Sign(scaled=True)``  ``||x||_1 / D * sign(x)``                   contractive, delta >= 1/D
+``Identity()``         x                                           exact (omega = 0)
+=====================  ==========================================  ==========================
+
+``ratio`` gives ``k = max(1, floor(ratio * D + 1/2))``. ``omega(D)`` bounds
+``E||C(x) - x||^2 <= omega ||x||^2`` of unbiased compressors; ``delta(D)`` bounds
+``||C(x) - x||^2 <= (1 - delta) ||x||^2`` of contractive ones. For the scaled sign the exact
+factor is data dependent, ``||x||_1^2 / (D ||x||_2^2)``, given by :meth:`Sign.delta_of`;
+``Sign.delta(D)`` returns its worst case ``1/D``. The bounds are for exact arithmetic; narrowing
+the values (``value_dtype``) adds its rounding error on top.
+
+**Randomness.** Every random draw is a counter-based function of ``(seed, stream, coordinate)``
+(splitmix64), so results are identical for any thread count and on any machine. The caller folds
+the round, and for private streams the device, into ``seed`` (:func:`derive_seed`). ``RandK``
+with ``shared=True`` draws its mask from the seed alone: every device using the round's seed
+keeps the same coordinates, and the message carries the seed instead of the indices.
+
+**Values on the wire.** ``value_dtype`` is ``"float16"``, ``"float32"`` or ``"float64"`` (``None``:
+the input's dtype, lossless). It applies to top-k / rand-k / identity values, QSGD norms and the
+sign scale. Narrowing (float64 data to float32 values, anything to float16) rounds to nearest and
+is lossy by design; a *finite* value beyond the range of ``value_dtype`` raises ``ValueError``
+instead of turning into Inf. QSGD norms are rounded *up*, so the levels stay within ``[0, s]``.
+
+**Non-finite input** (Byzantine devices send it): identity, top-k and rand-k carry raw values, so
+NaN and Inf round-trip (top-k ranks NaN above +Inf). QSGD raises ``ValueError`` when a bucket
+norm is not finite, and the scaled sign when ``||x||_1`` is not finite.
+
+**Top-k tie rule.** Magnitudes compare as IEEE values with every NaN equal and above +Inf;
+among equal magnitudes the lower index wins. Indices are sent in ascending order.
+
+Wire format (version 1, little-endian)
+--------------------------------------
+Header:
+
+======  ====  ===========================================================================
+offset  size  field
+======  ====  ===========================================================================
+0       2     magic ``b"CZ"``
+2       1     version = 1
+3       1     kind: 0 identity, 1 top-k, 2 rand-k, 3 QSGD, 4 sign
+4       1     dtype of the dense vector: 1 float32, 2 float64
+5       1     value dtype: 1 float16, 2 float32, 3 float64
+6       1     flags: bit 0 = shared rand-k mask (other bits 0)
+7       1     reserved, 0
+8       8     D, 1 <= D <= 2^32 - 1
+16      8     top-k / rand-k: k (1 <= k <= D); QSGD: s (1 <= s <= 65535)
+24      8     shared rand-k: seed; QSGD: bucket size b (1 <= b <= D)
+======  ====  ===========================================================================
+
+The header is 16 bytes (identity, sign), 24 (top-k, private rand-k) or 32 (shared rand-k, QSGD).
+The payload follows. With ``vb`` = value bytes (2, 4, 8), index width
+``wi = max(1, bit_length(D - 1))`` bits and level width ``wl = bit_length(s)`` bits:
+
+===============  ==========================================  ===================================
+kind             payload sections, in order                  bytes
+===============  ==========================================  ===================================
+identity         D values                                    ``D*vb``
+top-k            k indices (wi bits) | k values              ``ceil(k*wi/8) + k*vb``
+rand-k private   k indices (wi bits) | k raw values ``x_i``  ``ceil(k*wi/8) + k*vb``
+rand-k shared    k raw values (mask from the header seed)    ``k*vb``
+QSGD             ceil(D/b) norms | D sign bits | D levels    ``ceil(D/b)*vb + ceil(D/8)
+                 (wl bits)                                   + ceil(D*wl/8)``
+sign             scale | D sign bits                         ``vb + ceil(D/8)``
+===============  ==========================================  ===================================
+
+Bit fields are LSB-first (element j occupies bits ``[j*w, (j+1)*w)`` of the section read as a
+little-endian bit string), each section starts on a byte boundary, padding bits are zero, and
+indices are strictly increasing. A sign bit is the IEEE sign bit (1 = negative; zero decodes to
+``+scale``). Rand-k values are the raw ``x_i``; the receiver applies ``D/k``.
+
+Fixed-width bit-packed indices rather than delta codes: the payload size is a closed-form
+function of the header, so a length mismatch is rejected before anything is decoded; packing is
+branch-free and parallel; validation is one scan. (Elias-Fano codes would save bits at very low
+density and are a candidate for a version 2.)
+
+:meth:`Message.from_bytes` validates everything: magic, version, kind, dtype codes, flags,
+ranges of D / k / s / bucket, the exact byte length (no truncation, no trailing bytes), index
+range and strict increase, QSGD level codes ``<= s``, finite non-negative norms and scale, and
+zero padding. Any violation raises ``ValueError``; no byte string can cause an out-of-bounds
+access. Parsing allocates nothing beyond the message itself; decompression allocates the
+``D``-element output (pass ``dim=`` to :meth:`Message.from_bytes` to pin ``D``).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cyclad import _core
+from cyclad._validation import as_float_array, check_float, check_int, check_threads
+
+__all__ = [
+    "EF21",
+    "QSGD",
+    "Compressor",
+    "EF21Receiver",
+    "ErrorFeedback",
+    "Identity",
+    "Message",
+    "RandK",
+    "Sign",
+    "TopK",
+    "decompress",
+    "derive_seed",
+]
+
+FloatArray = NDArray[np.float32] | NDArray[np.float64]
+
+_MAGIC = b"CZ"
+_VERSION = 1
+_MAX_DIM = 2**32 - 1
+_MAX_LEVELS = 65535
+_U64 = 2**64 - 1
+_KINDS = {"identity": 0, "topk": 1, "randk": 2, "qsgd": 3, "sign": 4}
+_KIND_NAMES = {v: k for k, v in _KINDS.items()}
+_DTYPES: dict[np.dtype[Any], int] = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+_DTYPE_OF_CODE: dict[int, np.dtype[Any]] = {v: k for k, v in _DTYPES.items()}
+_VALUE_DTYPES = {"float16": 1, "float32": 2, "float64": 3}
+_VALUE_OF_CODE = {v: k for k, v in _VALUE_DTYPES.items()}
+_BASE = struct.Struct("<2sBBBBBBQ")  # magic, version, kind, dtype, vcode, flags, reserved, D
+_U64S = struct.Struct("<Q")
+_FLAG_SHARED = 1
+
+
+# --------------------------------------------------------------------------------------------
+# seeds
+# --------------------------------------------------------------------------------------------
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return z ^ (z >> 31)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """Fold keys (e.g. the round, then the device) into a 64-bit seed.
+
+    ``derive_seed(s, t)`` is the round seed of round ``t`` (use it for shared rand-k masks);
+    ``derive_seed(s, t, i)`` a private seed of device ``i`` in round ``t``.
+
+    Parameters
+    ----------
+    seed : int
+        Base seed in ``[0, 2^64 - 1]``.
+    *keys : int
+        Non-negative integers below ``2^64``, folded in order.
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2^64 - 1]``.
+
+    Raises
+    ------
+    ValueError
+        If the seed or a key is out of range.
+    """
+    h = check_int(seed, "seed", 0, _U64)
+    for i, key in enumerate(keys):
+        v = check_int(key, f"keys[{i}]", 0, _U64)
+        h = _mix64(h ^ _mix64((v + 0x9E3779B97F4A7C15) & _U64))
+    return h
+
+
+# --------------------------------------------------------------------------------------------
+# messages
+# --------------------------------------------------------------------------------------------
+
+
+def _header_size(kind: str, shared: bool) -> int:
+    if kind in ("identity", "sign"):
+        return 16
+    if kind == "topk" or (kind == "randk" and not shared):
+        return 24
+    return 32
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """One compressed vector: header fields plus the read-only payload bytes.
+
+    Build messages with a compressor's ``compress`` or with :meth:`from_bytes`; both validate.
+
+    Attributes
+    ----------
+    kind : str
+        ``"identity"``, ``"topk"``, ``"randk"``, ``"qsgd"`` or ``"sign"``.
+    dtype : numpy.dtype
+        float32 or float64: the dtype ``decompress`` returns.
+    value_dtype : str
+        ``"float16"``, ``"float32"`` or ``"float64"``: how values travel.
+    dim : int
+        D, the length of the dense vector.
+    k : int
+        Kept coordinates (top-k, rand-k), else 0.
+    levels : int
+        QSGD levels s, else 0.
+    bucket : int
+        QSGD bucket size (``<= dim``), else 0.
+    shared : bool
+        Rand-k with a shared mask (regenerated from ``seed``; no indices sent).
+    seed : int
+        The mask seed of a shared rand-k message, else 0.
+    payload : numpy.ndarray
+        uint8, read-only.
+    """
+
+    kind: str
+    dtype: np.dtype[Any]
+    value_dtype: str
+    dim: int
+    k: int
+    levels: int
+    bucket: int
+    shared: bool
+    seed: int
+    payload: NDArray[np.uint8]
+
+    @property
+    def header_nbytes(self) -> int:
+        """Size of the header in bytes (16, 24 or 32)."""
+        return _header_size(self.kind, self.shared)
+
+    @property
+    def nbytes(self) -> int:
+        """Exact encoded size: ``header_nbytes + payload size`` (``== len(self.to_bytes())``)."""
+        return self.header_nbytes + int(self.payload.size)
+
+    def _param(self) -> int:
+        return self.levels if self.kind == "qsgd" else self.k
+
+    def to_bytes(self) -> bytes:
+        """The wire encoding (see the module docstring for the layout)."""
+        flags = _FLAG_SHARED if self.shared else 0
+        head = _BASE.pack(
+            _MAGIC,
+            _VERSION,
+            _KINDS[self.kind],
+            _DTYPES[self.dtype],
+            _VALUE_DTYPES[self.value_dtype],
+            flags,
+            0,
+            self.dim,
+        )
+        if self.kind in ("topk", "randk"):
+            head += _U64S.pack(self.k)
+            if self.shared:
+                head += _U64S.pack(self.seed)
+        elif self.kind == "qsgd":
+            head += _U64S.pack(self.levels) + _U64S.pack(self.bucket)
+        return head + self.payload.tobytes()
+
+    @staticmethod
+    def from_bytes(data: Any, *, dim: int | None = None, threads: int | None = None) -> Message:
+        """Parse and fully validate an encoded message.
+
+        Parameters
+        ----------
+        data : bytes-like
+            ``bytes``, ``bytearray``, ``memoryview`` or a uint8 array (mutable inputs are copied).
+        dim : int, optional
+            Expected D; a message for another dimension raises ``ValueError``.
+        threads : int, optional
+            Worker threads for the payload scan; ``None`` uses all cores.
+
+        Returns
+        -------
+        Message
+
+        Raises
+        ------
+        ValueError
+            If the bytes are not a valid message (truncated or trailing bytes, bad magic,
+            version, kind, dtype or flags, out-of-range D / k / s / bucket, indices out of range
+            or not strictly increasing, level codes above s, non-finite or negative norms or
+            scale, nonzero padding), or if ``dim`` does not match.
+        TypeError
+            If ``data`` is not bytes-like.
+        """
+        t = check_threads(threads)
+        if isinstance(data, np.ndarray):
+            data = data.tobytes()
+        try:
+            buf = data if isinstance(data, bytes) else bytes(memoryview(data))
+        except TypeError as exc:
+            msg = f"data must be bytes-like, got {type(data).__name__}"
+            raise TypeError(msg) from exc
+        if len(buf) < _BASE.size:
+            msg = f"malformed message: {len(buf)} bytes is shorter than the 16-byte header"
+            raise ValueError(msg)
+        magic, version, kcode, dcode, vcode, flags, reserved, d = _BASE.unpack_from(buf, 0)
+        if magic != _MAGIC:
+            msg = f"malformed message: bad magic {magic!r} (expected {_MAGIC!r})"
+            raise ValueError(msg)
+        if version != _VERSION:
+            msg = f"malformed message: unsupported version {version} (this reader: {_VERSION})"
+            raise ValueError(msg)
+        if kcode not in _KIND_NAMES:
+            msg = f"malformed message: unknown kind code {kcode} (allowed 0..4)"
+            raise ValueError(msg)
+        if dcode not in _DTYPE_OF_CODE:
+            msg = f"malformed message: unknown dtype code {dcode} (allowed 1, 2)"
+            raise ValueError(msg)
+        if vcode not in _VALUE_OF_CODE:
+            msg = f"malformed message: unknown value dtype code {vcode} (allowed 1..3)"
+            raise ValueError(msg)
+        kind = _KIND_NAMES[kcode]
+        shared = bool(flags & _FLAG_SHARED)
+        if flags & ~_FLAG_SHARED or (shared and kind != "randk") or reserved != 0:
+            msg = f"malformed message: invalid flags {flags:#x} / reserved {reserved} for {kind}"
+            raise ValueError(msg)
+        if not 1 <= d <= _MAX_DIM:
+            msg = f"malformed message: D must be in [1, 2^32 - 1], got {d}"
+            raise ValueError(msg)
+        if dim is not None and d != dim:
+            msg = f"message has D={d}, expected dim={dim}"
+            raise ValueError(msg)
+        hsize = _header_size(kind, shared)
+        if len(buf) < hsize:
+            msg = f"malformed message: {len(buf)} bytes is shorter than the {hsize}-byte header"
+            raise ValueError(msg)
+        k = levels = bucket = seed = 0
+        if kind in ("topk", "randk"):
+            (k,) = _U64S.unpack_from(buf, 16)
+            if shared:
+                (seed,) = _U64S.unpack_from(buf, 24)
+        elif kind == "qsgd":
+            (levels,) = _U64S.unpack_from(buf, 16)
+            (bucket,) = _U64S.unpack_from(buf, 24)
+        param = levels if kind == "qsgd" else k
+        try:
+            size = int(_core.wire_payload_size(kcode, vcode, d, param, bucket, shared))
+        except ValueError as exc:
+            msg = f"malformed message: {exc}"
+            raise ValueError(msg) from None
+        if len(buf) != hsize + size:
+            what = "truncated" if len(buf) < hsize + size else "trailing bytes"
+            msg = (
+                f"malformed message ({what}): {len(buf)} bytes, the header implies "
+                f"{hsize} + {size}"
+            )
+            raise ValueError(msg)
+        payload = np.frombuffer(buf, dtype=np.uint8, offset=hsize)
+        _core.wire_validate(payload, kcode, vcode, d, param, bucket, shared, threads=t)
+        return Message(
+            kind, _DTYPE_OF_CODE[dcode], _VALUE_OF_CODE[vcode], d, k, levels, bucket, shared,
+            seed, payload,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __hash__(self) -> int:
+        return hash(self.to_bytes())
+
+    def __repr__(self) -> str:
+        extra = {
+            "topk": f", k={self.k}",
+            "randk": f", k={self.k}, shared={self.shared}",
+            "qsgd": f", levels={self.levels}, bucket={self.bucket}",
+        }.get(self.kind, "")
+        return (
+            f"Message(kind={self.kind!r}, dim={self.dim}{extra}, dtype={self.dtype.name}, "
+            f"value_dtype={self.value_dtype!r}, nbytes={self.nbytes})"
+        )
+
+
+def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
+    """Dense vector of any valid message (no check of which compressor made it).
+
+    Parameters
+    ----------
+    msg : Message
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    numpy.ndarray, shape (msg.dim,)
+        float32 or float64 as ``msg.dtype``.
+
+    Raises
+    ------
+    TypeError
+        If ``msg`` is not a :class:`Message`.
+    ValueError
+        If the payload is malformed.
+    """
+    if not isinstance(msg, Message):
+        m = f"msg must be a cyclad.compression.Message, got {type(msg).__name__}"
+        raise TypeError(m)
+    t = check_threads(threads)
+    out = _core.wire_decompress(
+        msg.payload, _KINDS[msg.kind], _VALUE_DTYPES[msg.value_dtype], msg.dim, msg._param(),
+        msg.bucket, msg.shared, msg.seed, msg.dtype == np.float64, threads=t,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# compressors
+# --------------------------------------------------------------------------------------------
+
+
+def _check_value_dtype(value_dtype: str | None) -> str | None:
+    if value_dtype is None:
+        return None
+    if not isinstance(value_dtype, str) or value_dtype not in _VALUE_DTYPES:
+        msg = f"value_dtype must be None, 'float16', 'float32' or 'float64', got {value_dtype!r}"
+        raise ValueError(msg)
+    return value_dtype
+
+
+def _check_k_ratio(k: int | None, ratio: float | None) -> tuple[int | None, float | None]:
+    if (k is None) == (ratio is None):
+        msg = f"give exactly one of k and ratio, got k={k!r}, ratio={ratio!r}"
+        raise ValueError(msg)
+    if k is not None:
+        return check_int(k, "k", 1, _MAX_DIM), None
+    r = check_float(ratio, "ratio", 0.0, strict_lo=True)
+    if r > 1.0:
+        msg = f"ratio must be in (0, 1], got {r}"
+        raise ValueError(msg)
+    return None, r
+
+
+class Compressor:
+    """Base class: ``compress`` -> :class:`Message`, ``decompress`` -> dense vector.
+
+    Subclasses set ``kind``, ``unbiased`` and ``contractive`` and provide ``omega(D)``
+    (unbiased) or ``delta(D)`` (contractive).
+    """
+
+    kind: ClassVar[str] = ""
+    unbiased: ClassVar[bool] = False
+    contractive: ClassVar[bool] = False
+
+    def __init__(self, value_dtype: str | None = None) -> None:
+        self.value_dtype = _check_value_dtype(value_dtype)
+
+    # -- per-kind hooks ---------------------------------------------------------------------
+    def _param(self, dim: int) -> int:
+        return 0
+
+    def _bucket(self, dim: int) -> int:
+        return 0
+
+    def _shared(self) -> bool:
+        return False
+
+    def _scaled(self) -> bool:
+        return True
+
+    # -- public API --------------------------------------------------------------------------
+    def omega(self, dim: int) -> float:
+        """Variance factor: ``E||C(x) - x||^2 <= omega ||x||^2`` (unbiased compressors)."""
+        msg = f"{type(self).__name__} is not unbiased; see delta()"
+        raise NotImplementedError(msg)
+
+    def delta(self, dim: int) -> float:
+        """Contraction factor: ``||C(x) - x||^2 <= (1 - delta) ||x||^2`` (contractive ones)."""
+        msg = f"{type(self).__name__} is not contractive; see omega()"
+        raise NotImplementedError(msg)
+
+    def compress(self, x: Any, seed: int = 0, *, threads: int | None = None) -> Message:
+        """Compress a vector.
+
+        Parameters
+        ----------
+        x : array-like, shape (D,)
+            float32 or float64 (other real dtypes become float64); NumPy, CPU torch, buffer.
+        seed : int
+            Random stream seed in ``[0, 2^64 - 1]`` (rand-k mask, QSGD dither); the caller folds
+            the round (and device) in, see :func:`derive_seed`. Ignored by top-k, sign, identity.
+        threads : int, optional
+            Worker threads; ``None`` uses all cores. The result does not depend on it.
+
+        Returns
+        -------
+        Message
+
+        Raises
+        ------
+        ValueError
+            If ``x`` is not 1-D or is empty, D exceeds 2^32 - 1, k exceeds D, a value overflows
+            ``value_dtype``, or (QSGD, sign) a norm is not finite.
+        TypeError
+            If ``x`` does not hold real numbers.
+        """
+        arr, _ = as_float_array(x, "x", ndim=1)
+        s = check_int(seed, "seed", 0, _U64)
+        t = check_threads(threads)
+        d = int(arr.shape[0])
+        if d > _MAX_DIM:
+            msg = f"x must have at most 2^32 - 1 coordinates, got D={d}"
+            raise ValueError(msg)
+        vdt = self.value_dtype or arr.dtype.name
+        param, bucket, shared = self._param(d), self._bucket(d), self._shared()
+        payload = _core.wire_compress(
+            arr, _KINDS[self.kind], _VALUE_DTYPES[vdt], param, bucket, shared, s,
+            self._scaled(), threads=t,
+        )
+        payload.flags.writeable = False
+        k = param if self.kind in ("topk", "randk") else 0
+        levels = param if self.kind == "qsgd" else 0
+        return Message(
+            self.kind, arr.dtype, vdt, d, k, levels, bucket, shared, s if shared else 0, payload
+        )
+
+    def check_message(self, msg: Message) -> None:
+        """Raise ``ValueError`` unless ``msg`` is what this compressor produces for ``msg.dim``
+        (kind, k, levels, bucket, shared flag, and value dtype when one is configured)."""
+        if not isinstance(msg, Message):
+            m = f"msg must be a cyclad.compression.Message, got {type(msg).__name__}"
+            raise TypeError(m)
+        want = (
+            self.kind,
+            self._param(msg.dim) if self.kind in ("topk", "randk", "qsgd") else 0,
+            self._bucket(msg.dim),
+            self._shared(),
+        )
+        got = (msg.kind, msg._param(), msg.bucket, msg.shared)
+        if want != got:
+            m = (
+                f"message (kind, k|levels, bucket, shared)={got} does not match "
+                f"{type(self).__name__}: expected {want}"
+            )
+            raise ValueError(m)
+        if self.value_dtype is not None and msg.value_dtype != self.value_dtype:
+            m = f"message value_dtype={msg.value_dtype!r}, expected {self.value_dtype!r}"
+            raise ValueError(m)
+
+    def decompress(self, msg: Message, *, threads: int | None = None) -> FloatArray:
+        """Dense vector of a message made by this compressor's configuration.
+
+        Parameters
+        ----------
+        msg : Message
+        threads : int, optional
+            Worker threads; ``None`` uses all cores.
+
+        Returns
+        -------
+        numpy.ndarray, shape (msg.dim,)
+            float32 or float64 as ``msg.dtype``.
+
+        Raises
+        ------
+        ValueError
+            If the message does not match this compressor (see :meth:`check_message`) or its
+            payload is malformed.
+        """
+        self.check_message(msg)
+        return decompress(msg, threads=threads)
+
+    def __call__(self, x: Any, seed: int = 0, *, threads: int | None = None) -> FloatArray:
+        """``decompress(compress(x, seed))``: the compressed vector C(x) as the server sees it."""
+        return self.decompress(self.compress(x, seed, threads=threads), threads=threads)
+
+
+class _Sparse(Compressor):
+    def __init__(
+        self, k: int | None = None, ratio: float | None = None, value_dtype: str | None = None
+    ) -> None:
+        super().__init__(value_dtype)
+        self.k, self.ratio = _check_k_ratio(k, ratio)
+
+    def k_for(self, dim: int) -> int:
+        """k for a vector of length ``dim`` (``ratio``: ``max(1, floor(ratio*D + 1/2))``)."""
+        if self.k is not None:
+            if self.k > dim:
+                msg = f"k must be in [1, D={dim}], got k={self.k}"
+                raise ValueError(msg)
+            return self.k
+        assert self.ratio is not None
+        return max(1, min(dim, math.floor(self.ratio * dim + 0.5)))
+
+    def _param(self, dim: int) -> int:
+        return self.k_for(dim)
+
+    def _what(self) -> str:
+        return f"k={self.k}" if self.k is not None else f"ratio={self.ratio}"
+
+
+class TopK(_Sparse):
+    """Keep the k largest magnitudes (contractive, ``delta = k/D``).
+
+    Parameters
+    ----------
+    k : int, optional
+        Number of kept coordinates.
+    ratio : float, optional
+        Fraction in (0, 1]; exactly one of ``k`` and ``ratio`` is given.
+    value_dtype : {None, "float16", "float32", "float64"}
+        How values travel (``None``: the input dtype).
+
+    Raises
+    ------
+    ValueError
+        If both or neither of ``k`` and ``ratio`` are given, or they are out of range.
+    """
+
+    kind = "topk"
+    contractive = True
+
+    def delta(self, dim: int) -> float:
+        return self.k_for(dim) / dim
+
+    def __repr__(self) -> str:
+        return f"TopK({self._what()}, value_dtype={self.value_dtype!r})"
+
+
+class RandK(_Sparse):
+    """Keep k uniformly random coordinates, scaled by D/k (unbiased, ``omega = D/k - 1``).
+
+    Parameters
+    ----------
+    k, ratio : see :class:`TopK`.
+    shared : bool
+        If True the mask depends on the seed only: devices compressing with the same (round)
+        seed keep the same coordinates, and the message sends the seed instead of indices.
+    value_dtype : {None, "float16", "float32", "float64"}
+
+    Raises
+    ------
+    ValueError
+        If both or neither of ``k`` and ``ratio`` are given, or they are out of range.
+    """
+
+    kind = "randk"
+    unbiased = True
+
+    def __init__(
+        self,
+        k: int | None = None,
+        ratio: float | None = None,
+        shared: bool = False,
+        value_dtype: str | None = None,
+    ) -> None:
+        super().__init__(k, ratio, value_dtype)
+        self.shared = bool(shared)
+
+    def _shared(self) -> bool:
+        return self.shared
+
+    def omega(self, dim: int) -> float:
+        return dim / self.k_for(dim) - 1.0
+
+    def mask(self, dim: int, seed: int) -> NDArray[np.int64]:
+        """The ascending kept indices for ``(dim, seed)`` (what a shared message regenerates)."""
+        d = check_int(dim, "dim", 1, _MAX_DIM)
+        s = check_int(seed, "seed", 0, _U64)
+        return _core.randk_indices(d, self.k_for(d), s)
+
+    def __repr__(self) -> str:
+        return f"RandK({self._what()}, shared={self.shared}, value_dtype={self.value_dtype!r})"
+
+
+class QSGD(Compressor):
+    """Stochastic quantization with s levels per bucket (Alistarh et al. 2017), unbiased.
+
+    Each bucket of ``bucket`` coordinates sends its norm; coordinate i sends its sign and a
+    level ``l_i`` in ``{0..s}`` with ``E[l_i] = s |x_i| / ||x_bucket||``.
+    ``omega = min(b/s^2, sqrt(b)/s)`` with ``b = min(bucket, D)``.
+
+    Parameters
+    ----------
+    levels : int
+        s, in [1, 65535]; levels travel in ``bit_length(s)`` bits.
+    bucket : int
+        Bucket size (>= 1; capped at D).
+    value_dtype : {None, "float16", "float32", "float64"}
+        Dtype of the norms (rounded up).
+
+    Raises
+    ------
+    ValueError
+        If ``levels`` or ``bucket`` is out of range.
+    """
+
+    kind = "qsgd"
+    unbiased = True
+
+    def __init__(self, levels: int = 16, bucket: int = 512, value_dtype: str | None = None):
+        super().__init__(value_dtype)
+        self.levels = check_int(levels, "levels", 1, _MAX_LEVELS)
+        self.bucket = check_int(bucket, "bucket", 1, None)
+
+    def _param(self, dim: int) -> int:
+        return self.levels
+
+    def _bucket(self, dim: int) -> int:
+        return min(self.bucket, dim)
+
+    def omega(self, dim: int) -> float:
+        b = self._bucket(dim)
+        s = self.levels
+        return min(b / s**2, math.sqrt(b) / s)
+
+    def __repr__(self) -> str:
+        return f"QSGD(levels={self.levels}, bucket={self.bucket}, value_dtype={self.value_dtype!r})"
+
+
+class Sign(Compressor):
+    """Sign compression: ``||x||_1 / D * sign(x)`` (scaled, contractive) or ``sign(x)``.
+
+    Zero and -0.0 follow their IEEE sign bit (0.0 -> +scale, -0.0 -> -scale).
+    ``delta(D) = 1/D`` is the worst case of the exact, data-dependent factor
+    :meth:`delta_of`. The unscaled sign is neither unbiased nor contractive.
+
+    Parameters
+    ----------
+    scaled : bool
+        Scale by the mean magnitude (default) or send plain signs (scale 1).
+    value_dtype : {None, "float16", "float32", "float64"}
+        Dtype of the scale.
+    """
+
+    kind = "sign"
+
+    def __init__(self, scaled: bool = True, value_dtype: str | None = None) -> None:
+        super().__init__(value_dtype)
+        self.scaled = bool(scaled)
+
+    @property
+    def contractive(self) -> bool:  # type: ignore[override]
+        return self.scaled
+
+    def _scaled(self) -> bool:
+        return self.scaled
+
+    def delta(self, dim: int) -> float:
+        if not self.scaled:
+            return super().delta(dim)
+        return 1.0 / dim
+
+    def delta_of(self, x: Any) -> float:
+        """Exact contraction of the scaled sign for this x: ``||x||_1^2 / (D ||x||_2^2)``
+        (so ``||C(x) - x||^2 = (1 - delta_of(x)) ||x||^2``); 1.0 for x = 0."""
+        arr, _ = as_float_array(x, "x", ndim=1)
+        a = arr.astype(np.float64)
+        l2 = float(np.dot(a, a))
+        if l2 == 0.0:
+            return 1.0
+        return float(np.abs(a).sum() ** 2 / (a.size * l2))
+
+    def __repr__(self) -> str:
+        return f"Sign(scaled={self.scaled}, value_dtype={self.value_dtype!r})"
+
+
+class Identity(Compressor):
+    """No compression (values in ``value_dtype``): unbiased with ``omega = 0``."""
+
+    kind = "identity"
+    unbiased = True
+    contractive = True
+
+    def omega(self, dim: int) -> float:
+        return 0.0
+
+    def delta(self, dim: int) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"Identity(value_dtype={self.value_dtype!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# error feedback
+# --------------------------------------------------------------------------------------------
+
+
+class _Stateful:
+    def __init__(self, compressor: Compressor) -> None:
+        if not isinstance(compressor, Compressor):
+            msg = f"compressor must be a cyclad.compression.Compressor, got {compressor!r}"
+            raise TypeError(msg)
+        self.compressor = compressor
+        self._state: FloatArray | None = None
+
+    def reset(self) -> None:
+        """Forget the state (start of a new run)."""
+        self._state = None
+
+    def _input(self, x: Any) -> FloatArray:
+        arr, _ = as_float_array(x, "x", ndim=1)
+        st = self._state
+        if st is not None and (st.shape != arr.shape or st.dtype != arr.dtype):
+            msg = (
+                f"x has shape {arr.shape} and dtype {arr.dtype}, but the state holds "
+                f"{st.shape} {st.dtype}; call reset() to start over"
+            )
+            raise ValueError(msg)
+        return arr
+
+    def decompress(self, msg: Message, *, threads: int | None = None) -> FloatArray:
+        """The wrapped compressor's ``decompress``."""
+        return self.compressor.decompress(msg, threads=threads)
+
+
+class ErrorFeedback(_Stateful):
+    """EF14 error feedback around a compressor, one instance per device.
+
+    ``compress(x)`` sends ``C(x + e)`` and keeps ``e <- x + e - C(x + e)``, so over any number of
+    rounds ``sum(decompressed) + residual == sum(inputs)`` (to rounding). The server just
+    decompresses each message.
+
+    Parameters
+    ----------
+    compressor : Compressor
+    """
+
+    @property
+    def residual(self) -> FloatArray | None:
+        """Copy of the accumulated error e (None before the first call)."""
+        return None if self._state is None else self._state.copy()
+
+    def compress(self, x: Any, seed: int = 0, *, threads: int | None = None) -> Message:
+        """Compress ``x + e`` and update the residual; see :meth:`Compressor.compress`."""
+        arr = self._input(x)
+        v = arr if self._state is None else arr + self._state
+        msg = self.compressor.compress(v, seed, threads=threads)
+        self._state = v - self.compressor.decompress(msg, threads=threads)
+        return msg
+
+    def __repr__(self) -> str:
+        return f"ErrorFeedback({self.compressor!r})"
+
+
+class EF21(_Stateful):
+    """EF21 state differences (Richtarik et al. 2021), one instance per device.
+
+    The device keeps ``g`` (zeros at start), sends ``C(x - g)`` and sets ``g <- g + C(x - g)``.
+    The server must keep the same ``g`` for this device (an :class:`EF21Receiver`), add each
+    decompressed message to it, and aggregate the states ``g_i``, not the messages.
+
+    Parameters
+    ----------
+    compressor : Compressor
+    """
+
+    @property
+    def state(self) -> FloatArray | None:
+        """Copy of the device state g (None before the first call)."""
+        return None if self._state is None else self._state.copy()
+
+    def compress(self, x: Any, seed: int = 0, *, threads: int | None = None) -> Message:
+        """Compress ``x - g`` and update ``g``; see :meth:`Compressor.compress`."""
+        arr = self._input(x)
+        diff = arr if self._state is None else arr - self._state
+        msg = self.compressor.compress(diff, seed, threads=threads)
+        delta = self.compressor.decompress(msg, threads=threads)
+        self._state = delta if self._state is None else self._state + delta
+        return msg
+
+    def __repr__(self) -> str:
+        return f"EF21({self.compressor!r})"
+
+
+class EF21Receiver(_Stateful):
+    """Server-side mirror of one device's :class:`EF21` state.
+
+    Parameters
+    ----------
+    compressor : Compressor
+        The configuration the device uses (messages are checked against it).
+    """
+
+    @property
+    def state(self) -> FloatArray | None:
+        """Copy of the mirrored state g (None before the first message)."""
+        return None if self._state is None else self._state.copy()
+
+    def update(self, msg: Message, *, threads: int | None = None) -> FloatArray:
+        """Add the decompressed message to the state and return a copy of the new state.
+
+        Raises
+        ------
+        ValueError
+            If the message does not match the compressor or the state's shape / dtype.
+        """
+        delta = self.compressor.decompress(msg, threads=threads)
+        st = self._state
+        if st is not None and (st.shape != delta.shape or st.dtype != delta.dtype):
+            m = f"message gives {delta.shape} {delta.dtype}, state holds {st.shape} {st.dtype}"
+            raise ValueError(m)
+        self._state = delta if st is None else st + delta
+        return self._state.copy()
+
+    def __repr__(self) -> str:
+        return f"EF21Receiver({self.compressor!r})"
