@@ -82,7 +82,8 @@ def test_none_and_label_flip_send_their_honest_coding(rng) -> None:
     ctx = _ctx(rng)
     np.testing.assert_array_equal(attacks.get("none")(ctx), ctx.byzantine_honest)
     lf = attacks.get("label_flip")
-    assert lf.data_level and not attacks.get("none").data_level
+    assert lf.data_level
+    assert not attacks.get("none").data_level
     np.testing.assert_array_equal(attacks.LabelFlip.flip(np.array([0, 3, 9]), 10), [9, 6, 0])
 
 
@@ -110,12 +111,12 @@ def test_optimal_attacks_pick_the_worst_scale(rng, name) -> None:
 
 
 def test_optimal_attack_needs_aggregate(rng) -> None:
-    with pytest.raises(ValueError, match="needs ctx.aggregate"):
+    with pytest.raises(ValueError, match=r"needs ctx\.aggregate"):
         attacks.get("optimal_alie")(_ctx(rng))
 
 
 def test_coding_aware_targets_neighbours(rng) -> None:
-    n, f, d, P = 8, 2, 2, 5
+    n, f, _d, P = 8, 2, 2, 5
     A = np.array([[0, 1], [4, 5], [1, 2], [2, 3], [3, 4], [5, 6], [6, 7], [7, 0]])
     honest = rng.standard_normal((n - f, P))
     ctx = attacks.AttackContext(honest=honest, n=n, f=f, assignment=A,

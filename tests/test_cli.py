@@ -134,7 +134,8 @@ def test_plot_errors(tmp_path, capsys, monkeypatch) -> None:
 def test_demo_runs_quickly(capsys) -> None:
     assert cli.main(["demo", "--rounds", "5"]) == 0
     out = capsys.readouterr().out
-    assert "sign_flip" in out and "worst-case accuracy" in out
+    assert "sign_flip" in out
+    assert "worst-case accuracy" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("1 ", "20")]
     assert [r[0] for r in rows] == ["1", "20"]
     assert all(len(r) == 5 for r in rows)

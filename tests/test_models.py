@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,7 @@ def test_subset_grads_match_per_subset_grad(rng, name, params, C, kind) -> None:
     theta = model.init(seed=3) + rng.standard_normal(model.n_params) * 0.1
     if kind == "slices":
         bounds = [0, 1, 9, 20, 40]
-        subs = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        subs = [slice(a, b) for a, b in itertools.pairwise(bounds)]
         sel = [np.arange(s.start, s.stop) for s in subs]
     else:
         perm = rng.permutation(40)

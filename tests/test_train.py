@@ -173,14 +173,16 @@ def test_shared_randk_needs_one_seed_per_round(monkeypatch) -> None:
 
     monkeypatch.setattr(train, "device_message", spy)
     train.run(train.Config(**{**FAST, "rounds": 2}, compressor="randk:0.1,shared"))
-    assert len(set(seeds[:10])) == 1 and len(set(seeds[10:])) == 1 and seeds[0] != seeds[10]
+    assert len(set(seeds[:10])) == 1
+    assert len(set(seeds[10:])) == 1
+    assert seeds[0] != seeds[10]
     seeds.clear()
     train.run(train.Config(**{**FAST, "rounds": 1}, compressor="randk:0.1"))
     assert len(set(seeds)) == 10
 
 
 def test_server_treats_malformed_messages_as_faulty() -> None:
-    agg = lambda X: np.nanmedian(X, axis=0)  # noqa: E731
+    agg = lambda X: np.nanmedian(X, axis=0)
     srv = train.Server(3, 4, np.float64, agg, lr=1.0)
     good = np.arange(4.0)
     payloads = [train.device_message(good, None, 0)] * 2 + [b"\x01\x02garbage"]
@@ -281,7 +283,7 @@ def test_config_errors_name_the_field(kwargs, field) -> None:
 def test_compressor_k_larger_than_model_is_rejected_before_training() -> None:
     calls = []
     cfg = train.Config(**FAST, compressor="topk:k=100000")
-    with pytest.raises(train.ConfigError, match="'compressor'.*exceeds") as info:
+    with pytest.raises(train.ConfigError, match=r"'compressor'.*exceeds") as info:
         train.run(cfg, callback=lambda t, h: calls.append(t))
     assert info.value.field == "compressor"
     assert calls == []
@@ -340,4 +342,5 @@ def test_ctrl_c_keeps_history() -> None:
     h = info.value.history
     assert len(h) == 3
     assert h.interrupted
-    assert len(h.bytes_up) == 3 and np.isfinite(h.final_loss)
+    assert len(h.bytes_up) == 3
+    assert np.isfinite(h.final_loss)

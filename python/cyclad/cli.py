@@ -20,10 +20,14 @@ import multiprocessing as mp
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 import numpy as np
 
@@ -150,14 +154,39 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def expand_grid(values: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The grid keys (list-valued fields, in file order) and one value dict per combination."""
+    """The grid keys and one value dict per combination.
+
+    Every list-valued field spans one grid axis (in file order). An optional array of tables
+    ``[[variants]]`` adds one more axis, ``variant``: each table overrides several fields at
+    once (e.g. ``compressor`` and ``error_feedback``) and may carry a ``label``.
+    """
+    values = dict(values)
+    variants = values.pop("variants", None)
     keys = [k for k, v in values.items() if isinstance(v, list)]
+    axes: list[list[Any]] = [values[k] for k in keys]
+    if variants is not None:
+        if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+            msg = "variants must be an array of tables ([[variants]])"
+            raise ValueError(msg)
+        keys = ["variant", *keys]
+        axes = [variants, *axes]
     combos = []
-    for prod in itertools.product(*(values[k] for k in keys)):
+    for prod in itertools.product(*axes):
         combo = dict(values)
-        combo.update(zip(keys, prod, strict=True))
+        for k, v in zip(keys, prod, strict=True):
+            if k == "variant":
+                over = dict(v)
+                label = over.pop("label", None) or ",".join(f"{a}={b}" for a, b in over.items())
+                combo.update(over)
+                combo["variant"] = label
+            else:
+                combo[k] = v
         combos.append(combo)
     return keys, combos
+
+
+def _config_values(combo: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in combo.items() if k != "variant"}
 
 
 def _label(combo: dict[str, Any], keys: Sequence[str]) -> str:
@@ -168,7 +197,7 @@ def _sweep_worker(job: tuple[int, dict[str, Any], str]) -> dict[str, Any]:
     idx, values, run_dir = job
     from cyclad import train
 
-    cfg = train.Config.from_dict(values)
+    cfg = train.Config.from_dict(_config_values(values))
     hist = train.run(cfg)
     out = Path(run_dir)
     _write_history(hist, cfg, out)
@@ -178,7 +207,7 @@ def _sweep_worker(job: tuple[int, dict[str, Any], str]) -> dict[str, Any]:
         "final_loss": hist.final_loss,
         "bytes_up": int(sum(hist.bytes_up)),
         "seconds": hist.seconds[-1],
-        "dir": str(out),
+        "dir": out.name,
     }
 
 
@@ -204,7 +233,7 @@ def run_sweep(
     for combo in combos:
         if jobs > 1 and combo.get("threads") is None:
             combo["threads"] = 1
-        cfg = train.Config.from_dict(combo)
+        cfg = train.Config.from_dict(_config_values(combo))
         cfg.validate()
         cfgs.append(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,6 +254,8 @@ def run_sweep(
                     )
     results.sort(key=lambda r: r["index"])
     # per-run table
+    for r in results:
+        r["dir"] = f"runs/{r['dir']}"
     cols = [*keys, "final_accuracy", "final_loss", "bytes_up", "seconds", "dir"]
     lines = [",".join(cols)]
     for r in results:

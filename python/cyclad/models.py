@@ -30,12 +30,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "MLP",
     "MODELS",
     "LeastSquares",
     "Logistic",
     "Model",
     "Softmax",
-    "MLP",
     "TorchAdapter",
     "get",
 ]

@@ -41,11 +41,15 @@ import dataclasses
 import json
 import math
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 import numpy as np
 from numpy.typing import NDArray
@@ -291,7 +295,8 @@ class Config:
         float_field("alpha", 0.0, strict=True)
         float_field("gamma", 0.0)
         if self.gamma > 1:
-            raise ConfigError("gamma", f"must be in [0, 1], got {self.gamma}")
+            name = "gamma"
+            raise ConfigError(name, f"must be in [0, 1], got {self.gamma}")
         int_field("f", lo=0, hi=n - 1, optional=True)
         choice("byzantine", ("first", "random"))
         int_field("rounds", lo=1)
@@ -312,18 +317,22 @@ class Config:
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(name, f"must be a table / dict, got {getattr(self, name)!r}")
         if self.error_feedback not in (False, True, "ef14", "ef21", "none"):
-            raise ConfigError("error_feedback", f"must be false, true, 'ef14' or 'ef21', got "
+            name = "error_feedback"
+            raise ConfigError(name, f"must be false, true, 'ef14' or 'ef21', got "
                                                 f"{self.error_feedback!r}")
         if self.error_feedback not in (False, "none") and self.compressor is None:
-            raise ConfigError("error_feedback", "needs a compressor (compressor is None)")
+            name = "error_feedback"
+            raise ConfigError(name, "needs a compressor (compressor is None)")
         # attack
         try:
             attacks.get(self.attack, **self.attack_params)
         except (ValueError, TypeError) as exc:
-            raise ConfigError("attack", str(exc)) from None
+            name = "attack"
+            raise ConfigError(name, str(exc)) from None
         # Byzantine majority: no robust rule can work with f >= n/2.
         if self.aggregator != "mean" and 2 * self.n_byzantine >= n:
-            raise ConfigError("n_byzantine", f"must be < n_devices / 2 = {n / 2} for a robust "
+            name = "n_byzantine"
+            raise ConfigError(name, f"must be < n_devices / 2 = {n / 2} for a robust "
                                              f"rule, got {self.n_byzantine}")
         # aggregator: build it and dry-run it on n zero vectors so its own checks fire now
         try:
@@ -334,13 +343,15 @@ class Config:
             name = "f" if (" f " in f" {text} " or "f=" in text or "f must" in text) else "aggregator"
             raise ConfigError(name, text) from None
         if out.shape != (3,):
-            raise ConfigError("aggregator", f"must return one vector, got shape {out.shape}")
+            name = "aggregator"
+            raise ConfigError(name, f"must return one vector, got shape {out.shape}")
         # compressor
         if self.compressor is not None:
             try:
                 build_compressor(self.compressor, n_params)
             except (ValueError, TypeError) as exc:
-                raise ConfigError("compressor", str(exc)) from None
+                name = "compressor"
+                raise ConfigError(name, str(exc)) from None
 
 
 def _toml_value(v: Any) -> str:
@@ -663,14 +674,16 @@ class _Simulation:
         try:
             self.model = models.get(cfg.model, ds.n_features, ds.n_classes, **mparams)
         except ValueError as exc:
-            raise ConfigError("model", str(exc)) from None
+            name = "model"
+            raise ConfigError(name, str(exc)) from None
         P = self.model.n_params
         cfg.validate(n_params=P)
         try:
             subsets = data.partition(ds.y_train, n, cfg.partition, alpha=cfg.alpha,
                                      gamma=cfg.gamma, seed=cfg.seed)
         except ValueError as exc:
-            raise ConfigError("partition", str(exc)) from None
+            name = "partition"
+            raise ConfigError(name, str(exc)) from None
         # Reorder the training data so that each subset is a contiguous slice: no copies later.
         order = np.concatenate(subsets)
         self.X = np.ascontiguousarray(ds.X_train[order], dtype=self.dtype)
