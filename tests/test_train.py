@@ -116,8 +116,8 @@ def test_comlad_bytes_are_message_lengths(monkeypatch) -> None:
     sent: list[int] = []
     real = train.device_message
 
-    def spy(z, comp, seed):
-        out = real(z, comp, seed)
+    def spy(z, comp, seed, **kw):
+        out = real(z, comp, seed, **kw)
         sent.append(len(out))
         return out
 
@@ -167,9 +167,9 @@ def test_shared_randk_needs_one_seed_per_round(monkeypatch) -> None:
     seeds: list[tuple[int, int]] = []
     real = train.device_message
 
-    def spy(z, comp, seed):
+    def spy(z, comp, seed, **kw):
         seeds.append(seed)
-        return real(z, comp, seed)
+        return real(z, comp, seed, **kw)
 
     monkeypatch.setattr(train, "device_message", spy)
     train.run(train.Config(**{**FAST, "rounds": 2}, compressor="randk:0.1,shared"))

@@ -28,8 +28,9 @@ Mini-batches (``batch_size``): in round ``t`` each subset ``j`` is replaced by a
 compute subset ``j`` use the same batch (the coding needs identical copies).
 
 Com-LAD: each honest device owns one compressor (wrapped in ``ErrorFeedback`` (EF14) or ``EF21``
-when ``error_feedback`` is set); its compression seed is drawn from ``(device_seed, t, i)``, or
-from ``(device_seed, t)`` only for shared rand-k so that all devices keep the same coordinates.
+when ``error_feedback`` is set); its compression seed is
+``compression.derive_seed(device_seed, t, i)``, or ``derive_seed(device_seed, t)`` for shared
+rand-k so that all devices keep the same coordinates.
 With EF21 the server keeps the same per-device state ``g_i`` and adds each decompressed message to
 it; ``g_i`` is the vector it aggregates. Byzantine devices send valid messages of the same
 compressor (omniscient: under EF21 they compress ``v - g_i`` so the server ends up with ``v``).
@@ -367,10 +368,18 @@ def _toml_value(v: Any) -> str:
 def build_aggregator(cfg: Config, seed: int = 0) -> Callable[[Array], Array]:
     """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (registry composition)."""
     params = dict(cfg.aggregator_params)
+    implicit_f = "f" not in params and cfg.f is None
     params.setdefault("f", cfg.f_rule)
     if "bucketing" in cfg.aggregator_name:
         params.setdefault("seed", seed)
-    return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
+    try:
+        return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
+    except ValueError:
+        if not implicit_f:
+            raise
+        # rules without f (mean, geometric_median, centered_clipping, ...): drop the default f
+        params.pop("f")
+        return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
 
 
 def build_compressor(spec: str, n_params: int | None = None) -> Any:
@@ -514,7 +523,9 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint32)[0])
 
 
-def device_message(z: Array, compressor: Any | None, seed: int) -> bytes:
+def device_message(
+    z: Array, compressor: Any | None, seed: int, *, threads: int | None = None
+) -> bytes:
     """What a device puts on the wire for its coded vector ``z`` (shape ``(P,)``).
 
     LAD (``compressor=None``): the raw little-endian vector. Com-LAD: the compressor's
@@ -523,7 +534,7 @@ def device_message(z: Array, compressor: Any | None, seed: int) -> bytes:
     """
     if compressor is None:
         return np.ascontiguousarray(z, dtype=z.dtype.newbyteorder("<")).tobytes()
-    return bytes(compressor.compress(z, seed=seed).to_bytes())
+    return bytes(compressor.compress(z, seed=seed, threads=threads).to_bytes())
 
 
 def device_step(
@@ -536,6 +547,7 @@ def device_step(
     compressor: Any | None = None,
     seed: int = 0,
     weights: Array | None = None,
+    threads: int | None = None,
 ) -> bytes:
     """One honest device's round: ``d`` subset gradients at ``theta``, encoded, then sent.
 
@@ -554,6 +566,8 @@ def device_step(
         The compression seed of this device and round.
     weights : ndarray, shape (1, d), optional
         Encoding weights (uniform ``1/d`` by default).
+    threads : int, optional
+        Threads of the encoding and compression kernels (None = all cores).
 
     Returns
     -------
@@ -562,8 +576,8 @@ def device_step(
     """
     G = model.subset_grads(theta, X, y, subsets)
     A = np.arange(len(subsets), dtype=np.int64)[None, :]
-    z = np.asarray(coding.encode(G, A, weights))[0]
-    return device_message(z, compressor, seed)
+    z = np.asarray(coding.encode(G, A, weights, threads=threads))[0]
+    return device_message(z, compressor, seed, threads=threads)
 
 
 class Server:
@@ -595,7 +609,9 @@ class Server:
         lr: float = 0.1,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        threads: int | None = None,
     ) -> None:
+        self.threads = threads
         self.n = int(n_devices)
         self.P = int(n_params)
         self.dtype = np.dtype(dtype)
@@ -615,8 +631,10 @@ class Server:
                     raise ValueError(msg)
                 vec = np.frombuffer(payload, dtype=self.dtype.newbyteorder("<")).astype(self.dtype)
             else:
-                msg_obj = compression.Message.from_bytes(payload)
-                vec = np.asarray(self.compressor.decompress(msg_obj), dtype=self.dtype)
+                msg_obj = compression.Message.from_bytes(payload, dim=self.P,
+                                                         threads=self.threads)
+                vec = np.asarray(self.compressor.decompress(msg_obj, threads=self.threads),
+                                 dtype=self.dtype)
                 if vec.shape != (self.P,):
                     msg = f"message decompresses to shape {vec.shape}, expected ({self.P},)"
                     raise ValueError(msg)
@@ -723,7 +741,8 @@ class _Simulation:
         self.shared = bool(getattr(self.base, "shared", False))
         self.server = Server(n, P, self.dtype, build_aggregator(cfg, seed=0),
                              compressor=self.base, ef21=self.ef21, lr=cfg.lr,
-                             momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                             momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                             threads=cfg.threads)
         self.P = P
 
     def subsets_for_round(self, t: int) -> list[Any]:
@@ -751,7 +770,7 @@ class _Simulation:
         A = self.code.assignment(t)
         subs = self.subsets_for_round(t)
         G = self.model.subset_grads(theta, self.X, self.y, subs)
-        Z = np.asarray(coding.encode(G, A))
+        Z = np.asarray(coding.encode(G, A, threads=cfg.threads))
         g = G.mean(axis=0)
         het = float(np.mean(np.sum((G - g) ** 2, axis=1)))
         spread = float(np.mean(np.sum((Z[self.honest] - g) ** 2, axis=1)))
@@ -760,26 +779,27 @@ class _Simulation:
         if self.rebucket:
             srv.aggregate = build_aggregator(cfg, seed=_seed(cfg.seed, t, 0xB0C))
         compressing = self.base is not None
-        round_seed = _seed(self.dseed, t) if compressing else 0
+        round_seed = compression.derive_seed(self.dseed, t) if compressing else 0
 
         def seed_of(i: int) -> int:
             if not compressing:
                 return 0
-            return round_seed if self.shared else _seed(self.dseed, t, i)
+            return round_seed if self.shared else compression.derive_seed(self.dseed, t, i)
 
         payloads: list[bytes] = [b""] * n
         V = np.empty((n, self.P), dtype=self.dtype)
         # honest devices
         for i in self.honest:
             i = int(i)
-            payloads[i] = device_message(Z[i], self.device_comp[i], seed_of(i))
+            payloads[i] = device_message(Z[i], self.device_comp[i], seed_of(i),
+                                         threads=cfg.threads)
             V[i] = srv.decode(i, payloads[i])
         # Byzantine devices
         if self.byz.size:
             byz_honest = Z[self.byz]
             if self.y_flip is not None:
                 Gf = self.model.subset_grads(theta, self.X, self.y_flip, subs)
-                byz_honest = np.asarray(coding.encode(Gf, A[self.byz]))
+                byz_honest = np.asarray(coding.encode(Gf, A[self.byz], threads=cfg.threads))
             ctx = attacks.AttackContext(
                 honest=V[self.honest], n=n, f=int(self.byz.size), byzantine_honest=byz_honest,
                 assignment=A, honest_idx=self.honest, byzantine_idx=self.byz,
@@ -792,7 +812,7 @@ class _Simulation:
                 if self.base is not None and srv.state is not None:
                     v = v - srv.state[i]
                 try:
-                    payloads[i] = device_message(v, self.base, seed_of(i))
+                    payloads[i] = device_message(v, self.base, seed_of(i), threads=cfg.threads)
                 except (ValueError, TypeError):
                     payloads[i] = b"\x00malformed"  # the compressor refused the vector
                 V[i] = srv.decode(i, payloads[i])
