@@ -415,8 +415,8 @@ def partition(
         msg = f"partition must be one of {', '.join(PARTITIONS)}, got {kind!r}"
         raise ValueError(msg)
     out = [np.sort(p).astype(np.int64) for p in parts]
-    for j, p in enumerate(out):
-        if p.shape[0] == 0:  # pragma: no cover - guarded above
+    for j, part in enumerate(out):
+        if part.shape[0] == 0:  # pragma: no cover - guarded above
             msg = f"partition {kind!r}: subset {j} is empty"
             raise ValueError(msg)
     return out

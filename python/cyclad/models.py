@@ -49,12 +49,12 @@ Subsets = Sequence[Any]  # index arrays or slices
 def _softmax(z: Array) -> Array:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def _logsumexp(z: Array) -> Array:
     m = z.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    return np.asarray((m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0])
 
 
 def _onehot(y: Array, c: int, dtype: Any) -> Array:
@@ -349,7 +349,7 @@ def get(name: str, n_features: int, n_classes: int, **params: Any) -> Model:
         Unknown name, parameters the model does not take, or ``logistic`` with more than two
         classes.
     """
-    classes: dict[str, type[Model]] = {
+    classes: dict[str, Any] = {
         "logistic": Logistic, "softmax": Softmax, "least_squares": LeastSquares, "mlp": MLP
     }
     if name not in classes:
@@ -358,7 +358,8 @@ def get(name: str, n_features: int, n_classes: int, **params: Any) -> Model:
     if name != "mlp" and params:
         msg = f"model {name!r} takes no parameters, got {sorted(params)}"
         raise ValueError(msg)
-    return classes[name](n_features, n_classes, **params)
+    model: Model = classes[name](n_features, n_classes, **params)
+    return model
 
 
 class TorchAdapter:
