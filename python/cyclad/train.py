@@ -39,6 +39,7 @@ compressor (omniscient: under EF21 they compress ``v - g_i`` so the server ends 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -366,20 +367,24 @@ def _toml_value(v: Any) -> str:
 
 
 def build_aggregator(cfg: Config, seed: int = 0) -> Callable[[Array], Array]:
-    """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (registry composition)."""
+    """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (registry composition).
+
+    ``f`` (default ``n_byzantine``), the bucketing ``seed`` and the ``aggregator_params`` go to
+    the components that take them; parameters that no component of the chosen aggregator takes
+    are ignored, so one sweep file can set e.g. bucketing's ``s`` next to rules without it.
+    """
     params = dict(cfg.aggregator_params)
-    implicit_f = "f" not in params and cfg.f is None
     params.setdefault("f", cfg.f_rule)
     if "bucketing" in cfg.aggregator_name:
         params.setdefault("seed", seed)
-    try:
-        return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
-    except ValueError:
-        if not implicit_f:
-            raise
-        # rules without f (mean, geometric_median, centered_clipping, ...): drop the default f
-        params.pop("f")
-        return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
+    accepted: set[str] = set()
+    for part in cfg.aggregator_name.split("+"):
+        fn = getattr(aggregators, part.strip().lower().replace("-", "_"), None)
+        if callable(fn):
+            accepted |= set(inspect.signature(fn).parameters)
+    if accepted:
+        params = {k: v for k, v in params.items() if k in accepted}
+    return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
 
 
 def build_compressor(spec: str, n_params: int | None = None) -> Any:
