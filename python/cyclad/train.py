@@ -46,12 +46,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 try:
     import tomllib
 except ImportError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 import numpy as np
 from numpy.typing import NDArray
@@ -515,8 +515,10 @@ class History:
     def from_json(cls, path: str | Path) -> History:
         """Read a history written by :meth:`to_json`."""
         raw = json.loads(Path(path).read_text())
-        kwargs = {s: list(raw.get(s, [])) for s in _SERIES}
-        return cls(**kwargs, config=raw.get("config", {}), interrupted=raw.get("interrupted", False))
+        hist = cls(config=raw.get("config", {}), interrupted=raw.get("interrupted", False))
+        for s in _SERIES:
+            setattr(hist, s, list(raw.get(s, [])))
+        return hist
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,8 +650,8 @@ class Server:
             return np.full(self.P, np.nan, dtype=self.dtype)
         if self.state is not None:
             self.state[device] += vec
-            return self.state[device].copy()
-        return vec
+            return np.array(self.state[device], copy=True)
+        return np.asarray(vec)
 
     def apply(self, theta: Array, V: Array) -> Array:
         """Aggregate the ``(n, P)`` received vectors and return the updated model."""
@@ -718,7 +720,7 @@ class _Simulation:
         self.attack = attacks.get(cfg.attack, **cfg.attack_params)
         self.y_flip = (attacks.LabelFlip.flip(self.y, ds.n_classes)
                        if self.attack.data_level else None)
-        self.code = coding.CyclicCode(n, cfg.d, mode=cfg.assignment, seed=cfg.seed)
+        self.code = coding.CyclicCode(n, cfg.d, mode=cast(Any, cfg.assignment), seed=cfg.seed)
         nb = cfg.n_byzantine
         if cfg.byzantine == "first":
             byz = np.arange(nb, dtype=np.int64)
