@@ -153,3 +153,44 @@ def check_threads(threads: Any) -> int:
             "cyclad was built without OpenMP; running single-threaded", stacklevel=3
         )
     return t
+
+
+def parse_spec(spec: str, name: str = "spec") -> tuple[str, list[Any], dict[str, Any]]:
+    """Parse a ``"kind[:arg,...,key=value,...]"`` string into ``(kind, args, kwargs)``.
+
+    Values are parsed as numbers where possible (``"16"`` -> 16, ``"0.5"`` -> 0.5), ``true`` /
+    ``false`` as booleans, and a bare word after the colon (``"randk:0.05,shared"``) as
+    ``{word: True}``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        msg = f"{name} must be a non-empty string, got {spec!r}"
+        raise ValueError(msg)
+    kind, _, rest = spec.strip().partition(":")
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+    def value(text: str) -> Any:
+        t = text.strip()
+        low = t.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        try:
+            return int(t)
+        except ValueError:
+            pass
+        try:
+            return float(t)
+        except ValueError:
+            return t
+
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        if "=" in item:
+            k, _, v = item.partition("=")
+            kwargs[k.strip()] = value(v)
+        else:
+            v = value(item)
+            if isinstance(v, str):
+                kwargs[v] = True
+            else:
+                args.append(v)
+    return kind.strip().lower(), args, kwargs
