@@ -279,6 +279,18 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
             if log is not None:
                 log(f"n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
                     f"({rec.read_ratio:.2f}x read pass)")
+        # One Weiszfeld iteration, as the marginal cost of four more iterations (tol=0 keeps
+        # them all), so the start point's distance pass is not counted as an iteration.
+        gm = getattr(agg, "geometric_median", None)
+        if gm is not None:
+            label = f"cyclad t{threads}"
+            t1 = _time(functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads),
+                       notes.setdefault("weiszfeld_iteration", []), label)
+            t5 = _time(functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads),
+                       notes["weiszfeld_iteration"], label)
+            pending.append(Record(AREA, "weiszfeld_iteration", dict(params), threads,
+                                  max(t5 - t1, 1e-9) / 4, nbytes, rp_before, {},
+                                  {"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"}))
         # The read pass is timed before and after the kernels; the faster one is the reference
         # (on a shared machine a burst of other work can slow either).
         rp = min(rp_before, read_pass_time(X, threads=threads))
