@@ -1,5 +1,4 @@
 # Hand-written stub of the C++ extension (keep in sync with csrc/bindings.cpp).
-from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray

@@ -84,7 +84,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _fmt(v: float | None, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
+    return "-" if v is None else format(v, spec)
 
 
 def markdown_table(records: Sequence[Record], baselines: Sequence[str] | None = None) -> str:
@@ -99,14 +99,14 @@ def markdown_table(records: Sequence[Record], baselines: Sequence[str] | None = 
     for r in records:
         for key in r.extra:
             extra_keys.setdefault(key, None)
-    head = ["kernel", "params", "threads", "ms", "GB/s", "× read pass"]
+    head = ["kernel", "params", "threads", "ms", "GB/s", "x read pass"]
     head += [f"vs {b}" for b in baselines] + list(extra_keys)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         params = ", ".join(f"{k}={v}" for k, v in r.params.items())
         row = [r.name, params, str(r.threads), f"{r.seconds * 1e3:.2f}", f"{r.gbps:.1f}",
                f"{r.read_ratio:.2f}"]
-        row += [_fmt(r.speedup(b), ".1f") + ("×" if r.speedup(b) is not None else "")
+        row += [_fmt(r.speedup(b), ".1f") + ("x" if r.speedup(b) is not None else "")
                 for b in baselines]
         row += [str(r.extra.get(key, "")) for key in extra_keys]
         lines.append("| " + " | ".join(row) + " |")
