@@ -473,12 +473,13 @@ struct Candidates {
 /// NaN payloads above kNan need no clamping in the comparison).
 template <typename T>
 CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
-                                      typename KeyTraits<T>::K L, Candidates<T>& c) {
+                                      typename KeyTraits<T>::K L, std::size_t cap,
+                                      Candidates<T>& c) {
   using Tr = KeyTraits<T>;
   using K = typename Tr::K;
   constexpr std::size_t kStep = 32;  // elements per mask word
   std::size_t o = c.idx.size();
-  c.idx.resize(std::max<std::size_t>(o + 2 * kStep, c.idx.capacity()));
+  c.idx.resize(std::max<std::size_t>(o + 2 * kStep, cap));
   c.key.resize(c.idx.size());
   std::size_t i = lo;
   for (; i + kStep <= hi; i += kStep) {
@@ -527,32 +528,62 @@ CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo
   }
 }
 
-/// Indices i (ascending) with key(x[i]) >= L and their keys, gathered per chunk and
-/// concatenated in chunk order (so the result does not depend on the thread count).
+/// Per-calling-thread scratch of topk_select, reused across calls so that repeated compressions
+/// do not page-fault fresh candidate buffers; buffers above kKeep entries are released after
+/// each call (the guard below), so at most a few MB stay allocated per calling thread.
 template <typename T>
-Candidates<T> filter_indices(const T* x, std::size_t D, typename KeyTraits<T>::K L,
-                             std::size_t expect, int threads) {
+struct TopkScratch {
+  static constexpr std::size_t kKeep = std::size_t{1} << 18;
+  std::vector<Candidates<T>> parts;
+  Candidates<T> all;
+
+  static void trim(Candidates<T>& c) {
+    if (c.idx.capacity() > kKeep) std::vector<std::uint32_t>().swap(c.idx);
+    if (c.key.capacity() > kKeep) std::vector<typename KeyTraits<T>::K>().swap(c.key);
+  }
+  struct Guard {
+    TopkScratch& s;
+    ~Guard() {
+      for (auto& p : s.parts) trim(p);
+      trim(s.all);
+    }
+  };
+  static TopkScratch& get() {
+    static thread_local TopkScratch s;
+    return s;
+  }
+};
+
+/// Indices i (ascending) with key(x[i]) >= L and their keys, gathered per chunk and
+/// concatenated in chunk order (so the result does not depend on the thread count). The result
+/// lives in `s` until the next call.
+template <typename T>
+const Candidates<T>& filter_indices(const T* x, std::size_t D, typename KeyTraits<T>::K L,
+                                    std::size_t expect, int threads, TopkScratch<T>& s) {
   const auto nt = static_cast<std::size_t>(resolve_threads(threads));
   const std::size_t nchunks = std::max<std::size_t>(1, std::min(nt, D / 65536));
-  std::vector<Candidates<T>> parts(nchunks);
+  auto& parts = s.parts;
+  if (parts.size() < nchunks) parts.resize(nchunks);
   parallel_for(nchunks, static_cast<int>(nchunks), 1, [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
       const std::size_t lo = D * c / nchunks, hi = D * (c + 1) / nchunks;
       const std::size_t cap = std::min(expect / nchunks, hi - lo) + 64;
-      parts[c].idx.reserve(cap);
-      parts[c].key.reserve(cap);
-      filter_block(x, lo, hi, L, parts[c]);
+      parts[c].idx.clear();
+      parts[c].key.clear();
+      filter_block(x, lo, hi, L, cap, parts[c]);
     }
   });
-  if (nchunks == 1) return std::move(parts[0]);
+  if (nchunks == 1) return parts[0];
   std::size_t total = 0;
-  for (const auto& p : parts) total += p.idx.size();
-  Candidates<T> all;
+  for (std::size_t c = 0; c < nchunks; ++c) total += parts[c].idx.size();
+  Candidates<T>& all = s.all;
+  all.idx.clear();
+  all.key.clear();
   all.idx.reserve(total);
   all.key.reserve(total);
-  for (const auto& p : parts) {
-    all.idx.insert(all.idx.end(), p.idx.begin(), p.idx.end());
-    all.key.insert(all.key.end(), p.key.begin(), p.key.end());
+  for (std::size_t c = 0; c < nchunks; ++c) {
+    all.idx.insert(all.idx.end(), parts[c].idx.begin(), parts[c].idx.end());
+    all.key.insert(all.key.end(), parts[c].key.begin(), parts[c].key.end());
   }
   return all;
 }
@@ -665,13 +696,17 @@ void topk_select(const T* x, std::size_t D, std::size_t k, std::uint32_t* idx, i
                                         static_cast<double>(D) * 1.25);
     }
   }
-  detail::Candidates<T> found = detail::filter_indices(x, D, L, expect, threads);
-  if (found.idx.size() < k && L > 1) found = detail::filter_indices(x, D, K{1}, D, threads);
-  if (found.idx.size() >= k) {
-    detail::select_among(found, k, idx);
+  auto& scratch = detail::TopkScratch<T>::get();
+  const typename detail::TopkScratch<T>::Guard guard{scratch};
+  const detail::Candidates<T>* found = &detail::filter_indices(x, D, L, expect, threads, scratch);
+  if (found->idx.size() < k && L > 1) {
+    found = &detail::filter_indices(x, D, K{1}, D, threads, scratch);
+  }
+  if (found->idx.size() >= k) {
+    detail::select_among(*found, k, idx);
     return;
   }
-  const std::vector<std::uint32_t>& cand = found.idx;
+  const std::vector<std::uint32_t>& cand = found->idx;
   // Fewer than k nonzero magnitudes: all of them, plus the lowest-index zeros.
   std::size_t need = k - cand.size(), o = 0, c = 0;
   for (std::size_t i = 0; i < D && o < k; ++i) {
