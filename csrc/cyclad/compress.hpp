@@ -462,76 +462,183 @@ inline typename KeyTraits<T>::K magnitude_key(T v) {
   return k < Tr::kNan ? k : Tr::kNan;
 }
 
-/// Append to `out` every i in [lo, hi) with magnitude_key(x[i]) >= L (L <= kNan, so NaN
-/// payloads above kNan need no clamping here).
+/// Candidates of a top-k filter: ascending indices and their magnitude keys.
+template <typename T>
+struct Candidates {
+  std::vector<std::uint32_t> idx;
+  std::vector<typename KeyTraits<T>::K> key;
+};
+
+/// Append to `c` every i in [lo, hi) with magnitude_key(x[i]) >= L, with its key (L <= kNan, so
+/// NaN payloads above kNan need no clamping in the comparison).
 template <typename T>
 CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
-                                      typename KeyTraits<T>::K L,
-                                      std::vector<std::uint32_t>& out) {
+                                      typename KeyTraits<T>::K L, std::size_t cap,
+                                      Candidates<T>& c) {
   using Tr = KeyTraits<T>;
+  using K = typename Tr::K;
   constexpr std::size_t kStep = 32;  // elements per mask word
+  std::size_t o = c.idx.size();
+  c.idx.resize(std::max<std::size_t>(o + 2 * kStep, cap));
+  c.key.resize(c.idx.size());
   std::size_t i = lo;
   for (; i + kStep <= hi; i += kStep) {
-    // One bit per element (a vector compare + mask move), then visit only the set bits.
+    if (o + kStep > c.idx.size()) {
+      c.idx.resize(2 * c.idx.size());
+      c.key.resize(c.idx.size());
+    }
+    // One bit per element (a vector compare + mask move) and the block's keys; then write the
+    // set bits without data-dependent branches for up to 4 hits per word (the common case).
     std::uint32_t mask = 0;
+    K kb[kStep + 1];
     for (std::size_t j = 0; j < kStep; ++j) {
       typename Tr::U u;
       std::memcpy(&u, x + i + j, sizeof(T));
-      mask |= static_cast<std::uint32_t>(static_cast<typename Tr::K>(u & Tr::kAbs) >= L) << j;
+      const auto m = static_cast<K>(u & Tr::kAbs);
+      mask |= static_cast<std::uint32_t>(m >= L) << j;
+      kb[j] = m < Tr::kNan ? m : Tr::kNan;
     }
-    while (mask != 0) {
-      out.push_back(static_cast<std::uint32_t>(i + static_cast<std::size_t>(__builtin_ctz(mask))));
-      mask &= mask - 1;
+    kb[kStep] = 0;
+    const auto cnt = static_cast<std::size_t>(__builtin_popcount(mask));
+    std::uint64_t bits = mask | (std::uint64_t{1} << kStep);  // sentinel: ctz is kStep when empty
+    std::uint32_t* CYCLAD_RESTRICT po = c.idx.data() + o;
+    K* CYCLAD_RESTRICT pk = c.key.data() + o;
+    for (std::size_t t = 0; t < 4; ++t) {
+      const auto j = static_cast<std::size_t>(__builtin_ctzll(bits));
+      po[t] = static_cast<std::uint32_t>(i + j);
+      pk[t] = kb[j];
+      bits &= bits - 1;
     }
+    for (std::size_t t = 4; t < cnt; ++t) {
+      const auto j = static_cast<std::size_t>(__builtin_ctzll(bits));
+      po[t] = static_cast<std::uint32_t>(i + j);
+      pk[t] = kb[j];
+      bits &= bits - 1;
+    }
+    o += cnt;
   }
+  c.idx.resize(o);
+  c.key.resize(o);
   for (; i < hi; ++i) {
-    if (magnitude_key(x[i]) >= L) out.push_back(static_cast<std::uint32_t>(i));
+    const K m = magnitude_key(x[i]);
+    if (m >= L) {
+      c.idx.push_back(static_cast<std::uint32_t>(i));
+      c.key.push_back(m);
+    }
   }
 }
 
-/// Indices i (ascending) with key(x[i]) >= L, gathered per chunk and concatenated in order.
+/// Per-calling-thread scratch of topk_select, reused across calls so that repeated compressions
+/// do not page-fault fresh candidate buffers; buffers above kKeep entries are released after
+/// each call (the guard below), so at most a few MB stay allocated per calling thread.
 template <typename T>
-std::vector<std::uint32_t> filter_indices(const T* x, std::size_t D, typename KeyTraits<T>::K L,
-                                          std::size_t expect, int threads) {
+struct TopkScratch {
+  static constexpr std::size_t kKeep = std::size_t{1} << 18;
+  std::vector<Candidates<T>> parts;
+  Candidates<T> all;
+
+  static void trim(Candidates<T>& c) {
+    if (c.idx.capacity() > kKeep) std::vector<std::uint32_t>().swap(c.idx);
+    if (c.key.capacity() > kKeep) std::vector<typename KeyTraits<T>::K>().swap(c.key);
+  }
+  struct Guard {
+    TopkScratch& s;
+    ~Guard() {
+      for (auto& p : s.parts) trim(p);
+      trim(s.all);
+    }
+  };
+  static TopkScratch& get() {
+    static thread_local TopkScratch s;
+    return s;
+  }
+};
+
+/// Indices i (ascending) with key(x[i]) >= L and their keys, gathered per chunk and
+/// concatenated in chunk order (so the result does not depend on the thread count). The result
+/// lives in `s` until the next call.
+template <typename T>
+const Candidates<T>& filter_indices(const T* x, std::size_t D, typename KeyTraits<T>::K L,
+                                    std::size_t expect, int threads, TopkScratch<T>& s) {
   const auto nt = static_cast<std::size_t>(resolve_threads(threads));
   const std::size_t nchunks = std::max<std::size_t>(1, std::min(nt, D / 65536));
-  std::vector<std::vector<std::uint32_t>> parts(nchunks);
+  auto& parts = s.parts;
+  if (parts.size() < nchunks) parts.resize(nchunks);
   parallel_for(nchunks, static_cast<int>(nchunks), 1, [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
       const std::size_t lo = D * c / nchunks, hi = D * (c + 1) / nchunks;
-      parts[c].reserve(expect / nchunks + 64);
-      filter_block(x, lo, hi, L, parts[c]);
+      const std::size_t cap = std::min(expect / nchunks, hi - lo) + 64;
+      parts[c].idx.clear();
+      parts[c].key.clear();
+      filter_block(x, lo, hi, L, cap, parts[c]);
     }
   });
-  if (nchunks == 1) return std::move(parts[0]);
+  if (nchunks == 1) return parts[0];
   std::size_t total = 0;
-  for (const auto& p : parts) total += p.size();
-  std::vector<std::uint32_t> all;
-  all.reserve(total);
-  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  for (std::size_t c = 0; c < nchunks; ++c) total += parts[c].idx.size();
+  Candidates<T>& all = s.all;
+  all.idx.clear();
+  all.key.clear();
+  all.idx.reserve(total);
+  all.key.reserve(total);
+  for (std::size_t c = 0; c < nchunks; ++c) {
+    all.idx.insert(all.idx.end(), parts[c].idx.begin(), parts[c].idx.end());
+    all.key.insert(all.key.end(), parts[c].key.begin(), parts[c].key.end());
+  }
   return all;
 }
 
-/// Exact top-k among the ascending candidate indices `cand` (which must contain the top-k of x):
-/// the threshold key T is the k-th largest candidate key; keep every key > T and the
-/// lowest-index keys == T. Writes k ascending indices to `idx`.
+/// The k-th largest of the n non-negative `keys` (1 <= k <= n) by an MSD radix select (11 bits
+/// per pass; each pass keeps only the bucket holding rank k); `take` receives how many keys
+/// equal to the result belong to the k largest. O(n) time, O(size of the first bucket) memory.
+template <typename K>
+K radix_kth_largest(const K* keys, std::size_t n, std::size_t k, std::size_t& take) {
+  using U = std::make_unsigned_t<K>;
+  constexpr unsigned kRadix = 11;
+  std::vector<U> buf;
+  const U* src = reinterpret_cast<const U*>(keys);
+  std::size_t hist[std::size_t{1} << kRadix];
+  std::size_t rank = k;
+  U prefix = 0;
+  unsigned top = 8 * sizeof(K) - 1;  // keys are non-negative: bits [0, top) are undecided
+  while (top > 0) {
+    const unsigned shift = top > kRadix ? top - kRadix : 0;
+    const U mask = static_cast<U>((U{1} << (top - shift)) - 1);
+    std::fill(hist, hist + mask + 1, std::size_t{0});
+    for (std::size_t j = 0; j < n; ++j) ++hist[static_cast<std::size_t>((src[j] >> shift) & mask)];
+    auto b = static_cast<std::size_t>(mask);
+    while (hist[b] < rank) rank -= hist[b--];
+    prefix = static_cast<U>(prefix | (static_cast<U>(b) << shift));
+    top = shift;
+    if (top == 0 || hist[b] == n) continue;  // done, or every key is in this bucket
+    if (buf.empty()) buf.resize(hist[b]);
+    std::size_t m = 0;
+    for (std::size_t j = 0; j < n && m < hist[b]; ++j) {
+      const U v = src[j];
+      buf[m] = v;
+      m += static_cast<std::size_t>(((v >> shift) & mask) == b);
+    }
+    src = buf.data();
+    n = m;
+  }
+  take = rank;
+  return static_cast<K>(prefix);
+}
+
+/// Exact top-k among the ascending candidates `c` (which must contain the top-k of x): the
+/// threshold key T is the k-th largest candidate key; keep every key > T and the lowest-index
+/// keys == T. Writes k ascending indices to `idx`.
 template <typename T>
-void select_among(const T* x, const std::vector<std::uint32_t>& cand, std::size_t k,
-                  std::uint32_t* idx) {
+void select_among(const Candidates<T>& c, std::size_t k, std::uint32_t* idx) {
   using K = typename KeyTraits<T>::K;
-  std::vector<K> keys(cand.size());
-  for (std::size_t j = 0; j < cand.size(); ++j) keys[j] = magnitude_key(x[cand[j]]);
-  std::vector<K> tmp(keys);
-  std::nth_element(tmp.begin(), tmp.begin() + static_cast<std::ptrdiff_t>(k - 1), tmp.end(),
-                   std::greater<K>());
-  const K thr = tmp[k - 1];
-  std::size_t above = 0;
-  for (K key : keys) above += key > thr;
-  std::size_t take = k - above, o = 0;
-  for (std::size_t j = 0; j < cand.size(); ++j) {
-    if (keys[j] > thr || (keys[j] == thr && take > 0)) {
-      if (keys[j] == thr) --take;
-      idx[o++] = cand[j];
+  std::size_t take = 0;
+  const K thr = radix_kth_largest(c.key.data(), c.key.size(), k, take);
+  std::size_t o = 0;
+  for (std::size_t j = 0; j < c.key.size(); ++j) {
+    const K key = c.key[j];
+    if (key > thr || (key == thr && take > 0)) {
+      if (key == thr) --take;
+      idx[o++] = c.idx[j];
     }
   }
 }
@@ -582,20 +689,24 @@ void topk_select(const T* x, std::size_t D, std::size_t k, std::uint32_t* idx, i
     const double r = static_cast<double>(k) * static_cast<double>(kSample) / static_cast<double>(D);
     const double rank = std::ceil(r + 4.0 * std::sqrt(r) + 8.0);
     if (rank < static_cast<double>(kSample)) {
-      const auto pos = static_cast<std::size_t>(rank) - 1;
-      std::nth_element(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(pos), s.end(),
-                       std::greater<K>());
-      L = std::max<K>(s[pos], 1);
+      std::size_t ties = 0;
+      const K sk = detail::radix_kth_largest(s.data(), kSample, static_cast<std::size_t>(rank), ties);
+      L = std::max<K>(sk, 1);
       expect = static_cast<std::size_t>(rank / static_cast<double>(kSample) *
                                         static_cast<double>(D) * 1.25);
     }
   }
-  std::vector<std::uint32_t> cand = detail::filter_indices(x, D, L, expect, threads);
-  if (cand.size() < k && L > 1) cand = detail::filter_indices(x, D, K{1}, D, threads);
-  if (cand.size() >= k) {
-    detail::select_among(x, cand, k, idx);
+  auto& scratch = detail::TopkScratch<T>::get();
+  const typename detail::TopkScratch<T>::Guard guard{scratch};
+  const detail::Candidates<T>* found = &detail::filter_indices(x, D, L, expect, threads, scratch);
+  if (found->idx.size() < k && L > 1) {
+    found = &detail::filter_indices(x, D, K{1}, D, threads, scratch);
+  }
+  if (found->idx.size() >= k) {
+    detail::select_among(*found, k, idx);
     return;
   }
+  const std::vector<std::uint32_t>& cand = found->idx;
   // Fewer than k nonzero magnitudes: all of them, plus the lowest-index zeros.
   std::size_t need = k - cand.size(), o = 0, c = 0;
   for (std::size_t i = 0; i < D && o < k; ++i) {
