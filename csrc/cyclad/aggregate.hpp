@@ -326,6 +326,9 @@ inline constexpr StaticNetwork<N> kStaticNetwork = make_static_network<N>();
 // call would run them in the baseline ISA with the rows spilled to memory).
 #define CYCLAD_INLINE_VEC inline __attribute__((always_inline))
 
+/// Software prefetch distance (bytes) of the register path's row streams.
+inline constexpr std::size_t kPrefetchAhead = 1024;
+
 /// Order-preserving keys of a whole vector of raw IEEE bits (the lane-wise to_key).
 template <typename T, typename V>
 CYCLAD_INLINE_VEC void to_key_vec(V& u) {
@@ -346,6 +349,8 @@ CYCLAD_INLINE_VEC void compare_exchange_vec(V& a, V& b) {
 template <typename T, typename V, std::size_t... R>
 CYCLAD_INLINE_VEC void load_keys_vec(V* v, const T* x, std::size_t stride,
                                      std::index_sequence<R...>) {
+  // N concurrent row streams outrun the hardware prefetcher: fetch a few blocks ahead.
+  (__builtin_prefetch(x + R * stride + kPrefetchAhead / sizeof(T)), ...);
   ((std::memcpy(&v[R], x + R * stride, sizeof(V)), to_key_vec<T>(v[R])), ...);
 }
 
