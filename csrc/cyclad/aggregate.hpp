@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cyclad/common.hpp"
@@ -63,6 +64,11 @@ void mean(MatrixView<T> x, T* out, int threads) {
 // rows the rule needs. The network is generated once per call and pruned backwards so that only
 // comparators that influence the needed ranks remain. Above kNetworkMaxRows rows a per-column
 // std::nth_element / std::sort path replaces the network (its size grows as n log^2 n).
+// For 2 <= n <= kRegisterMaxRows on AVX-512 CPUs the network runs register-resident instead: each 64-byte slice
+// of a block is loaded straight from x (software-prefetched), keyed in registers and sorted by a
+// compile-time unrolled copy of the Batcher network whose pruned-away comparators are skipped by
+// per-comparator flags (so exactly the same comparators run and results are bit-identical to the
+// scratch path); the block is stored once to the scratch for the lane-wise finish.
 // --------------------------------------------------------------------------------------------
 
 namespace detail {
@@ -239,6 +245,204 @@ inline void compare_exchange(K* CYCLAD_RESTRICT a, K* CYCLAD_RESTRICT b) {
 #endif
 }
 
+/// Rows up to which a register-resident network path replaces the scratch-buffer network.
+inline constexpr std::size_t kRegisterMaxRows = 32;
+
+/// `keep[c]` = 1 when comparator c of batcher_network(n) survives prune_network with the same
+/// labels (the pruned network is this subsequence of the full one).
+inline std::vector<unsigned char> prune_flags(const std::vector<Comparator>& net,
+                                              std::vector<std::size_t> label) {
+  std::size_t fresh = label.empty() ? 0 : *std::max_element(label.begin(), label.end()) + 1;
+  std::vector<unsigned char> keep(net.size(), 0);
+  for (std::size_t c = net.size(); c-- > 0;) {
+    if (label[net[c].lo] == label[net[c].hi]) continue;
+    keep[c] = 1;
+    label[net[c].lo] = label[net[c].hi] = fresh++;
+  }
+  return keep;
+}
+
+/// Labels of the output ranks for `rule` (see coordinate_network).
+inline std::vector<std::size_t> coordinate_labels(CoordRule rule, std::size_t n, std::size_t f) {
+  const std::size_t lo = (n - 1) / 2, hi = n / 2;
+  std::vector<std::size_t> label(n, 0);
+  switch (rule) {
+    case CoordRule::kMedian:
+      label[lo] = label[hi] = 1;
+      break;
+    case CoordRule::kTrimmedMean:
+      for (std::size_t r = f; r < n - f; ++r) label[r] = 1;
+      break;
+    case CoordRule::kMeamed:
+      for (std::size_t r = 0; r < n; ++r) label[r] = (r >= f && r < n - f) ? 2 : 3 + r;
+      label[lo] = label[hi] = 1;
+      break;
+  }
+  return label;
+}
+
+/// Compile-time copy of batcher_network(N) (same loops, same comparator order).
+template <std::size_t N>
+constexpr std::size_t batcher_size() {
+  std::size_t c = 0;
+  for (std::size_t p = 1; p < N; p <<= 1) {
+    for (std::size_t k = p; k >= 1; k >>= 1) {
+      for (std::size_t j = k % p; j + k < N; j += 2 * k) {
+        for (std::size_t i = 0; i < std::min(k, N - j - k); ++i) {
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) ++c;
+        }
+      }
+    }
+  }
+  return c;
+}
+
+template <std::size_t N>
+struct StaticNetwork {
+  std::uint8_t lo[batcher_size<N>() + 1];
+  std::uint8_t hi[batcher_size<N>() + 1];
+};
+
+template <std::size_t N>
+constexpr StaticNetwork<N> make_static_network() {
+  StaticNetwork<N> net{};
+  std::size_t c = 0;
+  for (std::size_t p = 1; p < N; p <<= 1) {
+    for (std::size_t k = p; k >= 1; k >>= 1) {
+      for (std::size_t j = k % p; j + k < N; j += 2 * k) {
+        for (std::size_t i = 0; i < std::min(k, N - j - k); ++i) {
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) {
+            net.lo[c] = static_cast<std::uint8_t>(i + j);
+            net.hi[c] = static_cast<std::uint8_t>(i + j + k);
+            ++c;
+          }
+        }
+      }
+    }
+  }
+  return net;
+}
+
+template <std::size_t N>
+inline constexpr StaticNetwork<N> kStaticNetwork = make_static_network<N>();
+
+#if defined(__GNUC__) || defined(__clang__)
+// Helpers of the register path are forced inline into the ISA clone that calls them (a plain
+// call would run them in the baseline ISA with the rows spilled to memory).
+#define CYCLAD_INLINE_VEC inline __attribute__((always_inline))
+
+/// Software prefetch distance (bytes) of the register path's row streams.
+inline constexpr std::size_t kPrefetchAhead = 1024;
+
+/// Order-preserving keys of a whole vector of raw IEEE bits (the lane-wise to_key).
+template <typename T, typename V>
+CYCLAD_INLINE_VEC void to_key_vec(V& u) {
+  using OK = OrderKey<T>;
+  using K = typename OK::type;
+  const V a = u & static_cast<K>(~OK::kSign);
+  u = a > static_cast<K>(OK::kInf) ? static_cast<K>(OK::kQNaN) + (u & K{0}) : u;
+  u ^= (K{0} - (u >> OK::kShift)) | OK::kSign;
+}
+
+template <typename V>
+CYCLAD_INLINE_VEC void compare_exchange_vec(V& a, V& b) {
+  const V t = a < b ? a : b;
+  b = a < b ? b : a;
+  a = t;
+}
+
+template <typename T, typename V, std::size_t... R>
+CYCLAD_INLINE_VEC void load_keys_vec(V* v, const T* x, std::size_t stride,
+                                     std::index_sequence<R...>) {
+  // N concurrent row streams outrun the hardware prefetcher: fetch a few blocks ahead.
+  (__builtin_prefetch(x + R * stride + kPrefetchAhead / sizeof(T)), ...);
+  ((std::memcpy(&v[R], x + R * stride, sizeof(V)), to_key_vec<T>(v[R])), ...);
+}
+
+template <typename K, typename V, std::size_t B, std::size_t... R>
+CYCLAD_INLINE_VEC void store_keys_vec(const V* v, K* s, std::index_sequence<R...>) {
+  (std::memcpy(s + R * B, &v[R], sizeof(V)), ...);
+}
+
+template <typename V, std::size_t N, std::size_t... I>
+CYCLAD_INLINE_VEC void run_static_network(V* v, const unsigned char* keep,
+                                          std::index_sequence<I...>) {
+  constexpr const StaticNetwork<N>& net = kStaticNetwork<N>;
+  ((keep[I] != 0 ? compare_exchange_vec(v[net.lo[I]], v[net.hi[I]]) : void()), ...);
+}
+#undef CYCLAD_INLINE_VEC
+#endif
+
+/// Register-resident network for N rows: loads kLanes<T> coordinates [j0, j0+width) of each row,
+/// converts them to keys, runs the comparators of batcher_network(N) flagged in `keep`, and
+/// stores the rows as an (N x kLanes) key block `s` (padding lanes hold arbitrary keys).
+template <typename T, std::size_t N>
+CYCLAD_MULTIVERSION void register_network_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+                                                std::size_t j0, std::size_t width,
+                                                const unsigned char* CYCLAD_RESTRICT keep,
+                                                typename OrderKey<T>::type* CYCLAD_RESTRICT s) {
+  using K = typename OrderKey<T>::type;
+  constexpr std::size_t B = kLanes<T>;
+  T pad[N * B];
+  if (width < B) {  // last partial block: zero-padded copy (padding lanes are never output)
+    for (std::size_t i = 0; i < N; ++i) {
+      for (std::size_t l = 0; l < B; ++l) pad[i * B + l] = l < width ? x[i * stride + j0 + l] : T(0);
+    }
+    x = pad;
+    stride = B;
+    j0 = 0;
+  }
+#if defined(__GNUC__) || defined(__clang__)
+  using V = typename Vec64<K>::type;
+  constexpr std::size_t kPer = 64 / sizeof(K);
+  for (std::size_t sub = 0; sub < B; sub += kPer) {
+    V v[N];
+    load_keys_vec<T>(v, x + j0 + sub, stride, std::make_index_sequence<N>{});
+    run_static_network<V, N>(v, keep, std::make_index_sequence<batcher_size<N>()>{});
+    store_keys_vec<K, V, B>(v, s + sub, std::make_index_sequence<N>{});
+  }
+#else
+  const StaticNetwork<N>& net = kStaticNetwork<N>;
+  for (std::size_t i = 0; i < N; ++i) {
+    for (std::size_t l = 0; l < B; ++l) s[i * B + l] = to_key(x[i * stride + j0 + l]);
+  }
+  for (std::size_t c = 0; c < batcher_size<N>(); ++c) {
+    if (keep[c]) compare_exchange<K, B>(s + net.lo[c] * B, s + net.hi[c] * B);
+  }
+#endif
+}
+
+template <typename T>
+using RegisterNetworkFn = void (*)(const T*, std::size_t, std::size_t, std::size_t,
+                                   const unsigned char*, typename OrderKey<T>::type*);
+
+template <typename T, std::size_t... N>
+inline RegisterNetworkFn<T> register_network_for(std::size_t n, std::index_sequence<N...>) {
+  static constexpr RegisterNetworkFn<T> table[] = {&register_network_block<T, N + 2>...};
+  return (n >= 2 && n - 2 < sizeof...(N)) ? table[n - 2] : nullptr;
+}
+
+/// Whether the register path runs with 32 wide registers (the AVX-512 clone). With 16 registers
+/// (AVX2 and baseline clones) the rows spill and the path is ~3x slower than the scratch network.
+inline bool register_network_supported() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512vl");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+/// The register-resident worker for n rows, or nullptr outside [2, kRegisterMaxRows] or without
+/// AVX-512.
+template <typename T>
+inline RegisterNetworkFn<T> register_network(std::size_t n) {
+  if (!register_network_supported()) return nullptr;
+  return register_network_for<T>(n, std::make_index_sequence<kRegisterMaxRows - 1>{});
+}
+
 /// Per-column ordering for large n: leaves on each lane's rows the ranks `rule` needs.
 template <typename T, CoordRule R>
 void order_columns(typename OrderKey<T>::type* s, std::size_t n, std::size_t f,
@@ -279,7 +483,8 @@ template <typename T, CoordRule R>
 CYCLAD_MULTIVERSION void coordinate_rule_block(
     const T* CYCLAD_RESTRICT x, std::size_t n, std::size_t stride, std::size_t lo,
     std::size_t hi, std::size_t chunk, const Comparator* net, std::size_t ncmp, bool columns,
-    std::size_t f, typename OrderKey<T>::type* CYCLAD_RESTRICT scratch,
+    std::size_t f, RegisterNetworkFn<T> regnet, const unsigned char* keep,
+    typename OrderKey<T>::type* CYCLAD_RESTRICT scratch,
     typename OrderKey<T>::type* CYCLAD_RESTRICT col, T* CYCLAD_RESTRICT out) {
   using K = typename OrderKey<T>::type;
   constexpr std::size_t B = kLanes<T>;
@@ -292,7 +497,7 @@ CYCLAD_MULTIVERSION void coordinate_rule_block(
     const std::size_t cw = std::min(chunk, hi - c0);
     const std::size_t nb = (cw + B - 1) / B;
     // 1. Keys into scratch block by block (padding lanes get zero keys; lanes never interact).
-    for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t i = 0; regnet == nullptr && i < n; ++i) {
       const T* src = x + i * stride + c0;
       for (std::size_t b = 0; b < nb; ++b) {
         K* dst = scratch + (b * n + i) * B;
@@ -306,11 +511,13 @@ CYCLAD_MULTIVERSION void coordinate_rule_block(
       }
     }
     for (std::size_t b = 0; b < nb; ++b) {
-    K* s = scratch + b * n * B;
     const std::size_t j0 = c0 + b * B;
     const std::size_t width = std::min(B, cw - b * B);
-    // 2. Order the ranks the rule needs.
-    if (columns) {
+    K* s = scratch + (regnet != nullptr ? 0 : b * n * B);
+    // 2. Order the ranks the rule needs (straight from x for a register-resident network).
+    if (regnet != nullptr) {
+      regnet(x, stride, j0, width, keep, s);
+    } else if (columns) {
       order_columns<T, R>(s, n, f, width, col);
     } else {
       for (std::size_t c = 0; c < ncmp; ++c) {
@@ -410,6 +617,10 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
   const bool columns = n > kNetworkMaxRows;
   std::vector<Comparator> net;
   if (!columns) net = coordinate_network(R, n, f);
+  const RegisterNetworkFn<T> regnet = register_network<T>(n);
+  const std::vector<unsigned char> keep =
+      regnet != nullptr ? prune_flags(batcher_network(n), coordinate_labels(R, n, f))
+                        : std::vector<unsigned char>{};
   const std::size_t nblocks = (x.d + B - 1) / B;
   // Conversion chunks of ~192 KiB of keys (L2-resident), at least one block.
   const std::size_t chunk = B * std::max<std::size_t>(1, (std::size_t{192} << 10) / (n * B * sizeof(K)));
@@ -420,7 +631,7 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
     std::vector<K> scratch(n * std::min(chunk, (hi - lo + B - 1) / B * B));
     std::vector<K> col(columns ? n : 0);
     coordinate_rule_block<T, R>(x.data, n, x.row_stride, lo, hi, chunk, net.data(), net.size(),
-                                columns, f, scratch.data(), col.data(), out);
+                                columns, f, regnet, keep.data(), scratch.data(), col.data(), out);
   });
 }
 
