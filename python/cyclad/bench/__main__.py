@@ -17,12 +17,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("area", choices=(*AREAS, "all"))
     p.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     p.add_argument("--out", default="bench/results", help="directory for JSON and markdown")
+    p.add_argument("--n", type=int, help="aggregators only: one size, n rows (with --D)")
+    p.add_argument("--D", type=float, help="aggregators only: one size, D columns (with --n)")
     args = p.parse_args(argv)
+    if (args.n is None) != (args.D is None):
+        p.error("--n and --D go together")
+    if args.n is not None and args.area != "aggregators":
+        p.error("--n/--D are supported by the aggregators area only")
     areas = AREAS if args.area == "all" else (args.area,)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for area in areas:
         mod = importlib.import_module(f"cyclad.bench.{area}")
-        records = mod.run(quick=args.quick)
+        if args.n is not None:
+            records = mod.bench_size(args.n, int(args.D))
+        else:
+            records = mod.run(quick=args.quick)
         sys.stdout.write(f"\n## {area}\n\n" + markdown_table(records))
         jpath, mpath = write_results(records, args.out, f"{area}-{stamp}")
         sys.stdout.write(f"\nwrote {jpath} and {mpath}\n")
