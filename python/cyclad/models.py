@@ -230,10 +230,9 @@ class Logistic(Model):
         return loss, [(X, (p - yf)[:, None])]
 
 
-class Softmax(Model):
-    """Multinomial logistic regression (softmax + cross-entropy)."""
-
-    name = "softmax"
+class _Linear(Model):
+    """A linear map ``x W + b`` to one score per class (the shared part of softmax and least
+    squares)."""
 
     def __init__(self, n_features: int, n_classes: int) -> None:
         super().__init__([(n_features, n_classes)])
@@ -242,6 +241,12 @@ class Softmax(Model):
     def logits(self, theta: Array, X: Array) -> Array:
         (W, b), = self.unpack(theta)
         return X @ W + b
+
+
+class Softmax(_Linear):
+    """Multinomial logistic regression (softmax + cross-entropy)."""
+
+    name = "softmax"
 
     def _forward_backward(
         self, theta: Array, X: Array, y: Array, need_grad: bool
@@ -255,19 +260,11 @@ class Softmax(Model):
         return loss, [(X, R)]
 
 
-class LeastSquares(Model):
+class LeastSquares(_Linear):
     """Linear least squares on one-hot targets: ``loss = 0.5 mean ||x W + b - onehot(y)||^2``;
     predicts the argmax."""
 
     name = "least_squares"
-
-    def __init__(self, n_features: int, n_classes: int) -> None:
-        super().__init__([(n_features, n_classes)])
-        self.n_classes = int(n_classes)
-
-    def logits(self, theta: Array, X: Array) -> Array:
-        (W, b), = self.unpack(theta)
-        return X @ W + b
 
     def _forward_backward(
         self, theta: Array, X: Array, y: Array, need_grad: bool
