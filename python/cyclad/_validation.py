@@ -194,3 +194,26 @@ def parse_spec(spec: str, name: str = "spec") -> tuple[str, list[Any], dict[str,
             else:
                 args.append(v)
     return kind.strip().lower(), args, kwargs
+
+
+def as_index_array(
+    x: Any, name: str, *, ndim: int, shape: str, bound: int, bound_name: str
+) -> NDArray[np.int64]:
+    """An integer index array with ``ndim`` dimensions and every entry in ``[0, bound)``,
+    as C-contiguous int64 (``shape`` and ``bound_name`` only word the error messages)."""
+    arr, _ = to_numpy(x, name)
+    if arr.dtype.kind not in "iu":
+        msg = f"{name} must hold integers, got dtype {arr.dtype}"
+        raise TypeError(msg)
+    if arr.ndim != ndim:
+        msg = f"{name} must be {ndim}-D {shape}, got shape {arr.shape}"
+        raise ValueError(msg)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= bound:
+            msg = (
+                f"{name} must be in [0, {bound_name}) = [0, {bound}), "
+                f"got values in [{lo}, {hi}]"
+            )
+            raise ValueError(msg)
+    return np.ascontiguousarray(arr, dtype=np.int64)

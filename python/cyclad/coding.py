@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from cyclad import _core
-from cyclad._validation import as_matrix, check_int, check_threads, to_numpy
+from cyclad._validation import as_index_array, as_matrix, check_int, check_threads, to_numpy
 
 __all__ = [
     "CyclicCode",
@@ -219,21 +219,11 @@ class CyclicCode:
 
 
 def _as_assignment(assignment: Any, N: int) -> NDArray[np.int64]:
-    a, _ = to_numpy(assignment, "assignment")
-    if a.dtype.kind not in "iu":
-        msg = f"assignment must hold integers, got dtype {a.dtype}"
-        raise TypeError(msg)
-    if a.ndim != 2:
-        msg = f"assignment must be 2-D (n, d), got shape {a.shape}"
-        raise ValueError(msg)
+    a = as_index_array(assignment, "assignment", ndim=2, shape="(n, d)", bound=N, bound_name="N")
     if a.size == 0:
         msg = f"assignment must not be empty, got shape {a.shape}"
         raise ValueError(msg)
-    lo, hi = int(a.min()), int(a.max())
-    if lo < 0 or hi >= N:
-        msg = f"assignment entries must be in [0, N) = [0, {N}), got values in [{lo}, {hi}]"
-        raise ValueError(msg)
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return a
 
 
 def _as_weights(weights: Any, n: int, d: int, dtype: np.dtype[Any]) -> NDArray[Any]:
@@ -332,13 +322,9 @@ class _ExactCode:
         return encode(G, self._support, self.weights(), threads=threads)
 
     def _responders(self, responders: Any) -> NDArray[np.int64]:
-        r, _ = to_numpy(responders, "responders")
-        if r.dtype.kind not in "iu":
-            msg = f"responders must hold integer device indices, got dtype {r.dtype}"
-            raise TypeError(msg)
-        if r.ndim != 1:
-            msg = f"responders must be 1-D, got shape {r.shape}"
-            raise ValueError(msg)
+        r = as_index_array(
+            responders, "responders", ndim=1, shape="(r,)", bound=self.n, bound_name="n"
+        )
         need = self.n - self.s
         if r.size < need:
             msg = (
@@ -346,13 +332,10 @@ class _ExactCode:
                 f"(n={self.n}, s={self.s}), got {r.size}"
             )
             raise ValueError(msg)
-        if int(r.min()) < 0 or int(r.max()) >= self.n:
-            msg = f"responders must be in [0, n) = [0, {self.n}), got {r.tolist()}"
-            raise ValueError(msg)
         if np.unique(r).size != r.size:
             msg = f"responders must be distinct, got {r.tolist()}"
             raise ValueError(msg)
-        return r.astype(np.int64)
+        return r
 
     def _solve(self, r: NDArray[np.int64]) -> NDArray[np.float64]:
         raise NotImplementedError
