@@ -22,18 +22,40 @@
 namespace cyclad::kernels {
 
 namespace detail {
+inline constexpr std::size_t kMeanBlock = 4096;
+
+/// Sum of one coordinate over the rows in long double: the rare path for double sums that
+/// overflow although the mean is finite (rows near the double maximum).
+template <typename T>
+[[gnu::cold]] inline double mean_wide(const T* x, std::size_t n, std::size_t stride,
+                                      std::size_t j) {
+  long double acc = 0;
+  for (std::size_t i = 0; i < n; ++i) acc += static_cast<long double>(x[i * stride + j]);
+  return static_cast<double>(acc / static_cast<long double>(n));
+}
+
 template <typename T>
 CYCLAD_MULTIVERSION void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                     std::size_t stride, std::size_t lo, std::size_t hi,
                                     T* CYCLAD_RESTRICT out) {
-  // Accumulate rows in a fixed order per coordinate; the sum is the same for any partition.
-  for (std::size_t j = lo; j < hi; ++j) out[j] = x[j];
+  // Accumulate rows in double, in a fixed order per coordinate: the sum is the same for any
+  // partition, and float32 rows near the float32 maximum cannot overflow.
+  double acc[kMeanBlock];
+  const std::size_t len = hi - lo;
+  for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(x[lo + j]);
   for (std::size_t i = 1; i < n; ++i) {
-    const T* r = x + i * stride;
-    for (std::size_t j = lo; j < hi; ++j) out[j] += r[j];
+    const T* r = x + i * stride + lo;
+    for (std::size_t j = 0; j < len; ++j) acc[j] += static_cast<double>(r[j]);
   }
-  const T inv = T(1) / static_cast<T>(n);
-  for (std::size_t j = lo; j < hi; ++j) out[j] *= inv;
+  const double inv = 1.0 / static_cast<double>(n);
+  for (std::size_t j = 0; j < len; ++j) out[lo + j] = static_cast<T>(acc[j] * inv);
+  if constexpr (sizeof(T) == sizeof(double)) {
+    // A sum of finite doubles can overflow; redo such coordinates in long double (an infinite
+    // input keeps its infinite sum there too, and NaN stays NaN without this branch).
+    for (std::size_t j = 0; j < len; ++j) {
+      if (std::isinf(acc[j])) out[lo + j] = static_cast<T>(mean_wide(x, n, stride, lo + j));
+    }
+  }
 }
 }  // namespace detail
 
@@ -42,14 +64,17 @@ CYCLAD_MULTIVERSION void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
 /// \param[in] x (n, D) block, n >= 1.
 /// \param[out] out (D,) result.
 /// \param threads 0 = all cores. Complexity O(nD), one read of x. Bit-identical for any thread
-/// count. NaN/Inf propagate (mean is deliberately not robust).
+/// count. Sums accumulate in double (float32 rows near the float32 maximum give their finite
+/// mean); a double sum that overflows is redone in long double for that coordinate, so the
+/// mean of finite rows is finite. NaN/Inf propagate (mean is deliberately not robust).
 template <typename T>
 void mean(MatrixView<T> x, T* out, int threads) {
   require(x.n >= 1, "X must have at least one row");
   // Column blocks of 4096 keep the output chunk in L1/L2 while the rows stream through.
   parallel_for(x.d, threads, 1 << 14, [&](std::size_t lo, std::size_t hi) {
-    for (std::size_t b = lo; b < hi; b += 4096) {
-      detail::mean_block(x.data, x.n, x.row_stride, b, std::min(hi, b + 4096), out);
+    for (std::size_t b = lo; b < hi; b += detail::kMeanBlock) {
+      detail::mean_block(x.data, x.n, x.row_stride, b, std::min(hi, b + detail::kMeanBlock),
+                         out);
     }
   });
 }

@@ -120,11 +120,16 @@ inline std::size_t chunk_for(std::size_t rows, std::size_t budget = 3072) {
   return std::clamp<std::size_t>(c, 2 * kPad, 2048);
 }
 
-/// Convert `len` coordinates of a row to double, zero-padding to a multiple of kPad.
+/// Convert `len` coordinates of a row to double times `scale` (a power of two: 1 except on
+/// the overflow-safe path, see overflow_safe_exponent), zero-padding to a multiple of kPad.
 template <typename T>
 CYCLAD_ALWAYS_INLINE void load_row(const T* CYCLAD_RESTRICT r, std::size_t len,
-                                   double* CYCLAD_RESTRICT b) {
-  for (std::size_t k = 0; k < len; ++k) b[k] = static_cast<double>(r[k]);
+                                   double* CYCLAD_RESTRICT b, double scale) {
+  if (scale == 1.0) {
+    for (std::size_t k = 0; k < len; ++k) b[k] = static_cast<double>(r[k]);
+  } else {
+    for (std::size_t k = 0; k < len; ++k) b[k] = static_cast<double>(r[k]) * scale;
+  }
   for (std::size_t k = len; k < round_up_pad(len); ++k) b[k] = 0.0;
 }
 
@@ -215,10 +220,12 @@ inline std::size_t pair_index(std::size_t n, std::size_t i, std::size_t j) {
 /// non-finite entry in the block. `buf` holds n * chunk doubles, `acc` (n(n-1)/2 + n) * 8.
 /// Rows go in pairs (i, i + 1) against four rows at a time (a 2 x 4 tile: 6 loads for 8
 /// squared differences); each pair always takes the same path, so its sum is deterministic.
+/// Values are multiplied by `scale` (a power of two) as they are loaded.
 template <typename T>
 CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                         std::size_t stride, std::size_t lo, std::size_t hi,
-                                        std::size_t chunk, double* CYCLAD_RESTRICT buf,
+                                        std::size_t chunk, double scale,
+                                        double* CYCLAD_RESTRICT buf,
                                         double* CYCLAD_RESTRICT acc, double* CYCLAD_RESTRICT part,
                                         unsigned char* CYCLAD_RESTRICT bad) {
   const std::size_t np = n * (n - 1) / 2;
@@ -229,7 +236,7 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
     const std::size_t padded = round_up_pad(len);
     for (std::size_t i = 0; i < n; ++i) {
       double* b = buf + i * chunk;
-      load_row(x + i * stride + c0, len, b);
+      load_row(x + i * stride + c0, len, b, scale);
       accumulate_flag(b, padded, flag + i * kDistLanes);
     }
     // The next chunk's rows are prefetched two at a time, spread over the tile sweep.
@@ -265,12 +272,13 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
 }
 
 /// One kReduceBlock of the distance-to-a-point pass: part[i] = sum over the block of
-/// (x_i - z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row i.
-/// `buf` holds 2 * chunk doubles, `acc` 2 * n * 8.
+/// (scale x_i - scale z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row
+/// i. `buf` holds 2 * chunk doubles, `acc` 2 * n * 8.
 template <typename T>
 CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                           std::size_t stride, std::size_t lo, std::size_t hi,
-                                          std::size_t chunk, const double* CYCLAD_RESTRICT z,
+                                          std::size_t chunk, double scale,
+                                          const double* CYCLAD_RESTRICT z,
                                           double* CYCLAD_RESTRICT buf,
                                           double* CYCLAD_RESTRICT acc,
                                           double* CYCLAD_RESTRICT part,
@@ -282,14 +290,14 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
     const std::size_t len = std::min(chunk, hi - c0);
     const std::size_t padded = round_up_pad(len);
     if (z != nullptr) {
-      std::copy(z + c0, z + c0 + len, zb);
+      for (std::size_t k = 0; k < len; ++k) zb[k] = z[c0 + k] * scale;
       std::fill(zb + len, zb + padded, 0.0);
     } else {
       std::fill(zb, zb + padded, 0.0);
     }
     if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
     for (std::size_t i = 0; i < n; ++i) {
-      load_row(x + i * stride + c0, len, buf);
+      load_row(x + i * stride + c0, len, buf, scale);
       accumulate_sq_dist(buf, zb, padded, acc + i * kDistLanes);
       accumulate_flag(buf, padded, flag + i * kDistLanes);
     }
@@ -304,12 +312,14 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
 ///   z_new = alpha * z + sum_{i in act} beta_i * x_i   (summed in the order of act)
 /// Rows outside `act` are never read nor multiplied, so a non-finite row contributes nothing.
 /// In the same pass part[i] = sum (z_new - x_i)^2 over the block for every row of act (when
-/// `dists`), part[n] = sum (z_new - z)^2 and part[n + 1] = sum z^2 (the old z).
+/// `dists`), part[n] = sum (z_new - z)^2 and part[n + 1] = sum z^2 (the old z). The sums are
+/// of the values times `scale` (a power of two, so z itself is stored unscaled and exact
+/// unless it underflows); with scale = 1 nothing is multiplied.
 /// `buf` holds (n + 1) * chunk doubles, `acc` (n + 2) * 8.
 template <typename T>
 CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                            std::size_t stride, std::size_t lo, std::size_t hi,
-                                           std::size_t chunk, double alpha,
+                                           std::size_t chunk, double scale, double alpha,
                                            const double* CYCLAD_RESTRICT beta,
                                            const std::size_t* CYCLAD_RESTRICT act,
                                            std::size_t nact, bool dists,
@@ -323,7 +333,7 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
     const std::size_t len = std::min(chunk, hi - c0);
     const std::size_t padded = round_up_pad(len);
     for (std::size_t r = 0; r < nact; ++r) {
-      load_row(x + act[r] * stride + c0, len, buf + act[r] * chunk);
+      load_row(x + act[r] * stride + c0, len, buf + act[r] * chunk, scale);
     }
     if (c0 + chunk < hi) {
       const std::size_t nlen = std::min(chunk, hi - c0 - chunk);
@@ -332,9 +342,11 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
       }
       prefetch_rows(z, 1, 0, c0 + chunk, nlen);
     }
-    // z is updated in place; only a chunk shorter than its padding goes through `tail`.
+    // z is updated in place; only a chunk shorter than its padding, or a scaled one, goes
+    // through `tail`.
     double* zc = z + c0;
-    if (len != padded) {
+    const bool scaled = scale != 1.0;
+    if (len != padded || scaled) {
       std::copy(z + c0, z + c0 + len, tail);
       std::fill(tail + len, tail + padded, 0.0);
       zc = tail;
@@ -345,6 +357,7 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
       dvec o[kUnroll], s[kUnroll];
       for (std::size_t u = 0; u < kUnroll; ++u) {
         o[u] = CYCLAD_VLOAD(zc + k + u * kDistLanes);
+        if (scaled) o[u] = o[u] * scale;
         s[u] = o[u] * alpha;
       }
       for (std::size_t r = 0; r < nact; ++r) {
@@ -381,7 +394,12 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
         accumulate_sq_dist(zn, buf + act[r] * chunk, padded, acc + act[r] * kDistLanes);
       }
     }
-    if (zc == tail) std::copy(tail, tail + len, z + c0);
+    if (scaled) {
+      const double inv = 1.0 / scale;
+      for (std::size_t k = 0; k < len; ++k) z[c0 + k] = tail[k] * inv;
+    } else if (zc == tail) {
+      std::copy(tail, tail + len, z + c0);
+    }
   }
   for (std::size_t i = 0; i < n + 2; ++i) part[i] = fold8(acc + i * kDistLanes);
 }
@@ -395,6 +413,7 @@ struct SetProgram {
   std::vector<std::size_t> term_off{0}, terms, size;    // per set: node ids, row count
   std::vector<std::size_t> out_off{0}, out_rows;        // per set: output rows
   std::vector<unsigned char> used;                      // rows read at all
+  std::vector<std::size_t> row_off{0}, rows;            // per set: its rows (overflow path)
   std::size_t count() const { return size.size(); }
 };
 
@@ -462,12 +481,16 @@ inline SetProgram plan_sets(std::size_t n, const std::vector<std::vector<std::si
     const auto& outs = groups[*key];
     direct.out_rows.insert(direct.out_rows.end(), outs.begin(), outs.end());
     direct.out_off.push_back(direct.out_rows.size());
+    direct.rows.insert(direct.rows.end(), key->begin(), key->end());
+    direct.row_off.push_back(direct.rows.size());
   }
   if (!sorted || n < 4) return direct;
   tree.used = direct.used;
   tree.size = direct.size;
   tree.out_rows = direct.out_rows;
   tree.out_off = direct.out_off;
+  tree.rows = direct.rows;
+  tree.row_off = direct.row_off;
   std::vector<unsigned char> in(n);
   for (const auto* key : order) {
     std::fill(in.begin(), in.end(), static_cast<unsigned char>(0));
@@ -480,6 +503,33 @@ inline SetProgram plan_sets(std::size_t n, const std::vector<std::vector<std::si
   }
   tree_cost += tree.left.size();
   return tree_cost < direct_cost ? tree : direct;
+}
+
+/// The rare path of set_means_block: coordinates of set s whose double sum overflowed (finite
+/// rows near the double maximum) are summed again in long double.
+template <typename T>
+[[gnu::cold]] void set_means_wide(const T* x, std::size_t stride, std::size_t c0,
+                                  std::size_t len, const SetProgram& prog, std::size_t s, T* out,
+                                  std::size_t out_stride) {
+  const std::size_t r0 = prog.row_off[s], r1 = prog.row_off[s + 1];
+  const T* first = out + prog.out_rows[prog.out_off[s]] * out_stride + c0;
+  for (std::size_t k = 0; k < len; ++k) {
+    if (std::isfinite(first[k])) continue;
+    // A non-finite input keeps the double result (its Inf or NaN is the right mean); only
+    // sums of finite values are redone (an intermediate overflow can also give NaN).
+    long double acc = 0;
+    bool finite = true;
+    for (std::size_t r = r0; r < r1 && finite; ++r) {
+      const T v = x[prog.rows[r] * stride + c0 + k];
+      finite = std::isfinite(v);
+      acc += static_cast<long double>(v);
+    }
+    if (!finite) continue;
+    const T m = static_cast<T>(acc / static_cast<long double>(r1 - r0));
+    for (std::size_t o = prog.out_off[s]; o < prog.out_off[s + 1]; ++o) {
+      out[prog.out_rows[o] * out_stride + c0 + k] = m;
+    }
+  }
 }
 
 /// Means of row sets over the coordinates [lo, hi), following `prog` (see SetProgram); all sums
@@ -495,7 +545,7 @@ CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t
     const std::size_t len = std::min(chunk, hi - c0);
     const std::size_t padded = round_up_pad(len);
     for (std::size_t i = 0; i < n; ++i) {
-      if (prog.used[i]) load_row(x + i * stride + c0, len, buf + i * chunk);
+      if (prog.used[i]) load_row(x + i * stride + c0, len, buf + i * chunk, 1.0);
     }
     if (c0 + chunk < hi) {
       prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk),
@@ -516,6 +566,7 @@ CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t
       const std::size_t t0 = prog.term_off[s], t1 = prog.term_off[s + 1];
       const std::size_t o0 = prog.out_off[s], o1 = prog.out_off[s + 1];
       const double inv = 1.0 / static_cast<double>(prog.size[s]);
+      dvec flag = {};  // NaN in a lane when a mean is not finite (double inputs only)
       for (std::size_t k = 0; k < padded; k += kPad) {
         dvec a[kUnroll];
         const double* b0 = buf + prog.terms[t0] * chunk + k;
@@ -525,6 +576,9 @@ CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t
           for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kDistLanes);
         }
         for (std::size_t u = 0; u < kUnroll; ++u) a[u] = a[u] * inv;
+        if constexpr (std::is_same_v<T, double>) {
+          for (std::size_t u = 0; u < kUnroll; ++u) flag += a[u] - a[u];
+        }
         if (!direct) {
           for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kDistLanes, a[u]);
           continue;
@@ -546,6 +600,11 @@ CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t
           for (std::size_t k = 0; k < len; ++k) dst[k] = static_cast<T>(sb[k]);
         }
       }
+      if constexpr (std::is_same_v<T, double>) {
+        double fl[kDistLanes];
+        CYCLAD_VSTORE(fl, flag);
+        if (any_nan8(fl)) set_means_wide(x, stride, c0, len, prog, s, out, out_stride);
+      }
     }
   }
 }
@@ -565,20 +624,63 @@ void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& set
   });
 }
 
-/// Squared distances of every row to z (null = the origin) and the non-finite row flags.
+/// Largest |x| over the rows without skip[i] (0 if none); one pass, order-independent.
 template <typename T>
-void point_sq_dists(MatrixView<T> x, const double* z, double* d2, unsigned char* bad,
-                    int threads) {
+double max_abs_rows(MatrixView<T> x, const unsigned char* skip, int threads) {
+  const std::size_t nb = num_blocks(x.d);
+  std::vector<double> part(nb, 0.0);
+  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
+      double m = 0.0;
+      for (std::size_t i = 0; i < x.n; ++i) {
+        if (skip != nullptr && skip[i]) continue;
+        const T* r = x.row(i);
+        for (std::size_t k = lo; k < hi; ++k) m = std::max(m, std::fabs(static_cast<double>(r[k])));
+      }
+      part[b] = m;
+    }
+  });
+  double m = 0.0;
+  for (double v : part) m = std::max(m, v);
+  return m;
+}
+
+/// Largest squared distance (or score, a sum of at most n of them) that leaves headroom for
+/// the sums built on top of it: above it the pass is redone on scaled values.
+inline double sq_dist_limit(std::size_t n) {
+  return std::numeric_limits<double>::max() / (16.0 * static_cast<double>(n + 2));
+}
+
+/// Exponent e >= 0 such that values of magnitude <= m, times 2^-e, have squared distances
+/// (D coordinates) whose sums over n + 2 terms stay below the double maximum with headroom:
+/// 16 (m 2^-e)^2 D (n + 2) <= DBL_MAX. Scaling by a power of two is exact (barring underflow
+/// of values 2^-e times smaller than m's magnitude, which lose precision, not order).
+inline int overflow_safe_exponent(double m, std::size_t d, std::size_t n) {
+  if (!(m > 0.0)) return 0;
+  if (!std::isfinite(m)) m = std::numeric_limits<double>::max();
+  const double cap = std::sqrt(std::numeric_limits<double>::max() /
+                               (16.0 * static_cast<double>(d) * static_cast<double>(n + 2)));
+  return std::max(std::ilogb(m) + 1 - std::ilogb(cap), 0);
+}
+
+/// Squared distances of the rows times 2^-e to z times 2^-e (z null = the origin), and the
+/// non-finite row flags; +inf for a flagged row. Returns true when a finite row's distance
+/// exceeds sq_dist_limit (the values must be scaled).
+template <typename T>
+bool point_pass(MatrixView<T> x, const double* z, int e, double* d2, unsigned char* bad,
+                int threads) {
   const std::size_t nb = num_blocks(x.d), n = x.n;
   const std::size_t chunk = chunk_for(2);
+  const double scale = std::ldexp(1.0, -e);
   std::vector<double> part(nb * n);
   std::vector<unsigned char> pbad(nb * n);
   parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(2 * chunk), acc(2 * n * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      point_dist_block(x.data, n, x.row_stride, lo, hi, chunk, z, buf.data(), acc.data(),
-                       part.data() + b * n, pbad.data() + b * n);
+      point_dist_block(x.data, n, x.row_stride, lo, hi, chunk, scale, z, buf.data(),
+                       acc.data(), part.data() + b * n, pbad.data() + b * n);
     }
   });
   std::fill(d2, d2 + n, 0.0);
@@ -589,20 +691,49 @@ void point_sq_dists(MatrixView<T> x, const double* z, double* d2, unsigned char*
       bad[i] = static_cast<unsigned char>(bad[i] | pbad[b * n + i]);
     }
   }
+  const double limit = sq_dist_limit(n);
+  bool big = false;
   for (std::size_t i = 0; i < n; ++i) {
-    if (bad[i] || !std::isfinite(d2[i])) d2[i] = std::numeric_limits<double>::infinity();
+    if (bad[i]) {
+      d2[i] = std::numeric_limits<double>::infinity();
+    } else if (!(d2[i] <= limit)) {
+      big = true;
+    }
   }
+  return big;
 }
 
-/// One affine step over all of z (see affine_step_block); d2[i] receives the squared distance
-/// of row i to the new z for rows without skip[i]. Returns {|z_new - z|, |z|}.
+/// Squared distances of every row to z (null = the origin) and the non-finite row flags, in
+/// units of 2^-2e: the returned e is 0 unless a finite row is so far from z that its squared
+/// distance would overflow (huge finite values, e.g. +-1e300 in float64, are as hostile as
+/// NaN); then the pass is redone on values times 2^-e, chosen from the largest |x| (and |z|,
+/// and `zmax`, a bound on |z| over later steps) so that no distance, nor a sum of n + 2 of
+/// them, can overflow. Flagged rows get +inf.
 template <typename T>
-std::pair<double, double> affine_step(MatrixView<T> x, double alpha, const double* beta,
+int point_sq_dists(MatrixView<T> x, const double* z, double* d2, unsigned char* bad,
+                   int threads, double zmax = 0.0) {
+  if (!point_pass(x, z, 0, d2, bad, threads)) return 0;
+  double m = std::max(max_abs_rows(x, bad, threads), zmax);
+  if (z != nullptr) {
+    for (std::size_t k = 0; k < x.d; ++k) m = std::max(m, std::fabs(z[k]));
+  }
+  const int e = overflow_safe_exponent(m, x.d, x.n);
+  point_pass(x, z, e, d2, bad, threads);
+  return e;
+}
+
+/// One affine step over all of z (see affine_step_block), with the values times 2^-e in every
+/// sum (e from point_sq_dists / pairwise_sq_distances_scaled, valid while z stays in the range
+/// it was chosen for); d2[i] receives the squared distance of row i to the new z for rows
+/// without skip[i], in units of 2^-2e. Returns {|z_new - z|, |z|}, in units of 2^-e.
+template <typename T>
+std::pair<double, double> affine_step(MatrixView<T> x, int e, double alpha, const double* beta,
                                       const unsigned char* skip, bool dists, double* z,
                                       double* d2, int threads) {
   const std::size_t nb = num_blocks(x.d), n = x.n, w = n + 2;
   const std::size_t chunk = chunk_for(n + 2);
   std::vector<double> part(nb * w);
+  const double scale = std::ldexp(1.0, -e);
   std::vector<std::size_t> act;
   for (std::size_t i = 0; i < n; ++i) {
     if (!skip[i]) act.push_back(i);
@@ -611,7 +742,7 @@ std::pair<double, double> affine_step(MatrixView<T> x, double alpha, const doubl
     std::vector<double> buf((n + 2) * chunk), acc(w * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, alpha, beta, act.data(),
+      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, scale, alpha, beta, act.data(),
                         act.size(), dists, z, buf.data(), acc.data(), part.data() + b * w);
     }
   });
@@ -672,30 +803,23 @@ void check_matrix(MatrixView<T> x) {
 
 }  // namespace detail
 
-/// \brief All pairwise squared Euclidean distances in one pass over X.
-/// \tparam T float or double.
-/// \param[in] x (n, D) block, n >= 1.
-/// \param[out] dist (n, n) row-major, symmetric, zero diagonal. Entries are accumulated in
-/// double (each value converted before subtracting, so float32 values near the float32 maximum
-/// cannot overflow), blocked over D in kReduceBlock partials combined in block order.
-/// \param[out] bad (n,) 1 for a row with a non-finite entry. Every off-diagonal distance of such
-/// a row is +inf, as is a distance that overflows double.
-/// \param threads 0 = all cores. Complexity O(n^2 D) flops, one read of x; extra memory
-/// O(n^2 D / kReduceBlock) doubles. Bit-identical for any thread count.
+namespace detail {
+
+/// One pairwise pass over the rows times 2^-e: dist (n, n) with +inf for flagged rows. Returns
+/// true when a pair of finite rows has a squared distance above sq_dist_limit.
 template <typename T>
-void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, int threads) {
-  detail::check_matrix(x);
-  using detail::kDistLanes;
+bool pairwise_pass(MatrixView<T> x, int e, double* dist, unsigned char* bad, int threads) {
   const std::size_t n = x.n, np = n * (n - 1) / 2, nb = num_blocks(x.d);
-  const std::size_t chunk = detail::chunk_for(n);
+  const std::size_t chunk = chunk_for(n);
+  const double scale = std::ldexp(1.0, -e);
   std::vector<double> part(nb * np);
   std::vector<unsigned char> pbad(nb * n);
   parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(n * chunk), acc((np + n) * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      detail::pairwise_block(x.data, n, x.row_stride, lo, hi, chunk, buf.data(), acc.data(),
-                             part.data() + b * np, pbad.data() + b * n);
+      pairwise_block(x.data, n, x.row_stride, lo, hi, chunk, scale, buf.data(), acc.data(),
+                     part.data() + b * np, pbad.data() + b * n);
     }
   });
   std::vector<double> tot(np, 0.0);
@@ -707,15 +831,61 @@ void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, in
       bad[i] = static_cast<unsigned char>(bad[i] | pbad[b * n + i]);
     }
   }
-  const double inf = std::numeric_limits<double>::infinity();
+  const double inf = std::numeric_limits<double>::infinity(), limit = sq_dist_limit(n);
+  bool big = false;
   std::size_t p = 0;
   for (std::size_t i = 0; i < n; ++i) {
     dist[i * n + i] = 0.0;
     for (std::size_t j = i + 1; j < n; ++j, ++p) {
       double d = tot[p];
-      if (bad[i] || bad[j] || !std::isfinite(d)) d = inf;
+      if (bad[i] || bad[j]) {
+        d = inf;
+      } else if (!(d <= limit)) {
+        big = true;
+      }
       dist[i * n + j] = d;
       dist[j * n + i] = d;
+    }
+  }
+  return big;
+}
+
+/// Pairwise squared distances in units of 2^-2e (see pairwise_sq_distances); returns e, which
+/// is 0 unless two finite rows are so far apart that a distance, or a sum of n + 2 of them,
+/// could overflow: then the pass is redone on the values times 2^-e.
+template <typename T>
+int pairwise_sq_distances_scaled(MatrixView<T> x, double* dist, unsigned char* bad,
+                                 int threads) {
+  if (!pairwise_pass(x, 0, dist, bad, threads)) return 0;
+  const int e = overflow_safe_exponent(max_abs_rows(x, bad, threads), x.d, x.n);
+  pairwise_pass(x, e, dist, bad, threads);
+  return e;
+}
+
+}  // namespace detail
+
+/// \brief All pairwise squared Euclidean distances in one pass over X.
+/// \tparam T float or double.
+/// \param[in] x (n, D) block, n >= 1.
+/// \param[out] dist (n, n) row-major, symmetric, zero diagonal. Entries are accumulated in
+/// double (each value converted before subtracting, so float32 values near the float32 maximum
+/// cannot overflow), blocked over D in kReduceBlock partials combined in block order. When
+/// finite float64 rows are so far apart that a squared distance would overflow, the pass is
+/// redone on the values times a power of two (a second pass, only then) and the distances are
+/// scaled back: a true distance above the double maximum is +inf, a smaller one is finite.
+/// \param[out] bad (n,) 1 for a row with a non-finite entry. Every off-diagonal distance of such
+/// a row is +inf.
+/// \param threads 0 = all cores. Complexity O(n^2 D) flops, one read of x (three on the scaled
+/// path); extra memory O(n^2 D / kReduceBlock) doubles. Bit-identical for any thread count.
+template <typename T>
+void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, int threads) {
+  detail::check_matrix(x);
+  const int e = detail::pairwise_sq_distances_scaled(x, dist, bad, threads);
+  if (e == 0) return;
+  const std::size_t n = x.n;
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      if (i != j && !bad[i] && !bad[j]) dist[i * n + j] = std::ldexp(dist[i * n + j], 2 * e);
     }
   }
 }
@@ -753,7 +923,7 @@ void krum(MatrixView<T> x, std::size_t f, T* out, int threads) {
   require(x.n >= 3 && f + 3 <= x.n, "krum needs 0 <= f <= n - 3 (n - f - 2 >= 1 neighbours)");
   std::vector<double> dist(x.n * x.n), score(x.n);
   std::vector<unsigned char> bad(x.n);
-  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);  // order only
   krum_scores(dist.data(), bad.data(), x.n, f, score.data());
   const std::size_t sel = detail::order_by(score, bad.data())[0];
   const T* r = x.row(sel);
@@ -773,7 +943,7 @@ void multi_krum(MatrixView<T> x, std::size_t f, std::size_t m, T* out, int threa
   require(m >= 1 && m <= x.n, "multi_krum needs 1 <= m <= n");
   std::vector<double> dist(x.n * x.n), score(x.n);
   std::vector<unsigned char> bad(x.n);
-  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);  // order only
   krum_scores(dist.data(), bad.data(), x.n, f, score.data());
   auto order = detail::order_by(score, bad.data());
   std::vector<std::size_t> rows(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m));
@@ -797,7 +967,7 @@ void nnm(MatrixView<T> x, std::size_t f, T* out, int threads) {
   const std::size_t n = x.n, k = n - f;
   std::vector<double> dist(n * n);
   std::vector<unsigned char> bad(n);
-  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);  // order only
   std::vector<std::vector<std::size_t>> sets(n);
   std::vector<double> key(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -835,17 +1005,20 @@ void bucketing(MatrixView<T> x, const std::int64_t* perm, std::size_t s, T* out,
 /// \brief Static clipping: rows with norm > tau scaled (in double) to norm tau.
 /// \param[in] x (n, D), tau > 0 finite. \param[out] out (n, D); x is never modified.
 /// NaN policy: a row with a non-finite entry has no defined norm or direction and is copied
-/// unchanged (it stays poisoned, for the robust rule after it). Complexity O(n D), two passes.
+/// unchanged (it stays poisoned, for the robust rule after it). A finite row whose squared norm
+/// overflows double is still scaled to norm tau (its norm is taken on scaled values).
+/// Complexity O(n D), two passes (three when a norm overflows).
 template <typename T>
 void clip(MatrixView<T> x, double tau, T* out, int threads) {
   detail::check_matrix(x);
   require(std::isfinite(tau) && tau > 0.0, "tau must be finite and > 0");
   std::vector<double> d2(x.n), s(x.n, 1.0);
   std::vector<unsigned char> bad(x.n);
-  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
+  // Norms in units of 2^-e: the true norm is norm * 2^e (it may exceed the double maximum).
+  const int e = detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
   for (std::size_t i = 0; i < x.n; ++i) {
     const double norm = std::sqrt(d2[i]);
-    if (!bad[i] && norm > tau) s[i] = tau / norm;
+    if (!bad[i] && std::ldexp(norm, e) > tau) s[i] = std::ldexp(tau / norm, -e);
   }
   detail::scale_rows(x, s.data(), out, threads);
 }
@@ -858,7 +1031,8 @@ inline std::size_t arc_clipped(std::size_t n, std::size_t f) { return 2 * f * (n
 /// \param[in] x (n, D), 0 <= 2 f < n. \param[out] out (n, D).
 /// NaN policy: rows with a non-finite entry rank above every finite norm and are copied
 /// unchanged; if more than k rows are non-finite the threshold is +inf (nothing is clipped).
-/// Complexity O(n D), two passes.
+/// Finite rows whose squared norms overflow double are ranked and clipped on scaled norms.
+/// Complexity O(n D), two passes (three when a norm overflows).
 template <typename T>
 void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
   detail::check_matrix(x);
@@ -866,7 +1040,7 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
   const std::size_t n = x.n, k = arc_clipped(n, f);
   std::vector<double> d2(n), s(n, 1.0);
   std::vector<unsigned char> bad(n);
-  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
+  detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);  // ratios only
   std::vector<double> key(n);
   for (std::size_t i = 0; i < n; ++i) {
     key[i] = bad[i] ? std::numeric_limits<double>::infinity() : d2[i];
@@ -891,8 +1065,10 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
 /// partials in block order).
 /// \param[in] x (n, D). \param[out] out (D,). \return the number of Weiszfeld steps run.
 /// NaN policy: rows with a non-finite entry get weight 0 (skipped). If every row is non-finite
-/// the result is all NaN. Complexity O(n^2 D) for the start + O(n D) per step; extra memory D
-/// doubles.
+/// the result is all NaN. Finite rows far enough apart for a squared distance to overflow
+/// double (e.g. +-1e200 in float64) keep their exact Weiszfeld weight: every distance is then
+/// taken on the values times a power of two (pairwise_sq_distances). Complexity O(n^2 D) for
+/// the start + O(n D) per step; extra memory D doubles.
 template <typename T>
 std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, double tol,
                              T* out, int threads) {
@@ -903,7 +1079,10 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
   const std::size_t n = x.n;
   std::vector<double> dist(n * n);
   std::vector<unsigned char> bad(n);
-  pairwise_sq_distances(x, dist.data(), bad.data(), threads);
+  // Every distance below is in units of 2^-e (squared: 2^-2e); e > 0 only when finite rows
+  // are so far apart that their squared distances would overflow. z stays in the convex hull
+  // of the finite rows, so the same e keeps every later distance finite.
+  const int e = detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);
   std::vector<std::size_t> good;
   for (std::size_t i = 0; i < n; ++i) {
     if (!bad[i]) good.push_back(i);
@@ -932,19 +1111,22 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
   std::vector<double> beta(n, 0.0), d2(n, std::numeric_limits<double>::infinity());
   for (std::size_t r = 0; r < half; ++r) beta[order[r]] = 1.0 / static_cast<double>(half);
   std::vector<double> z(x.d, 0.0);
-  detail::affine_step(x, 0.0, beta.data(), bad.data(), true, z.data(), d2.data(), threads);
+  detail::affine_step(x, e, 0.0, beta.data(), bad.data(), true, z.data(), d2.data(), threads);
+  // The weights are ratios, so scaled distances give the same weights; eps and the unit of
+  // the stopping rule are scaled along (2^-e >= 2^-1023 and eps 2^-e stay normal doubles).
+  const double eps_s = std::ldexp(eps, -e), one_s = std::ldexp(1.0, -e);
   std::size_t it = 0;
   while (it < max_iter) {
     double wsum = 0.0;
     for (std::size_t i : good) {
-      beta[i] = 1.0 / std::max(eps, std::sqrt(d2[i]));
+      beta[i] = 1.0 / std::max(eps_s, std::sqrt(d2[i]));
       wsum += beta[i];
     }
     for (std::size_t i : good) beta[i] /= wsum;
     ++it;
-    auto [move, norm] = detail::affine_step(x, 0.0, beta.data(), bad.data(), true, z.data(),
+    auto [move, norm] = detail::affine_step(x, e, 0.0, beta.data(), bad.data(), true, z.data(),
                                             d2.data(), threads);
-    if (move <= tol * std::max(1.0, norm)) break;
+    if (move <= tol * std::max(one_s, norm)) break;
   }
   detail::write_vector(z, out, threads);
   return it;
@@ -958,6 +1140,8 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
 /// NaN policy: a row with a non-finite entry has an undefined difference, which contributes the
 /// zero vector (it is still counted in the 1/n). The result then stays in the box spanned by the
 /// finite rows and the center, widened by iters * tau * (number of far finite outliers) / n.
+/// Finite rows so far from v that a squared distance would overflow double still contribute
+/// their exact clipped difference (distances are then taken on values times a power of two).
 /// Complexity O(n D) per iteration plus one pass for the first distances (iters + 1 passes).
 template <typename T>
 void centered_clipping(MatrixView<T> x, double tau, std::size_t iters, const double* center,
@@ -969,17 +1153,39 @@ void centered_clipping(MatrixView<T> x, double tau, std::size_t iters, const dou
   std::vector<double> v(x.d, 0.0), d2(n), beta(n);
   if (center != nullptr) std::copy(center, center + x.d, v.begin());
   std::vector<unsigned char> bad(n);
-  detail::point_sq_dists(x, center != nullptr ? v.data() : nullptr, d2.data(), bad.data(),
-                         threads);
+  // Each step moves v by at most tau, so |v|_inf <= |center|_inf + iters * tau throughout and
+  // no distance exceeds the first one plus iters * tau. When that bound could overflow a
+  // squared distance, every distance is taken on the values times 2^-e (exact ratios below).
+  const double* c0 = center != nullptr ? v.data() : nullptr;
+  double drift = static_cast<double>(iters) * tau, vmax = 0.0;
+  if (!std::isfinite(drift)) drift = std::numeric_limits<double>::max();
+  if (center != nullptr) {
+    for (std::size_t k = 0; k < x.d; ++k) vmax = std::max(vmax, std::fabs(center[k]));
+  }
+  vmax = std::min(vmax + drift, std::numeric_limits<double>::max());
+  int e = detail::point_sq_dists(x, c0, d2.data(), bad.data(), threads, vmax);
+  if (e == 0) {
+    double dmax = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!bad[i]) dmax = std::max(dmax, std::sqrt(d2[i]));
+    }
+    if (!((dmax + drift) * (dmax + drift) <= detail::sq_dist_limit(n))) {
+      e = detail::overflow_safe_exponent(std::max(detail::max_abs_rows(x, bad.data(), threads),
+                                                  vmax),
+                                         x.d, n);
+      detail::point_pass(x, c0, e, d2.data(), bad.data(), threads);
+    }
+  }
   const double inv_n = 1.0 / static_cast<double>(n);
   for (std::size_t it = 0; it < iters; ++it) {
     double bsum = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
-      const double c = bad[i] ? 0.0 : std::min(1.0, tau / std::sqrt(d2[i]));
+      // tau / |x_i - v| with |x_i - v| = sqrt(d2) 2^e, without overflowing either factor.
+      const double c = bad[i] ? 0.0 : std::min(1.0, std::ldexp(tau / std::sqrt(d2[i]), -e));
       beta[i] = c * inv_n;
       bsum += beta[i];
     }
-    detail::affine_step(x, 1.0 - bsum, beta.data(), bad.data(), it + 1 < iters, v.data(),
+    detail::affine_step(x, e, 1.0 - bsum, beta.data(), bad.data(), it + 1 < iters, v.data(),
                         d2.data(), threads);
   }
   detail::write_vector(v, out, threads);
