@@ -22,7 +22,8 @@
 namespace cyclad::kernels {
 
 namespace detail {
-inline constexpr std::size_t kMeanBlock = 4096;
+// 2048 double accumulators (16 KB) stay in L1 beside the streaming rows.
+inline constexpr std::size_t kMeanBlock = 2048;
 
 /// Sum of one coordinate over the rows in long double: the rare path for double sums that
 /// overflow although the mean is finite (rows near the double maximum).
@@ -40,10 +41,24 @@ CYCLAD_MULTIVERSION void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                     T* CYCLAD_RESTRICT out) {
   // Accumulate rows in double, in a fixed order per coordinate: the sum is the same for any
   // partition, and float32 rows near the float32 maximum cannot overflow.
+  // Four rows per sweep of the accumulators (added in row order, so the order per coordinate is
+  // still rows 0, 1, 2, ...): a quarter of the accumulator loads and stores.
   double acc[kMeanBlock];
   const std::size_t len = hi - lo;
   for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(x[lo + j]);
-  for (std::size_t i = 1; i < n; ++i) {
+  std::size_t i = 1;
+  for (; i + 4 <= n; i += 4) {
+    const T* CYCLAD_RESTRICT r0 = x + i * stride + lo;
+    const T* CYCLAD_RESTRICT r1 = r0 + stride;
+    const T* CYCLAD_RESTRICT r2 = r1 + stride;
+    const T* CYCLAD_RESTRICT r3 = r2 + stride;
+    for (std::size_t j = 0; j < len; ++j) {
+      acc[j] = (((acc[j] + static_cast<double>(r0[j])) + static_cast<double>(r1[j])) +
+                static_cast<double>(r2[j])) +
+               static_cast<double>(r3[j]);
+    }
+  }
+  for (; i < n; ++i) {
     const T* r = x + i * stride + lo;
     for (std::size_t j = 0; j < len; ++j) acc[j] += static_cast<double>(r[j]);
   }
