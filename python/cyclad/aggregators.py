@@ -22,6 +22,7 @@ import numpy as np
 
 from cyclad import _core
 from cyclad._validation import (
+    INT64_MAX,
     as_float_array,
     as_matrix,
     check_float,
@@ -92,7 +93,7 @@ def median(X: Any, *, threads: int | None = None) -> Any:
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty, or ``threads < 1``.
+        If ``X`` is not 2-D or is empty, or ``threads`` is outside ``[1, 2**31 - 1]``.
     TypeError
         If ``X`` does not hold real numbers, or ``threads`` is not an integer.
     """
@@ -125,7 +126,8 @@ def trimmed_mean(X: Any, f: int, *, threads: int | None = None) -> Any:
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads < 1``.
+        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads`` is outside
+        ``[1, 2**31 - 1]``.
     TypeError
         If ``X`` does not hold real numbers, or ``f`` / ``threads`` is not an integer.
     """
@@ -163,7 +165,8 @@ def meamed(X: Any, f: int, *, threads: int | None = None) -> Any:
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads < 1``.
+        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads`` is outside
+        ``[1, 2**31 - 1]``.
     TypeError
         If ``X`` does not hold real numbers, or ``f`` / ``threads`` is not an integer.
     """
@@ -286,7 +289,8 @@ def geometric_median(
     eps : float, optional
         Smoothing radius, finite and ``> 0``.
     max_iter : int, optional
-        Maximum number of Weiszfeld steps, ``>= 1``.
+        Maximum number of Weiszfeld steps, ``>= 1``. Values above ``2**63 - 1`` (the kernel's
+        limit) are clamped to it: any such value means "until ``tol`` is met".
     tol : float, optional
         Relative stopping tolerance, finite and ``>= 0``.
     threads : int, optional
@@ -309,7 +313,7 @@ def geometric_median(
     """
     x, wrap = as_matrix(X)
     eps = check_float(eps, "eps", 0.0, strict_lo=True)
-    max_iter = check_int(max_iter, "max_iter", 1)
+    max_iter = min(check_int(max_iter, "max_iter", 1), INT64_MAX)
     tol = check_float(tol, "tol", 0.0)
     z, _ = _core.geometric_median(x, eps, max_iter, tol, threads=check_threads(threads))
     return wrap(z)
@@ -338,7 +342,7 @@ def centered_clipping(
     tau : float
         Clipping radius, finite and ``> 0``.
     iters : int, optional
-        Number of clipping iterations, ``>= 1``.
+        Number of clipping iterations, ``1 <= iters <= 2**63 - 1``.
     center : array-like, shape (D,), optional
         Starting point (finite, any real dtype; used in double); ``None`` starts from zeros.
         Stateless: pass the previous result here to reproduce a stateful server.
@@ -354,13 +358,14 @@ def centered_clipping(
     ------
     ValueError
         If ``X`` is not a non-empty 2-D array, ``tau`` is not finite and ``> 0``,
-        ``iters < 1``, or ``center`` does not have shape ``(D,)`` or is not finite.
+        ``iters`` is outside ``[1, 2**63 - 1]``, or ``center`` does not have shape ``(D,)`` or
+        is not finite.
     TypeError
         If ``X`` or ``center`` do not hold real numbers or a parameter has the wrong type.
     """
     x, wrap = as_matrix(X)
     tau = check_float(tau, "tau", 0.0, strict_lo=True)
-    iters = check_int(iters, "iters", 1)
+    iters = check_int(iters, "iters", 1, INT64_MAX)
     c = None
     if center is not None:
         c, _ = as_float_array(center, "center", ndim=1, dtype=np.float64)
@@ -465,7 +470,8 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
     X : array-like, shape (n, D)
         float32 or float64 vectors, one per row.
     s : int
-        Bucket size, ``>= 1`` (``s >= n`` gives one bucket).
+        Bucket size, ``>= 1``. Any ``s >= n`` gives one bucket (the mean of all rows): larger
+        values, of any size, are clamped to ``n``.
     seed : int
         Permutation seed, ``0 <= seed < 2**64``; the output is a pure function of ``X``, ``s``
         and ``seed``.
@@ -486,7 +492,7 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
         If ``X`` does not hold real numbers or ``s`` / ``seed`` are not integers.
     """
     x, wrap = as_matrix(X)
-    s = check_int(s, "s", 1)
+    s = min(check_int(s, "s", 1), x.shape[0])
     perm = bucket_permutation(x.shape[0], seed)
     return wrap(_core.bucketing(x, perm, s, threads=check_threads(threads)))
 
