@@ -1,9 +1,21 @@
 """Argument checks and the dtype policy shared by every public function.
 
-Policy: float32 stays float32, float64 stays float64, other real dtypes (integers, float16)
-become float64; complex, bool, object and string inputs raise ``TypeError``. Arrays are then made
-C-contiguous (a copy only when the input is not). CPU torch tensors are viewed, not copied, and
-results are handed back as torch tensors.
+Policy: float32 stays float32, float64 stays float64 (in either byte order), other real dtypes
+(integers, float16) become float64; complex, bool, object and string inputs raise ``TypeError``.
+
+Layout: the kernels read raw ``T*`` pointers of C-contiguous, native-byte-order arrays whose
+address is a multiple of the element size. An array that is not -- strided, Fortran-ordered,
+negative strides, byte-swapped, or *misaligned* (e.g. ``np.frombuffer(b, np.float32,
+offset=1)``, a view into a bytes buffer at an odd offset, or a torch tensor over such storage
+via DLPack or ``torch.frombuffer``) -- is copied once into a fresh aligned C-contiguous array. An
+aligned C-contiguous input of the right dtype is passed on without a copy (zero-copy). The same
+holds for the int64 index arrays of :func:`as_index_array`. CPU torch tensors are viewed, not
+copied, and results are handed back as torch tensors.
+
+Integers: :func:`check_int` bounds every integer argument by the range of the C++ type the
+kernel takes (``INT_MAX = 2**31 - 1`` for ``threads``, ``INT64_MAX = 2**63 - 1`` for counts,
+``UINT64_MAX = 2**64 - 1`` for seeds), so an out-of-range value raises ``ValueError`` naming the
+argument and the allowed range rather than reaching the extension.
 """
 
 from __future__ import annotations
@@ -20,6 +32,11 @@ from cyclad import _core
 
 FloatArray = NDArray[np.float32] | NDArray[np.float64]
 Wrap = Callable[[Any], Any]
+
+#: Largest value of the C++ integer types the kernels take (``int``, ``int64_t``, ``uint64_t``).
+INT_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
 
 
 def _identity(out: Any) -> Any:
@@ -70,8 +87,8 @@ def to_numpy(x: Any, name: str = "X") -> tuple[np.ndarray, Wrap]:
 def float_dtype(arr: np.ndarray, name: str = "X") -> np.dtype[Any]:
     """Apply the dtype policy: float32 stays, other real dtypes become float64."""
     dt = arr.dtype
-    if dt == np.float32 or dt == np.float64:
-        return dt
+    if dt.kind == "f" and dt.itemsize in (4, 8):
+        return np.dtype(np.float32) if dt.itemsize == 4 else np.dtype(np.float64)
     if dt.kind in "iuf":
         return np.dtype(np.float64)
     msg = f"{name} must hold real numbers (float32 or float64), got dtype {dt}"
@@ -95,7 +112,18 @@ def as_float_array(
     if arr.size == 0:
         msg = f"{name} must not be empty, got shape {arr.shape}"
         raise ValueError(msg)
-    return np.ascontiguousarray(arr, dtype=dt), wrap
+    return as_c_aligned(arr, dt), wrap
+
+
+def as_c_aligned(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    """``arr`` as a C-contiguous, aligned, native-byte-order ``ndarray`` of ``dtype``.
+
+    No copy when ``arr`` already is one; otherwise exactly one copy (the kernels load the data
+    as aligned ``T*``, so a misaligned view must never reach them)."""
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not out.flags.aligned:
+        out = out.copy(order="C")  # a fresh allocation is aligned for its dtype
+    return out
 
 
 def as_matrix(x: Any, name: str = "X") -> tuple[FloatArray, Wrap]:
@@ -104,7 +132,10 @@ def as_matrix(x: Any, name: str = "X") -> tuple[FloatArray, Wrap]:
 
 
 def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
-    """An integer in [lo, hi] (inclusive bounds, None = unbounded); bool is rejected."""
+    """An integer in [lo, hi] (inclusive bounds, None = unbounded); bool is rejected.
+
+    Accepts Python and NumPy integers (anything with ``__index__``). Callers pass the bound of
+    the C++ type the value reaches (:data:`INT_MAX`, :data:`INT64_MAX`, :data:`UINT64_MAX`)."""
     if isinstance(value, bool | np.bool_):
         msg = f"{name} must be an integer, got {value!r}"
         raise TypeError(msg)
@@ -147,7 +178,7 @@ def check_threads(threads: Any) -> int:
     """Map the public ``threads`` argument to the kernels' convention (0 = all cores)."""
     if threads is None:
         return 0
-    t = check_int(threads, "threads", lo=1)
+    t = check_int(threads, "threads", lo=1, hi=INT_MAX)
     if t > 1 and not _core._has_openmp:
         warnings.warn(
             "cyclad was built without OpenMP; running single-threaded", stacklevel=3
@@ -216,4 +247,4 @@ def as_index_array(
                 f"got values in [{lo}, {hi}]"
             )
             raise ValueError(msg)
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return as_c_aligned(arr, np.int64)

@@ -3,12 +3,74 @@
 Every rule takes ``X``, an ``(n, D)`` array-like of float32 or float64 (a NumPy array, a CPU
 torch tensor, or anything exposing ``__dlpack__`` or the buffer protocol), and returns a result of
 the same dtype and kind. ``threads=None`` uses all cores; results are bit-identical for any
-thread count. Inputs are never modified.
+thread count (``threads`` in ``[1, 2**31 - 1]``). Inputs are never modified; arrays that are
+not aligned C-contiguous float32/float64 are copied once (see :mod:`cyclad._validation`).
 
-Non-finite values are inputs, not errors (Byzantine devices send them): coordinate-wise rules
-order NaN above +Inf, distance-based rules give a row with any non-finite entry an infinite
-distance, so whenever at most ``f`` rows are poisoned every robust rule returns a finite result
-within the range of the honest rows. :func:`mean` is the plain, non-robust baseline.
+Guarantees
+----------
+Notation: ``H`` is the set of honest rows (``h`` of them), ``b = n - h`` the number of other
+rows; ``lo_j`` and ``hi_j`` are the smallest and largest honest value of coordinate ``j`` (the
+*honest box*) and ``W_j = hi_j - lo_j``; ``Delta`` is the largest distance between two honest rows;
+``r(y) = max_{x in H} |x - y|`` for a point ``y``. Distances are Euclidean.
+
+(b) Finite adversarial rows. For any finite values of the ``b <= f`` other rows:
+
+- :func:`median` (``b < n / 2``) and :func:`trimmed_mean` ``(f)``: every coordinate lies in
+  ``[lo_j, hi_j]`` (a kept order statistic has at least ``f`` values on either side).
+- :func:`meamed` ``(f)``: every coordinate lies in ``[lo_j - c W_j, hi_j + c W_j]`` with
+  ``c = f / (n - f)``: a kept adversarial value is no farther from the median than the farthest
+  honest value, so within ``W_j`` of the honest box, and at most ``f`` of the ``n - f`` kept
+  values are adversarial.
+- :func:`krum` and :func:`multi_krum` ``(f, m)`` with ``n >= 2f + 3`` and ``m <= n - f``: every
+  selected row is within ``rho = Delta * sqrt((n - f - 2) / (n - 2f - 1))`` of some honest row
+  (its score is at most an honest score, at most ``(n - f - 2) Delta^2``, and at least
+  ``n - 2f - 1`` of its ``n - f - 2`` neighbours are honest), so the result is within ``rho`` of
+  the convex hull of ``H``, hence in the honest box widened by ``rho``. The selected rows are
+  honest -- and the result is in the honest box -- when every adversarial row is farther than
+  ``rho`` from every honest row. With ``n < 2f + 3``, ``f`` colluding identical rows can win.
+- :func:`geometric_median` (``b < n / 2``): for every point ``y``,
+  ``|GM - y| <= C * r(y)`` with ``C = (n - b) / sqrt(n (n - 2b))``, i.e.
+  ``(1 - a) / sqrt(1 - 2a)`` for ``a = b / n`` (Minsker 2015, Lemma 2.1, in a Euclidean space;
+  the triangle inequality alone gives ``2 (n - b) / (n - 2b)``). The solver returns an
+  approximation, within its ``tol`` of this bound. The result need not lie in the honest box.
+- :func:`centered_clipping` ``(tau, iters, center)``: the result is within distance
+  ``iters * b * tau / n`` of the convex hull of ``H`` and the start point (``center``, or zero),
+  hence in the box of those points widened by ``iters * b * tau / n``: each step is a convex
+  combination of the iterate and honest rows plus at most ``tau / n`` per adversarial row.
+- :func:`mean`: no bound; one row moves it arbitrarily far.
+
+Compositions ``get("p1+...+rule")``: a pre-aggregation maps at most ``b`` rows that depend on
+adversarial rows to at most ``b`` such rows, and the rule satisfies its bound above with ``H``
+replaced by the rows derived from honest rows only: row ``i`` (``i`` honest) of :func:`clip`,
+:func:`arc` and :func:`nnm`, and the buckets of :func:`bucketing` with honest members only.
+Those rows are: for ``clip``, ``x_i min(1, tau / |x_i|)``; for ``arc``, ``x_i min(1, t / |x_i|)``
+with a threshold ``t`` at most the largest honest norm (so every finite output row is at most
+that long); for ``nnm``, points within ``f / (n - f) * Delta`` of the convex hull of ``H``; for
+``bucketing``, points of the convex hull of ``H``.
+
+(a) Poisoned rows. Non-finite values are inputs, not errors (Byzantine devices send them). Say
+a row is *poisoned* if it has a NaN or +-Inf entry, or finite entries of overflow size (up to the
+dtype's maximum: e.g. +-3e38 in float32, +-1e300 in float64, in any mixture within the row). With
+at most ``f`` poisoned rows (and honest rows of ordinary size), every rule but :func:`mean` and
+every composition whose rule is not :func:`mean` returns a **finite** result that satisfies (b).
+Poisoned rows are neutralised: coordinate-wise rules order NaN above +Inf and trim or discard
+the extreme values; distance-based rules accumulate distances in double without overflow and give
+a row with a non-finite entry an infinite distance (weight 0 in the geometric median, a zero
+contribution in centered clipping), and an overflow-sized row a distance that dominates every
+honest one. Applied directly, the rules then meet the bound for the honest rows alone:
+
+- :func:`median`, :func:`trimmed_mean`, :func:`meamed`: in the honest box (no poisoned value is
+  kept);
+- :func:`krum`, :func:`multi_krum` (``n >= 2f + 3``, ``m <= n - f``): the selected rows are
+  honest, so the result is in the honest box;
+- :func:`geometric_median`: with non-finite poisoned rows, in the convex hull of ``H``; an
+  overflow-sized finite row is a far point and pulls by the ball bound of (b);
+- :func:`centered_clipping`: with non-finite poisoned rows, in the convex hull of ``H`` and the
+  start point; an overflow-sized finite row is clipped to ``tau`` and moves it by the widening
+  of (b).
+
+:func:`mean` is the plain, non-robust baseline: NaN and Inf propagate; float32 rows are summed
+in double, so the mean of finite rows is finite whenever its value is representable.
 """
 
 from __future__ import annotations
@@ -22,6 +84,7 @@ import numpy as np
 
 from cyclad import _core
 from cyclad._validation import (
+    INT64_MAX,
     as_float_array,
     as_matrix,
     check_float,
@@ -85,14 +148,14 @@ def median(X: Any, *, threads: int | None = None) -> Any:
     Returns
     -------
     array, shape (D,)
-        Same dtype and kind as ``X``. NaN is ordered above +Inf, so with fewer than ``n / 2``
-        poisoned rows (NaN, +-Inf, huge values) every coordinate is finite and within the range
-        of the honest rows.
+        Same dtype and kind as ``X``. With fewer than ``n / 2`` adversarial rows (finite, or
+        poisoned with NaN, +-Inf or overflow-sized values; NaN is ordered above +Inf) every
+        coordinate is finite and within the range of the honest rows.
 
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty, or ``threads < 1``.
+        If ``X`` is not 2-D or is empty, or ``threads`` is outside ``[1, 2**31 - 1]``.
     TypeError
         If ``X`` does not hold real numbers, or ``threads`` is not an integer.
     """
@@ -117,15 +180,17 @@ def trimmed_mean(X: Any, f: int, *, threads: int | None = None) -> Any:
     -------
     array, shape (D,)
         Same dtype and kind as ``X``. The kept values are summed in float64 (no overflow for
-        float32 inputs) and the result is clamped to their range. NaN is ordered above +Inf,
-        so with at most ``f`` poisoned rows the result is finite and within the honest range.
+        float32 inputs) and the result is clamped to their range. With at most ``f`` adversarial
+        rows (finite, or poisoned; NaN is ordered above +Inf) the result is finite and every
+        coordinate is within the range of the honest rows.
         Bit-identical for any thread count; reordering the rows can change only the rounding
         of the float64 sum.
 
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads < 1``.
+        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads`` is outside
+        ``[1, 2**31 - 1]``.
     TypeError
         If ``X`` does not hold real numbers, or ``f`` / ``threads`` is not an integer.
     """
@@ -156,14 +221,16 @@ def meamed(X: Any, f: int, *, threads: int | None = None) -> Any:
     array, shape (D,)
         Same dtype and kind as ``X``. The median and the sum of the kept values are computed
         in float64; the result is clamped to the kept values' range. With at most ``f``
-        poisoned rows (NaN, +-Inf, huge values) the result is finite and within the honest
-        range. Bit-identical for any thread count; reordering the rows can change only the
-        rounding of the float64 sum.
+        poisoned rows (NaN, +-Inf, overflow-sized values) the result is finite and within the
+        honest range; with ``f`` finite adversarial rows each coordinate is within the honest
+        range widened by ``f / (n - f)`` times its width on either side. Bit-identical for any
+        thread count; reordering the rows can change only the rounding of the float64 sum.
 
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads < 1``.
+        If ``X`` is not 2-D or is empty, ``f`` is out of range, or ``threads`` is outside
+        ``[1, 2**31 - 1]``.
     TypeError
         If ``X`` does not hold real numbers, or ``f`` / ``threads`` is not an integer.
     """
@@ -210,7 +277,11 @@ def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
     Returns
     -------
     array, shape (D,)
-        A copy of the selected row (same dtype and kind as ``X``).
+        A copy of the selected row (same dtype and kind as ``X``). With at most ``f`` poisoned
+        rows (NaN, +-Inf, overflow-sized) it is an honest row. With ``n >= 2f + 3`` and at most
+        ``f`` finite adversarial rows it is within ``Delta * sqrt((n - f - 2) / (n - 2f - 1))``
+        of an honest row (``Delta``: the largest distance between honest rows), and an honest
+        row whenever every adversarial row is farther than that from every honest row.
 
     Raises
     ------
@@ -244,7 +315,10 @@ def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = No
     Returns
     -------
     array, shape (D,)
-        Same dtype and kind as ``X``.
+        Same dtype and kind as ``X``. With ``m <= n - f``: with at most ``f`` poisoned rows the
+        mean of honest rows (in the honest box); with ``n >= 2f + 3`` and at most ``f`` finite
+        adversarial rows, within ``Delta * sqrt((n - f - 2) / (n - 2f - 1))`` of the convex hull
+        of the honest rows, as every selected row is (see :func:`krum`).
 
     Raises
     ------
@@ -286,7 +360,8 @@ def geometric_median(
     eps : float, optional
         Smoothing radius, finite and ``> 0``.
     max_iter : int, optional
-        Maximum number of Weiszfeld steps, ``>= 1``.
+        Maximum number of Weiszfeld steps, ``>= 1``. Values above ``2**63 - 1`` (the kernel's
+        limit) are clamped to it: any such value means "until ``tol`` is met".
     tol : float, optional
         Relative stopping tolerance, finite and ``>= 0``.
     threads : int, optional
@@ -295,9 +370,11 @@ def geometric_median(
     Returns
     -------
     array, shape (D,)
-        Same dtype and kind as ``X``. Rows with a non-finite entry get weight 0; while fewer than
-        half of the rows are poisoned the result is finite and near the honest rows. All NaN if
-        every row has a non-finite entry.
+        Same dtype and kind as ``X``. Rows with a non-finite entry get weight 0 (all NaN if every
+        row has one). With ``b < n / 2`` adversarial rows (finite, overflow-sized or
+        non-finite), the result is finite and, for every point ``y``, within
+        ``(n - b) / sqrt(n (n - 2b)) * max_honest |x_i - y|`` of ``y`` (up to the solver's
+        ``tol``); with only non-finite poisoned rows it is in the convex hull of the honest rows.
 
     Raises
     ------
@@ -309,7 +386,7 @@ def geometric_median(
     """
     x, wrap = as_matrix(X)
     eps = check_float(eps, "eps", 0.0, strict_lo=True)
-    max_iter = check_int(max_iter, "max_iter", 1)
+    max_iter = min(check_int(max_iter, "max_iter", 1), INT64_MAX)
     tol = check_float(tol, "tol", 0.0)
     z, _ = _core.geometric_median(x, eps, max_iter, tol, threads=check_threads(threads))
     return wrap(z)
@@ -327,9 +404,10 @@ def centered_clipping(
 
     ``v <- v + (1/n) sum_i clip_tau(x_i - v)``, ``iters`` times, where
     ``clip_tau(y) = y * min(1, tau / |y|)``. A row with a non-finite entry has no defined
-    difference: it contributes the zero vector (and still counts in ``1/n``). The result then lies
-    in the box spanned by the finite rows and ``center``; finite outliers can move it by at most
-    ``tau / n`` each per iteration.
+    difference: it contributes the zero vector (and still counts in ``1/n``). With ``b`` finite
+    adversarial rows (overflow-sized ones included) the result is within distance
+    ``iters * b * tau / n`` of the convex hull of the honest rows and the start point (``center``
+    or zero); rows with a non-finite entry do not move it at all.
 
     Parameters
     ----------
@@ -338,7 +416,7 @@ def centered_clipping(
     tau : float
         Clipping radius, finite and ``> 0``.
     iters : int, optional
-        Number of clipping iterations, ``>= 1``.
+        Number of clipping iterations, ``1 <= iters <= 2**63 - 1``.
     center : array-like, shape (D,), optional
         Starting point (finite, any real dtype; used in double); ``None`` starts from zeros.
         Stateless: pass the previous result here to reproduce a stateful server.
@@ -354,13 +432,14 @@ def centered_clipping(
     ------
     ValueError
         If ``X`` is not a non-empty 2-D array, ``tau`` is not finite and ``> 0``,
-        ``iters < 1``, or ``center`` does not have shape ``(D,)`` or is not finite.
+        ``iters`` is outside ``[1, 2**63 - 1]``, or ``center`` does not have shape ``(D,)`` or
+        is not finite.
     TypeError
         If ``X`` or ``center`` do not hold real numbers or a parameter has the wrong type.
     """
     x, wrap = as_matrix(X)
     tau = check_float(tau, "tau", 0.0, strict_lo=True)
-    iters = check_int(iters, "iters", 1)
+    iters = check_int(iters, "iters", 1, INT64_MAX)
     c = None
     if center is not None:
         c, _ = as_float_array(center, "center", ndim=1, dtype=np.float64)
@@ -440,7 +519,11 @@ def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
     array, shape (n, D)
         Same dtype and kind as ``X``. With at most ``f`` rows holding non-finite entries, the
         output row of every finite row is finite; the output row of a non-finite row stays
-        non-finite (it includes itself), for the rule that follows to discard.
+        non-finite (it includes itself), for the rule that follows to discard. With at most
+        ``f`` adversarial rows, the output row of an honest row is within
+        ``f / (n - f) * Delta`` (``Delta``: the largest distance between honest rows) of the
+        convex hull of the honest rows, and in that hull when the adversarial rows are poisoned
+        (non-finite or overflow-sized: never among an honest row's ``n - f`` nearest).
 
     Raises
     ------
@@ -465,7 +548,8 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
     X : array-like, shape (n, D)
         float32 or float64 vectors, one per row.
     s : int
-        Bucket size, ``>= 1`` (``s >= n`` gives one bucket).
+        Bucket size, ``>= 1``. Any ``s >= n`` gives one bucket (the mean of all rows): larger
+        values, of any size, are clamped to ``n``.
     seed : int
         Permutation seed, ``0 <= seed < 2**64``; the output is a pure function of ``X``, ``s``
         and ``seed``.
@@ -476,7 +560,8 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
     -------
     array, shape (ceil(n / s), D)
         Same dtype and kind as ``X``. A bucket holding a non-finite row is non-finite, so at most
-        ``f`` poisoned rows give at most ``f`` poisoned buckets.
+        ``f`` poisoned rows give at most ``f`` poisoned buckets; a bucket of honest rows only is
+        in their convex hull.
 
     Raises
     ------
@@ -486,7 +571,7 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
         If ``X`` does not hold real numbers or ``s`` / ``seed`` are not integers.
     """
     x, wrap = as_matrix(X)
-    s = check_int(s, "s", 1)
+    s = min(check_int(s, "s", 1), x.shape[0])
     perm = bucket_permutation(x.shape[0], seed)
     return wrap(_core.bucketing(x, perm, s, threads=check_threads(threads)))
 
@@ -510,7 +595,8 @@ def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
     Returns
     -------
     array, shape (n, D)
-        Same dtype and kind as ``X``.
+        Same dtype and kind as ``X``. Every finite row, overflow-sized ones included, has norm
+        at most ``tau`` afterwards (its norm is computed without overflow).
 
     Raises
     ------
@@ -547,7 +633,10 @@ def arc(X: Any, f: int, *, threads: int | None = None) -> Any:
     Returns
     -------
     array, shape (n, D)
-        Same dtype and kind as ``X``.
+        Same dtype and kind as ``X``. With at most ``f`` adversarial rows (``k >= f``) the
+        threshold is at most the largest honest norm, so every finite output row (overflow-sized
+        ones included) is no longer than the longest honest row, and honest rows are only
+        scaled towards zero.
 
     Raises
     ------

@@ -13,6 +13,12 @@ gradient ``g = (1/N) sum_j g_j`` with ``E||z_i - g||^2 = (N-d)/(d(N-1)) * het``,
 
 :class:`GradientCode` (cyclic repetition code) and :class:`FractionalRepetitionCode` are the exact
 gradient codes of Tandon et al. (2017): any ``n - s`` responders suffice to recover ``g``.
+
+Arguments: integer arguments are checked against the range of the type they end up in (``n``
+and ``d`` index int64 arrays: at most ``2**63 - 1``; seeds and round indices are 64-bit words:
+``[0, 2**64)``; ``threads``: ``[1, 2**31 - 1]``), raising ``ValueError`` naming the argument and
+the range. Arrays reach the kernel C-contiguous and aligned: a misaligned or strided ``G``,
+``assignment`` or ``weights`` is copied once (see :mod:`cyclad._validation`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from cyclad import _core
-from cyclad._validation import as_index_array, as_matrix, check_int, check_threads, to_numpy
+from cyclad._validation import (
+    INT64_MAX,
+    UINT64_MAX,
+    as_c_aligned,
+    as_index_array,
+    as_matrix,
+    check_int,
+    check_threads,
+    to_numpy,
+)
 
 __all__ = [
     "CyclicCode",
@@ -35,7 +50,7 @@ __all__ = [
 
 Mode = Literal["permute", "shift", "fixed"]
 _MODES = ("permute", "shift", "fixed")
-_U64_MAX = 2**64 - 1
+_U64_MAX = UINT64_MAX
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,7 +78,7 @@ def permutation(n: int, seed: int, t: int) -> NDArray[np.int64]:
     Parameters
     ----------
     n : int
-        Permutation length, ``n >= 1``.
+        Permutation length, ``1 <= n <= 2**63 - 1`` (indices are int64).
     seed : int
         Shared seed in ``[0, 2**64)``.
     t : int
@@ -80,7 +95,7 @@ def permutation(n: int, seed: int, t: int) -> NDArray[np.int64]:
     TypeError
         If an argument is not an integer.
     """
-    n = check_int(n, "n", lo=1)
+    n = check_int(n, "n", lo=1, hi=INT64_MAX)
     seed = check_int(seed, "seed", lo=0, hi=_U64_MAX)
     t = check_int(t, "t", lo=0, hi=_U64_MAX)
     return np.argsort(_philox_words(seed, t, n), kind="stable").astype(np.int64, copy=False)
@@ -96,7 +111,7 @@ class CyclicCode:
     Parameters
     ----------
     n : int
-        Number of devices (and of data subsets), ``n >= 1``.
+        Number of devices (and of data subsets), ``1 <= n <= 2**63 - 1`` (indices are int64).
     d : int
         Redundancy, ``1 <= d <= n``: subsets per device and devices per subset.
     mode : {"permute", "shift", "fixed"}
@@ -117,7 +132,7 @@ class CyclicCode:
     """
 
     def __init__(self, n: int, d: int, mode: Mode = "permute", seed: int = 0) -> None:
-        self.n = check_int(n, "n", lo=1)
+        self.n = check_int(n, "n", lo=1, hi=INT64_MAX)
         self.d = check_int(d, "d", lo=1, hi=self.n)
         if mode not in _MODES:
             msg = f"mode must be one of {_MODES}, got {mode!r}"
@@ -237,7 +252,7 @@ def _as_weights(weights: Any, n: int, d: int, dtype: np.dtype[Any]) -> NDArray[A
         msg = f"weights must have shape (n, d) = ({n}, {d}) or (d,) = ({d},), got {w.shape}"
         raise ValueError(msg)
     with np.errstate(over="ignore"):  # overflow is reported below as a non-finite weight
-        out = np.ascontiguousarray(w, dtype=dtype)
+        out = as_c_aligned(w, dtype)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(out))):
         msg = f"weights must be finite (also after conversion to {dtype})"
         raise ValueError(msg)
@@ -424,7 +439,7 @@ class GradientCode(_ExactCode):
     Parameters
     ----------
     n : int
-        Number of devices and of data subsets, ``n >= 1``.
+        Number of devices and of data subsets, ``1 <= n <= 2**63 - 1``.
     s : int
         Stragglers tolerated, ``0 <= s < n``.
     seed : int
@@ -437,7 +452,7 @@ class GradientCode(_ExactCode):
     """
 
     def __init__(self, n: int, s: int, *, seed: int = 0) -> None:
-        self.n = check_int(n, "n", lo=1)
+        self.n = check_int(n, "n", lo=1, hi=INT64_MAX)
         self.s = check_int(s, "s", lo=0, hi=self.n - 1)
         self.seed = check_int(seed, "seed", lo=0, hi=_U64_MAX)
         n, s = self.n, self.s
@@ -476,7 +491,7 @@ class FractionalRepetitionCode(_ExactCode):
     Parameters
     ----------
     n : int
-        Number of devices and of data subsets, ``n >= 1``.
+        Number of devices and of data subsets, ``1 <= n <= 2**63 - 1``.
     s : int
         Stragglers tolerated, ``0 <= s < n`` with ``(s + 1)`` dividing ``n``.
 
@@ -487,7 +502,7 @@ class FractionalRepetitionCode(_ExactCode):
     """
 
     def __init__(self, n: int, s: int) -> None:
-        self.n = check_int(n, "n", lo=1)
+        self.n = check_int(n, "n", lo=1, hi=INT64_MAX)
         self.s = check_int(s, "s", lo=0, hi=self.n - 1)
         if self.n % (self.s + 1) != 0:
             msg = f"s + 1 must divide n for a fractional repetition code, got n={n}, s={s}"
