@@ -488,9 +488,14 @@ CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo
       c.key.resize(c.idx.size());
     }
     // One bit per element (a vector compare + mask move) and the block's keys; then write the
-    // set bits without data-dependent branches for up to 4 hits per word (the common case).
+    // set bits without data-dependent branches for up to kFixed hits per word (the common
+    // case). The fixed steps may run past the real hits: kFixed sentinel bits above the mask
+    // keep every __builtin_ctzll argument nonzero (ctz of 0 is undefined) and point those steps
+    // at the zeroed padding kb[kStep .. kStep + kFixed); what they write lies beyond the `cnt`
+    // real entries (inside the kStep slots reserved above) and is overwritten or cut off.
+    constexpr std::size_t kFixed = 4;
     std::uint32_t mask = 0;
-    K kb[kStep + 1];
+    K kb[kStep + kFixed];
     for (std::size_t j = 0; j < kStep; ++j) {
       typename Tr::U u;
       std::memcpy(&u, x + i + j, sizeof(T));
@@ -498,18 +503,18 @@ CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo
       mask |= static_cast<std::uint32_t>(m >= L) << j;
       kb[j] = m < Tr::kNan ? m : Tr::kNan;
     }
-    kb[kStep] = 0;
+    for (std::size_t j = kStep; j < kStep + kFixed; ++j) kb[j] = 0;
     const auto cnt = static_cast<std::size_t>(__builtin_popcount(mask));
-    std::uint64_t bits = mask | (std::uint64_t{1} << kStep);  // sentinel: ctz is kStep when empty
+    std::uint64_t bits = mask | (((std::uint64_t{1} << kFixed) - 1) << kStep);
     std::uint32_t* CYCLAD_RESTRICT po = c.idx.data() + o;
     K* CYCLAD_RESTRICT pk = c.key.data() + o;
-    for (std::size_t t = 0; t < 4; ++t) {
+    for (std::size_t t = 0; t < kFixed; ++t) {
       const auto j = static_cast<std::size_t>(__builtin_ctzll(bits));
       po[t] = static_cast<std::uint32_t>(i + j);
       pk[t] = kb[j];
       bits &= bits - 1;
     }
-    for (std::size_t t = 4; t < cnt; ++t) {
+    for (std::size_t t = kFixed; t < cnt; ++t) {  // only real hits are left here
       const auto j = static_cast<std::size_t>(__builtin_ctzll(bits));
       po[t] = static_cast<std::uint32_t>(i + j);
       pk[t] = kb[j];
