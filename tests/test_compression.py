@@ -489,6 +489,7 @@ template <typename T> void wire_cases(std::mt19937_64& g) {
           k::WireSpec spec;
           spec.kind = static_cast<k::Kind>(kind);
           spec.vcode = static_cast<k::ValueCode>(vc);
+          spec.dense = k::dense_code_of<T>;
           spec.dim = D;
           spec.param = kind == 3 ? 5 : (D + 3) / 4;
           spec.bucket = kind == 3 ? (D < 7 ? D : 7) : 0;
