@@ -354,7 +354,8 @@ void bind_coding(py::module_& m) {
 // ============================================================================================
 
 k::WireSpec wire_spec(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
-                      std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled) {
+                      std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled,
+                      bool float64) {
   if (kind < 0 || kind > 4) {
     throw std::invalid_argument("kind must be 0..4, got " + std::to_string(kind));
   }
@@ -364,6 +365,7 @@ k::WireSpec wire_spec(int kind, int vcode, std::uint64_t dim, std::uint64_t para
   k::WireSpec spec;
   spec.kind = static_cast<k::Kind>(kind);
   spec.vcode = static_cast<k::ValueCode>(vcode);
+  spec.dense = float64 ? k::DenseCode::f64 : k::DenseCode::f32;
   spec.dim = dim;
   spec.param = param;
   spec.bucket = bucket;
@@ -388,7 +390,7 @@ Bytes compress_impl(const CArray<T>& x, int kind, int vcode, std::uint64_t param
     throw std::invalid_argument("x must be a non-empty 1-D vector");
   }
   auto spec = wire_spec(kind, vcode, static_cast<std::uint64_t>(x.shape(0)), param, bucket,
-                        shared, seed, scaled);
+                        shared, seed, scaled, std::is_same<T, double>::value);
   const std::uint64_t size = k::payload_size(spec);
   Bytes out(static_cast<py::ssize_t>(size));
   auto* o = reinterpret_cast<unsigned char*>(out.mutable_data());
@@ -403,10 +405,11 @@ Bytes compress_impl(const CArray<T>& x, int kind, int vcode, std::uint64_t param
 py::array decompress_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
                           std::uint64_t param, std::uint64_t bucket, bool shared,
                           std::uint64_t seed, bool float64, int threads) {
-  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true);
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true, float64);
   const unsigned char* p = bytes_arg(payload);
   const auto size = static_cast<std::uint64_t>(payload.shape(0));
   // Validate before allocating D elements: a malformed header never triggers the allocation.
+  // (Bounding D itself is the caller's job: cyclad.compression requires dim= or max_dim=.)
   {
     py::gil_scoped_release release;
     k::validate_payload(spec, p, size, threads);
@@ -425,8 +428,9 @@ py::array decompress_impl(const Bytes& payload, int kind, int vcode, std::uint64
 }
 
 void validate_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
-                   std::uint64_t param, std::uint64_t bucket, bool shared, int threads) {
-  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, 0, true);
+                   std::uint64_t param, std::uint64_t bucket, bool shared, bool float64,
+                   int threads) {
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, float64);
   const unsigned char* p = bytes_arg(payload);
   const auto size = static_cast<std::uint64_t>(payload.shape(0));
   py::gil_scoped_release release;
@@ -435,7 +439,7 @@ void validate_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
 
 std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
                                 std::uint64_t bucket, bool shared) {
-  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true));
+  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, true));
 }
 
 template <typename T>
@@ -485,7 +489,8 @@ void bind_compress(py::module_& m) {
         "Validate and decompress a wire payload into a dense vector.");
   m.def("wire_validate", &validate_impl, py::arg("payload").noconvert(), py::arg("kind"),
         py::arg("vcode"), py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
-        py::arg("threads") = 0, "Validate a wire payload against its header (ValueError).");
+        py::arg("float64"), py::arg("threads") = 0,
+        "Validate a wire payload against its header (ValueError).");
   m.def("wire_payload_size", &payload_size_impl, py::arg("kind"), py::arg("vcode"),
         py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
         "Exact payload size in bytes implied by a header (ValueError if out of range).");

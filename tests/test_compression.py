@@ -445,3 +445,118 @@ def test_derive_seed() -> None:
     assert 0 <= comp.derive_seed(2**64 - 1, 2**64 - 1) < 2**64
     with pytest.raises(ValueError, match="keys"):
         comp.derive_seed(1, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# the kernels under AddressSanitizer + UndefinedBehaviorSanitizer
+# --------------------------------------------------------------------------------------------
+
+_SANITIZER_DRIVER = r"""
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <vector>
+#include "cyclad/compress.hpp"
+namespace k = cyclad::kernels;
+
+template <typename T> void topk_cases(std::mt19937_64& g) {
+  std::normal_distribution<double> nd;
+  for (std::size_t D : {1u, 31u, 32u, 33u, 100u, 4095u, 4096u, 70001u, 300000u}) {
+    for (int fill = 0; fill < 4; ++fill) {
+      std::vector<T> x(D);
+      for (std::size_t i = 0; i < D; ++i) {
+        const double v = nd(g);
+        x[i] = static_cast<T>(fill == 0 ? v : fill == 1 ? 0.0 : fill == 2 ? 1.0
+                              : (i % 97 == 0 ? v : 0.0));
+      }
+      for (std::size_t kk : {std::size_t{1}, D / 100 + 1, D / 3 + 1, D - D / 2, D}) {
+        if (kk > D) continue;
+        std::vector<std::uint32_t> idx(kk);
+        k::topk_select(x.data(), D, kk, idx.data(), 1);
+      }
+    }
+  }
+}
+
+template <typename T> void wire_cases(std::mt19937_64& g) {
+  std::normal_distribution<double> nd;
+  for (std::size_t D : {1u, 13u, 1000u, 5000u}) {
+    std::vector<T> x(D);
+    for (auto& v : x) v = static_cast<T>(nd(g));
+    for (int kind = 0; kind <= 4; ++kind) {
+      for (int vc = 1; vc <= 3; ++vc) {
+        for (int shared = 0; shared <= (kind == 2 ? 1 : 0); ++shared) {
+          k::WireSpec spec;
+          spec.kind = static_cast<k::Kind>(kind);
+          spec.vcode = static_cast<k::ValueCode>(vc);
+          spec.dense = k::dense_code_of<T>;
+          spec.dim = D;
+          spec.param = kind == 3 ? 5 : (D + 3) / 4;
+          spec.bucket = kind == 3 ? (D < 7 ? D : 7) : 0;
+          spec.shared = shared != 0;
+          spec.seed = 9;
+          const std::uint64_t size = k::payload_size(spec);
+          std::vector<unsigned char> p(size);
+          k::compress(spec, x.data(), p.data(), size, 1);
+          std::vector<T> out(D);
+          k::decompress(spec, p.data(), size, out.data(), 1);
+          for (std::size_t bit = 0; bit < 8 * size && bit < 4096; ++bit) {
+            p[bit / 8] ^= static_cast<unsigned char>(1U << (bit % 8));
+            try {
+              k::decompress(spec, p.data(), size, out.data(), 1);
+            } catch (const std::invalid_argument&) {
+            }
+            p[bit / 8] ^= static_cast<unsigned char>(1U << (bit % 8));
+          }
+        }
+      }
+    }
+  }
+}
+
+int main() {
+  std::mt19937_64 g(1);
+  topk_cases<float>(g);
+  topk_cases<double>(g);
+  wire_cases<float>(g);
+  wire_cases<double>(g);
+  std::puts("sanitizer driver ok");
+  return 0;
+}
+"""
+
+
+@pytest.mark.slow
+def test_kernels_are_clean_under_sanitizers(tmp_path) -> None:
+    """Top-k selection (every fill pattern, k from 1 to D) and compress / decompress of every
+    kind, with every bit of the payload flipped, run without any ASan or UBSan report."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    csrc = Path(__file__).resolve().parents[1] / "csrc"
+    cxx = shutil.which("g++") or shutil.which("clang++")
+    if cxx is None or not (csrc / "cyclad" / "compress.hpp").exists():
+        pytest.skip("needs a C++ compiler and the csrc/ sources")
+    import resource
+
+    # ASan reserves terabytes of shadow address space: under an address-space limit, UBSan only
+    limited = resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    sanitize = "undefined" if limited else "address,undefined"
+    flags = ["-std=c++17", "-O1", "-g", f"-fsanitize={sanitize}",
+             "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    probe = tmp_path / "probe.cpp"
+    probe.write_text("int main() { return 0; }\n")
+    if subprocess.run([cxx, *flags, str(probe), "-o", str(tmp_path / "probe")],
+                      capture_output=True).returncode != 0:
+        pytest.skip("the compiler has no sanitizer runtime")
+    src = tmp_path / "driver.cpp"
+    src.write_text(_SANITIZER_DRIVER)
+    exe = tmp_path / "driver"
+    build = subprocess.run([cxx, *flags, f"-I{csrc}", str(src), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    env = {"ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "sanitizer driver ok" in run.stdout

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyclad.compression as comp
+from cyclad import _core
 from tests import _reference as ref
 
 VDTS = ["float16", "float32", "float64"]
@@ -44,14 +47,39 @@ def sample_messages() -> list[comp.Message]:
 MESSAGES = sample_messages()
 
 
-def accept_or_value_error(b: bytes) -> None:
-    """The contract for arbitrary bytes: parse + decompress cleanly, or ValueError."""
+@contextlib.contextmanager
+def address_space_headroom(nbytes: int = 1 << 30):
+    """Cap the process's address space at its current size + ``nbytes`` (Linux), so that an
+    allocation the input does not justify fails with MemoryError instead of exhausting RAM."""
     try:
-        m = comp.Message.from_bytes(b)
-    except ValueError:
+        import resource
+
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    except (ImportError, OSError, StopIteration):
+        yield
         return
-    out = comp.decompress(m)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = vm + nbytes if hard == resource.RLIM_INFINITY else min(hard, vm + nbytes)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def accept_or_value_error(b: bytes) -> None:
+    """The contract for arbitrary bytes: parse + decompress cleanly (no warning, within a
+    memory budget), or ValueError."""
+    with address_space_headroom(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            m = comp.Message.from_bytes(b)
+        except ValueError:
+            return
+        out = comp.decompress(m)
     assert out.shape == (m.dim,)
+    assert m.dim <= comp.DEFAULT_MAX_DIM
     assert m.to_bytes() == b  # canonical: one encoding per message
 
 
@@ -196,7 +224,8 @@ def _edit(b: bytes, fmt: str, off: int, value: int) -> bytes:
         ("topk", "<Q", 8, 0, "D must be"),
         ("topk", "<Q", 8, 2**40, "D must be"),
         ("topk", "<Q", 8, 2**64 - 1, "D must be"),
-        ("topk", "<Q", 8, 10**9, "header implies"),
+        ("topk", "<Q", 8, 10**9, "above max_dim"),
+        ("topk", "<Q", 8, 2**20, "header implies"),
         ("topk", "<Q", 16, 0, "k must be"),
         ("topk", "<Q", 16, 1001, "k must be"),
         ("topk", "<Q", 16, 2**63, "k must be"),
@@ -278,3 +307,370 @@ def test_payload_is_read_only() -> None:
     parsed = comp.Message.from_bytes(m.to_bytes())
     with pytest.raises(ValueError, match="read-only"):
         parsed.payload[0] = 1
+
+
+# --------------------------------------------------------------------------------------------
+# allocation bounds: the receiver, not the header, decides how much memory a message may take
+# --------------------------------------------------------------------------------------------
+
+
+def _flipped_shared_randk() -> bytes:
+    """A 44-byte shared rand-k message with bit 31 of D flipped: D = 2^31 + 13, still valid."""
+    x = np.random.default_rng(0).standard_normal(13)
+    c = comp.RandK(k=3, shared=True, value_dtype="float32")
+    b = bytearray(c.compress(x, seed=3).to_bytes())
+    assert len(b) == 44
+    b[8 + 3] ^= 0x80
+    assert struct.unpack_from("<Q", b, 8)[0] == 2**31 + 13
+    return bytes(b)
+
+
+def test_declared_dim_needs_dim_or_max_dim() -> None:
+    b = _flipped_shared_randk()
+    with address_space_headroom():
+        with pytest.raises(ValueError, match=r"D=2147483661, above max_dim=16777216.*dim="):
+            comp.Message.from_bytes(b)
+        with pytest.raises(ValueError, match="expected dim=13"):
+            comp.Message.from_bytes(b, dim=13)
+        with pytest.raises(ValueError, match="max_dim=1000"):
+            comp.Message.from_bytes(b, max_dim=1000)
+        # the caller may allow it explicitly (parsing alone allocates nothing proportional to D)
+        m = comp.Message.from_bytes(b, max_dim=2**32 - 1)
+        assert m.dim == 2**31 + 13
+        assert comp.Message.from_bytes(b, dim=2**31 + 13) == m
+
+
+def test_max_dim_bounds() -> None:
+    assert comp.DEFAULT_MAX_DIM == 2**24
+    D = comp.DEFAULT_MAX_DIM + 1  # a sign message of D coordinates is only ~2 MB
+    b = struct.pack("<2sBBBBBBQ", b"CZ", 1, 4, 1, 2, 0, 0, D) + np.float32(1).tobytes()
+    b += bytes(-(-D // 8))
+    with pytest.raises(ValueError, match="max_dim"):
+        comp.Message.from_bytes(b)
+    assert comp.Message.from_bytes(b, dim=D).dim == D
+    assert comp.Message.from_bytes(b, max_dim=D).dim == D
+    with pytest.raises(ValueError, match="max_dim"):
+        comp.Message.from_bytes(b, dim=D, max_dim=D - 1)  # both bounds apply when both given
+    small = MESSAGES[3].to_bytes()
+    assert comp.Message.from_bytes(small, max_dim=MESSAGES[3].dim) == MESSAGES[3]
+    for bad, exc in ((0, ValueError), (2**32, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="max_dim"):
+            comp.Message.from_bytes(small, max_dim=bad)
+        with pytest.raises(exc, match="dim"):
+            comp.Message.from_bytes(small, dim=bad)
+
+
+def test_extreme_size_fields_stay_within_a_memory_budget() -> None:
+    # 8-byte overwrites of D, k/s and bucket with extreme values (each call is capped at
+    # 1 GiB of fresh address space; see accept_or_value_error)
+    for m in MESSAGES:
+        b = m.to_bytes()
+        for off in (8, 16, 24):
+            if off + 8 > len(b):
+                continue
+            for v in (2**32 - 1, 2**31 + 13, 2**24, 2**24 + 1, 2**63, 2**64 - 1):
+                accept_or_value_error(_edit(b, "<Q", off, v))
+
+
+def test_handmade_message_is_checked() -> None:
+    ok = MESSAGES[0]
+    with pytest.raises(ValueError, match="header implies|inconsistent"):
+        comp.Message(ok.kind, ok.dtype, ok.value_dtype, ok.dim + 2**31, ok.k, ok.levels,
+                     ok.bucket, ok.shared, ok.seed, ok.payload)
+    with pytest.raises(ValueError, match="inconsistent"):
+        comp.Message("randk", np.dtype(np.float64), "float32", 2**40, 3, 0, 0, True, 0,
+                     np.zeros(12, np.uint8))
+    with pytest.raises(ValueError, match="inconsistent"):
+        comp.Message(ok.kind, np.dtype(np.int32), ok.value_dtype, ok.dim, ok.k, ok.levels,
+                     ok.bucket, ok.shared, ok.seed, ok.payload)
+    with pytest.raises(ValueError, match="inconsistent"):
+        comp.Message(ok.kind, ok.dtype, ok.value_dtype, ok.dim, ok.k, ok.levels, ok.bucket,
+                     ok.shared, ok.seed, ok.payload.astype(np.int8))
+
+
+# --------------------------------------------------------------------------------------------
+# sizes at the extremes: exact, or rejected, never wrapped
+# --------------------------------------------------------------------------------------------
+
+_MAXD = 2**32 - 1
+
+
+@pytest.mark.parametrize("vdt", VDTS)
+@pytest.mark.parametrize(
+    ("kind", "D", "param", "bucket", "shared"),
+    [
+        ("identity", _MAXD, 0, 0, False),
+        ("sign", _MAXD, 0, 0, False),
+        ("topk", _MAXD, _MAXD, 0, False),
+        ("topk", _MAXD, 1, 0, False),
+        ("topk", 2**31 + 1, 2**31 + 1, 0, False),
+        ("randk", _MAXD, _MAXD, 0, False),
+        ("randk", _MAXD, _MAXD, 0, True),
+        ("qsgd", _MAXD, 65535, 1, False),
+        ("qsgd", _MAXD, 65535, _MAXD, False),
+        ("qsgd", _MAXD, 1, 1, False),
+        ("qsgd", _MAXD, 32768, 3, False),
+    ],
+)
+def test_payload_size_is_exact_at_the_extremes(kind, D, param, bucket, shared, vdt) -> None:
+    code = comp._KINDS[kind]
+    vcode = comp._VALUE_DTYPES[vdt]
+    got = _core.wire_payload_size(code, vcode, D, param, bucket, shared)
+    k = param if kind in ("topk", "randk") else 0
+    s = param if kind == "qsgd" else 0
+    want = ref.payload_size(kind, D, k, s, bucket, VB[vdt], shared)
+    assert got == want  # Python integers: exact
+    # a header declaring it, with a short body, is rejected before anything is allocated, and
+    # the error names the exact size
+    head = struct.pack("<2sBBBBBBQ", b"CZ", 1, code, 2, vcode, int(shared), 0, D)
+    if kind in ("topk", "randk"):
+        head += struct.pack("<Q", param) + (struct.pack("<Q", 7) if shared else b"")
+    elif kind == "qsgd":
+        head += struct.pack("<QQ", param, bucket)
+    with address_space_headroom():
+        with pytest.raises(ValueError, match=f"header implies {len(head)} \\+ {want}$"):
+            comp.Message.from_bytes(head + bytes(64), max_dim=_MAXD)
+
+
+@pytest.mark.parametrize(
+    ("kind", "D", "param", "bucket", "match"),
+    [
+        ("identity", 2**32, 0, 0, "D must be"),
+        ("identity", 2**64 - 1, 0, 0, "D must be"),
+        ("topk", _MAXD, _MAXD + 1, 0, "k must be"),
+        ("topk", _MAXD, 2**64 - 1, 0, "k must be"),
+        ("randk", 5, 6, 0, "k must be"),
+        ("qsgd", _MAXD, 65536, 1, "levels must be"),
+        ("qsgd", _MAXD, 2**64 - 1, 1, "levels must be"),
+        ("qsgd", _MAXD, 1, _MAXD + 1, "bucket must be"),
+        ("qsgd", _MAXD, 1, 0, "bucket must be"),
+    ],
+)
+def test_payload_size_rejects_out_of_range(kind, D, param, bucket, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        _core.wire_payload_size(comp._KINDS[kind], 3, D, param, bucket, False)
+
+
+# --------------------------------------------------------------------------------------------
+# decoded values stay finite in the dense dtype
+# --------------------------------------------------------------------------------------------
+
+F32_MAX = float(np.finfo(np.float32).max)
+F32_EDGE = 2.0**128 - 2.0**103  # the smallest double that rounds to float32 +Inf
+F64_MAX = float(np.finfo(np.float64).max)
+
+
+def _head(kind: int, dcode: int, vcode: int, D: int, *extra: int, flags: int = 0) -> bytes:
+    return struct.pack("<2sBBBBBBQ", b"CZ", 1, kind, dcode, vcode, flags, 0, D) + b"".join(
+        struct.pack("<Q", e) for e in extra)
+
+
+def _decode(b: bytes) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return comp.decompress(comp.Message.from_bytes(b))
+
+
+@pytest.mark.parametrize(
+    ("norm", "dcode", "s", "ok"),
+    [
+        (1e300, 1, 4, False),
+        (1e300, 2, 4, True),
+        (F32_MAX, 1, 3, True),
+        (np.nextafter(F32_EDGE, 0), 1, 1, True),
+        (F32_EDGE, 1, 1, False),
+        (F64_MAX, 2, 1, True),
+        (F64_MAX, 2, 3, False),  # 3 * (max / 3) rounds to +Inf
+        (F64_MAX, 2, 65535, False),
+    ],
+)
+def test_qsgd_norm_must_decode_finite_in_the_dense_dtype(norm, dcode, s, ok) -> None:
+    # one bucket of 2 coordinates, both at level s
+    b = (_head(3, dcode, 3, 2, s, 2) + np.float64(norm).tobytes() + b"\x00"
+         + ref.pack_bits(np.array([s, s]), s.bit_length()))
+    if not ok:
+        with pytest.raises(ValueError, match="dense dtype"):
+            comp.Message.from_bytes(b)
+        return
+    out = _decode(b)
+    assert np.all(np.isfinite(out))
+    assert np.all(out > 0)
+
+
+@pytest.mark.parametrize(
+    ("scale", "dcode", "ok"),
+    [(1e300, 1, False), (1e300, 2, True), (F32_MAX, 1, True), (F32_EDGE, 1, False)],
+)
+def test_sign_scale_must_be_finite_in_the_dense_dtype(scale, dcode, ok) -> None:
+    b = _head(4, dcode, 3, 3) + np.float64(scale).tobytes() + b"\x05"
+    if not ok:
+        with pytest.raises(ValueError, match="dense dtype"):
+            comp.Message.from_bytes(b)
+        return
+    out = _decode(b)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(np.signbit(out), [True, False, True])
+
+
+def _sparse_bytes(kind: int, dcode: int, vals, D: int = 100, shared: bool = False) -> bytes:
+    vals = np.asarray(vals, np.float64)
+    k = vals.size
+    if shared:
+        return _head(kind, dcode, 3, D, k, 7, flags=1) + vals.tobytes()
+    return (_head(kind, dcode, 3, D, k) + ref.pack_bits(np.arange(k), (D - 1).bit_length())
+            + vals.tobytes())
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2])  # identity, top-k, private rand-k (k = D: no scale)
+def test_raw_values_must_not_overflow_the_dense_dtype(kind) -> None:
+    def msg(vals, dcode):
+        if kind == 0:
+            return _head(0, dcode, 3, len(vals)) + np.asarray(vals, np.float64).tobytes()
+        return _sparse_bytes(kind, dcode, vals, D=len(vals))
+
+    for bad in (1e300, -1e39, F32_EDGE):
+        with pytest.raises(ValueError, match="dense dtype float32"):
+            comp.Message.from_bytes(msg([1.0, bad, 2.0], 1))
+        np.testing.assert_array_equal(_decode(msg([1.0, bad, 2.0], 2)), [1.0, bad, 2.0])
+    # NaN and Inf are data; a value that rounds to FLT_MAX is fine
+    edge = np.nextafter(F32_EDGE, 0)
+    out = _decode(msg([np.nan, -np.inf, edge], 1))
+    assert out.dtype == np.float32
+    assert np.isnan(out[0])
+    assert out[1] == -np.inf
+    assert out[2] == np.float32(F32_MAX)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_randk_scaled_value_must_not_overflow(shared) -> None:
+    # D/k = 100: a finite value v decodes to 100 v
+    b32 = _sparse_bytes(2, 1, [1.0, 3e37], D=200, shared=shared)
+    with pytest.raises(ValueError, match=r"D/k = 100.*dense dtype float32"):
+        comp.Message.from_bytes(b32)
+    np.testing.assert_array_equal(np.sort(_decode(_sparse_bytes(2, 2, [1.0, 3e37], D=200,
+                                                                shared=shared)))[-2:],
+                                  [100.0, 3e39])
+    b64 = _sparse_bytes(2, 2, [1.0, 1e307], D=200, shared=shared)
+    with pytest.raises(ValueError, match=r"D/k = 100.*dense dtype float64"):
+        comp.Message.from_bytes(b64)
+    ok = _decode(_sparse_bytes(2, 1, [np.inf, F32_MAX / 100], D=200, shared=shared))
+    assert np.isinf(ok).sum() == 1
+    assert np.isfinite(ok).sum() == 199
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_randk_compress_refuses_what_would_decode_to_inf(shared) -> None:
+    x = np.ones(200, np.float32)
+    x[:] = 3e37
+    with pytest.raises(ValueError, match="D/k"):
+        comp.RandK(k=2, shared=shared).compress(x, seed=1)
+    m = comp.RandK(k=2, shared=shared).compress(x.astype(np.float64), seed=1)
+    out = comp.decompress(comp.Message.from_bytes(m.to_bytes()))
+    assert np.all(np.isfinite(out))
+    y = np.full(200, np.inf, np.float32)  # non-finite values are data and still travel
+    assert np.isinf(comp.RandK(k=2, shared=shared)(y, seed=1)).sum() == 2
+
+
+def test_qsgd_compress_refuses_what_would_decode_to_inf() -> None:
+    big = np.array([3e38, -3e38], np.float32)  # norm 4.2e38 > FLT_MAX
+    with pytest.raises(ValueError, match="overflow"):
+        comp.QSGD(levels=1, value_dtype="float64").compress(big)
+    with pytest.raises(ValueError, match="float32|overflow"):
+        comp.QSGD(levels=1).compress(big)
+    with pytest.raises(ValueError, match="overflow float64"):
+        comp.QSGD(levels=3).compress(np.array([F64_MAX]))
+    out = comp.QSGD(levels=1)(np.array([F64_MAX]))  # 1 * (max / 1) is exact
+    assert np.all(np.isfinite(out))
+
+
+# --------------------------------------------------------------------------------------------
+# the receiver decides the dense dtype
+# --------------------------------------------------------------------------------------------
+
+
+def test_from_bytes_dtype() -> None:
+    m64 = comp.Identity().compress(np.arange(4.0))
+    b = m64.to_bytes()
+    assert comp.Message.from_bytes(b, dtype=np.float64) == m64
+    assert comp.Message.from_bytes(b, dtype="float64") == m64
+    with pytest.raises(ValueError, match="dtype float64, expected dtype=float32"):
+        comp.Message.from_bytes(b, dtype=np.float32)
+    for bad in (np.int32, "float16", "no such dtype", object):
+        with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+            comp.Message.from_bytes(b, dtype=bad)
+
+
+def _server(dtype, compressor, P=4, ef21=False):
+    from cyclad import train
+
+    return train.Server(2, P, dtype, lambda X: np.nanmedian(X, axis=0), compressor=compressor,
+                        ef21=ef21)
+
+
+def test_server_rejects_a_message_in_another_dtype() -> None:
+    srv = _server(np.float32, comp.Identity())
+    huge = comp.Identity().compress(np.array([1e300, 1.0, 2.0, 3.0])).to_bytes()
+    plain = comp.Identity().compress(np.arange(4.0)).to_bytes()
+    good = comp.Identity().compress(np.arange(4.0, dtype=np.float32)).to_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for b in (huge, plain):
+            srv.faulty = []
+            out = srv.decode(1, b)
+            assert out.dtype == np.float32
+            assert np.all(np.isnan(out))
+            assert srv.faulty == [1]
+        srv.faulty = []
+        np.testing.assert_array_equal(srv.decode(0, good), np.arange(4.0))
+        assert srv.faulty == []
+
+
+def test_server_rejects_the_flipped_dimension_message() -> None:
+    srv = _server(np.float64, comp.RandK(k=3, shared=True, value_dtype="float32"), P=13)
+    with address_space_headroom(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.all(np.isnan(srv.decode(0, _flipped_shared_randk())))
+    assert srv.faulty == [0]
+
+
+def test_server_needs_a_float_dtype_with_a_compressor() -> None:
+    with pytest.raises(ValueError, match="float32 or float64"):
+        _server(np.float16, comp.Identity())
+
+
+def test_server_decode_never_raises_or_warns() -> None:
+    # EF21 states overflow or turn NaN (Inf - Inf) silently: non-finite values are data
+    srv = _server(np.float32, comp.Identity(), ef21=True)
+    big = comp.Identity().compress(np.full(4, 3e38, np.float32)).to_bytes()
+    inf = comp.Identity().compress(np.array([np.inf, -np.inf, 1, 1], np.float32)).to_bytes()
+    ninf = comp.Identity().compress(np.array([-np.inf, np.inf, 1, 1], np.float32)).to_bytes()
+    c = comp.TopK(k=2)
+    srv_t = _server(np.float64, c, P=13)
+    with address_space_headroom(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        srv.decode(0, big)
+        assert np.all(np.isinf(srv.decode(0, big)))
+        srv.decode(1, inf)
+        assert np.all(np.isnan(srv.decode(1, ninf))[:2])
+        assert srv.faulty == []
+        b = bytearray(c.compress(np.random.default_rng(0).standard_normal(13)).to_bytes())
+        for i in range(len(b) * 8):
+            b[i // 8] ^= 1 << (i % 8)
+            out = srv_t.decode(0, bytes(b))
+            assert out.shape == (13,)
+            assert out.dtype == np.float64
+            b[i // 8] ^= 1 << (i % 8)
+
+
+def test_ef21_receiver_state_overflow_is_silent() -> None:
+    rx = comp.EF21Receiver(comp.Identity())
+    big = comp.Identity().compress(np.full(3, 3e38, np.float32))
+    inf = comp.Identity().compress(np.array([np.inf, 1, 1], np.float32))
+    ninf = comp.Identity().compress(np.array([-np.inf, 1, 1], np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rx.update(big)
+        assert np.all(np.isinf(rx.update(big)))
+        rx.reset()
+        rx.update(inf)
+        assert np.isnan(rx.update(ninf)[0])

@@ -22,6 +22,9 @@
 #error "cyclad's wire format is little-endian; big-endian hosts are not supported"
 #endif
 
+// Payload sizes and offsets are computed in 64-bit arithmetic and then used as std::size_t.
+static_assert(sizeof(std::size_t) >= 8, "cyclad's wire code needs a 64-bit std::size_t");
+
 // =============================================================================================
 // Wire format (version 1). All multi-byte fields are little-endian.
 //
@@ -57,7 +60,14 @@
 // Bit fields are packed LSB-first: element j occupies bits [j*w, (j+1)*w) of the section read
 // as a little-endian bit string; each section starts on a byte boundary and its padding bits
 // are zero (checked), so every message has exactly one encoding. A sign bit is 1 for a negative
-// value (the IEEE sign bit). Indices are strictly increasing (checked).
+// value (the IEEE sign bit). Indices are strictly increasing (checked). Decoded values are
+// range-checked against the dense dtype (header byte 4, WireSpec::dense): a finite field that
+// would decode to +-Inf (QSGD norm, sign scale, raw value times D/k) is malformed.
+//
+// The exact length check bounds k by the byte length (k * vb <= size), and for identity, QSGD
+// and sign also D; for top-k and rand-k nothing in the length bounds D (only its bit width), so
+// the receiver must bound D before decompressing (python/cyclad/compression.py: dim= or
+// max_dim=).
 //
 // Why fixed-width bit-packed indices rather than delta / Elias-Fano codes: the size is a
 // closed-form function of (D, k), so the length check happens before any decoding; packing
@@ -70,6 +80,8 @@ namespace cyclad::kernels {
 
 enum class Kind : std::uint8_t { identity = 0, topk = 1, randk = 2, qsgd = 3, sign = 4 };
 enum class ValueCode : std::uint8_t { f16 = 1, f32 = 2, f64 = 3 };
+/// Dtype of the dense vector (header byte 4): what decompress writes.
+enum class DenseCode : std::uint8_t { f32 = 1, f64 = 2 };
 
 /// Largest supported dimension: indices travel in at most 32 bits.
 inline constexpr std::uint64_t kMaxDim = 0xFFFFFFFFULL;
@@ -81,6 +93,7 @@ inline constexpr std::uint64_t kMaxLevels = 65535;
 struct WireSpec {
   Kind kind = Kind::identity;
   ValueCode vcode = ValueCode::f32;
+  DenseCode dense = DenseCode::f64;  ///< dense dtype: validation checks values against it
   std::uint64_t dim = 0;
   std::uint64_t param = 0;   ///< k (top-k, rand-k) or s (QSGD); unused otherwise
   std::uint64_t bucket = 0;  ///< QSGD bucket size
@@ -114,12 +127,28 @@ inline std::size_t value_bytes(ValueCode vc) {
   throw std::invalid_argument("value dtype code must be 1 (float16), 2 (float32) or 3 (float64)");
 }
 
-/// \brief Check the header fields of `spec` (ranges of D, k, s, bucket, kind, value code).
-/// Throws std::invalid_argument naming the field and its allowed range.
+template <typename T>
+inline constexpr DenseCode dense_code_of = std::is_same<T, float>::value ? DenseCode::f32
+                                                                          : DenseCode::f64;
+
+inline const char* dense_name(DenseCode dc) { return dc == DenseCode::f32 ? "float32" : "float64"; }
+
+/// \brief Whether `v` converts to a finite value of the dense dtype `dc`: false for NaN and
+/// +-Inf, and (float32) for |v| >= 2^128 - 2^103, the rounding boundary above FLT_MAX beyond
+/// which round-to-nearest gives Inf.
+inline bool finite_in(DenseCode dc, double v) {
+  if (dc == DenseCode::f64) return std::isfinite(v);
+  return std::fabs(v) < 0x1.ffffffp127;
+}
+
+/// \brief Check the header fields of `spec` (ranges of D, k, s, bucket, kind, value code,
+/// dense code). Throws std::invalid_argument naming the field and its allowed range.
 inline void check_spec(const WireSpec& spec) {
   const auto kind = static_cast<unsigned>(spec.kind);
   require(kind <= 4, "kind must be 0..4, got " + std::to_string(kind));
   (void)value_bytes(spec.vcode);
+  require(spec.dense == DenseCode::f32 || spec.dense == DenseCode::f64,
+          "dense dtype code must be 1 (float32) or 2 (float64)");
   require(spec.dim >= 1 && spec.dim <= kMaxDim,
           "D must be in [1, 2^32 - 1], got " + std::to_string(spec.dim));
   if (spec.kind == Kind::topk || spec.kind == Kind::randk) {
@@ -138,8 +167,9 @@ inline void check_spec(const WireSpec& spec) {
 }
 
 /// \brief Exact payload size in bytes (see the table above). Validates `spec` first; with the
-/// checked ranges (D < 2^32, widths <= 32 bits, values <= 8 bytes) no product exceeds 2^40, so
-/// the 64-bit arithmetic cannot overflow.
+/// checked ranges (k <= D < 2^32, index widths <= 32 bits, level widths <= 16 bits, values <= 8
+/// bytes, ceil(D/b) <= D) the largest product is k * wi < 2^37 and every size is below 2^36, so
+/// the 64-bit arithmetic is exact (tests check the extremes against exact integers).
 inline std::uint64_t payload_size(const WireSpec& spec) {
   check_spec(spec);
   const std::uint64_t vb = value_bytes(spec.vcode);
@@ -277,6 +307,65 @@ inline double store_value_up(double v, ValueCode vc, unsigned char* dst) {
   if (h >= 0x7C00) throw_overflow(v, vc);
   std::memcpy(dst, &h, 2);
   return f16_to_double(h);
+}
+
+/// Values per block of the parallel scans below (fixed, so results do not depend on threads).
+inline constexpr std::size_t kScanBlock = std::size_t{1} << 16;
+
+/// The first j in [0, n) with bad(j), or n. Blocks are scanned in parallel; the answer does not
+/// depend on the thread count.
+template <typename Bad>
+std::size_t find_first(std::size_t n, int threads, const Bad& bad) {
+  const std::size_t nblocks = (n + kScanBlock - 1) / kScanBlock;
+  std::vector<std::size_t> first(nblocks, n);
+  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+    for (std::size_t b = b0; b < b1; ++b) {
+      const std::size_t lo = b * kScanBlock, hi = std::min(n, lo + kScanBlock);
+      for (std::size_t j = lo; j < hi; ++j) {
+        if (bad(j)) {
+          first[b] = j;
+          break;
+        }
+      }
+    }
+  });
+  for (std::size_t f : first) {
+    if (f < n) return f;
+  }
+  return n;
+}
+
+/// Whether a finite value of `vc` times `scale` can leave the finite range of the dense dtype
+/// (then the values must be scanned; otherwise no value can overflow).
+inline bool may_overflow(ValueCode vc, double scale, DenseCode dc) {
+  return !finite_in(dc, value_max(vc) * scale);
+}
+
+/// Throw std::invalid_argument (`what` + details) if a finite one of the n values of `vc` at
+/// `vals` gives a non-finite dense value once multiplied by `scale` (1 for top-k and identity,
+/// D/k for rand-k) and converted to `dc`: such a value would decode to +-Inf. NaN and Inf
+/// values are data and pass.
+inline void check_dense_range(const unsigned char* vals, std::size_t n, ValueCode vc, double scale,
+                              DenseCode dc, int threads, const std::string& what) {
+  if (!may_overflow(vc, scale, dc)) return;
+  const std::size_t vb = value_bytes(vc);
+  const std::size_t j = find_first(n, threads, [&](std::size_t i) {
+    const double v = load_value(vals + i * vb, vc);
+    return std::isfinite(v) && !finite_in(dc, v * scale);
+  });
+  if (j == n) return;
+  const double v = load_value(vals + j * vb, vc);
+  std::string msg = what + ": value " + std::to_string(v) + " (entry " + std::to_string(j) + ")";
+  if (scale != 1.0) msg += " times D/k = " + std::to_string(scale);
+  throw std::invalid_argument(msg + " is outside the finite range of the dense dtype " +
+                              dense_name(dc));
+}
+
+/// The largest magnitude a QSGD bucket with stored norm `norm` decodes to, computed exactly as
+/// decompress does (level s: T(s * (norm / s))).
+inline double qsgd_max_decoded(double norm, std::uint64_t s) {
+  const auto sd = static_cast<double>(s);
+  return sd * (norm / sd);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,9 +577,14 @@ CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo
       c.key.resize(c.idx.size());
     }
     // One bit per element (a vector compare + mask move) and the block's keys; then write the
-    // set bits without data-dependent branches for up to 4 hits per word (the common case).
+    // set bits without data-dependent branches for up to kFixed hits per word (the common
+    // case). The fixed steps may run past the real hits: kFixed sentinel bits above the mask
+    // keep every __builtin_ctzll argument nonzero (ctz of 0 is undefined) and point those steps
+    // at the zeroed padding kb[kStep .. kStep + kFixed); what they write lies beyond the `cnt`
+    // real entries (inside the kStep slots reserved above) and is overwritten or cut off.
+    constexpr std::size_t kFixed = 4;
     std::uint32_t mask = 0;
-    K kb[kStep + 1];
+    K kb[kStep + kFixed];
     for (std::size_t j = 0; j < kStep; ++j) {
       typename Tr::U u;
       std::memcpy(&u, x + i + j, sizeof(T));
@@ -498,18 +592,18 @@ CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo
       mask |= static_cast<std::uint32_t>(m >= L) << j;
       kb[j] = m < Tr::kNan ? m : Tr::kNan;
     }
-    kb[kStep] = 0;
+    for (std::size_t j = kStep; j < kStep + kFixed; ++j) kb[j] = 0;
     const auto cnt = static_cast<std::size_t>(__builtin_popcount(mask));
-    std::uint64_t bits = mask | (std::uint64_t{1} << kStep);  // sentinel: ctz is kStep when empty
+    std::uint64_t bits = mask | (((std::uint64_t{1} << kFixed) - 1) << kStep);
     std::uint32_t* CYCLAD_RESTRICT po = c.idx.data() + o;
     K* CYCLAD_RESTRICT pk = c.key.data() + o;
-    for (std::size_t t = 0; t < 4; ++t) {
+    for (std::size_t t = 0; t < kFixed; ++t) {
       const auto j = static_cast<std::size_t>(__builtin_ctzll(bits));
       po[t] = static_cast<std::uint32_t>(i + j);
       pk[t] = kb[j];
       bits &= bits - 1;
     }
-    for (std::size_t t = 4; t < cnt; ++t) {
+    for (std::size_t t = kFixed; t < cnt; ++t) {  // only real hits are left here
       const auto j = static_cast<std::size_t>(__builtin_ctzll(bits));
       po[t] = static_cast<std::uint32_t>(i + j);
       pk[t] = kb[j];
@@ -786,6 +880,13 @@ void sparse_compress(const WireSpec& spec, const T* x, const std::uint32_t* idx,
     vals += packed_bytes(k, w);
   }
   encode_values_parallel<T>(k, spec.vcode, vals, threads, [&](std::size_t j) { return x[idx[j]]; });
+  if (spec.kind == Kind::randk) {
+    // The receiver multiplies by D/k; a finite x_i whose scaled value overflows T would
+    // decode to +-Inf (and such a message is rejected as malformed), so refuse to send it.
+    const double scale = static_cast<double>(spec.dim) / static_cast<double>(k);
+    check_dense_range(vals, k, spec.vcode, scale, dense_code_of<T>, threads,
+                      "rand-k cannot send a value whose D/k-scaled value overflows");
+  }
 }
 
 /// Norm of one bucket in double; for double input with extreme magnitudes it is computed on
@@ -886,6 +987,12 @@ void qsgd_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
             ") has norm " + std::to_string(nrm) + "; NaN/Inf inputs need top-k, rand-k or identity");
       }
       norms[j] = store_value_up(nrm, spec.vcode, payload + j * vb);
+      if (!finite_in(dense_code_of<T>, qsgd_max_decoded(norms[j], spec.param))) {
+        throw std::invalid_argument(
+            "QSGD bucket " + std::to_string(j) + " has norm " + std::to_string(norms[j]) +
+            ", whose quantized values overflow " + dense_name(dense_code_of<T>) +
+            "; use float64 input");
+      }
     }
   });
   unsigned char* signs = payload + nb * vb;
@@ -934,6 +1041,9 @@ void sign_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
                 std::to_string(scale));
   }
   store_value(scale, spec.vcode, payload);
+  require(finite_in(dense_code_of<T>, load_value(payload, spec.vcode)),
+          "sign compression: scale " + std::to_string(scale) + " overflows " +
+              dense_name(dense_code_of<T>));
   unsigned char* signs = payload + value_bytes(spec.vcode);
   pack_parallel(D, 1, signs, threads, [&](std::size_t lo, std::size_t hi, std::uint32_t* buf) {
     for (std::size_t i = lo; i < hi; ++i) buf[i - lo] = sign_bit(x[i]);
@@ -955,6 +1065,7 @@ template <typename T>
 void compress(const WireSpec& spec, const T* x, unsigned char* payload, std::uint64_t size,
               int threads) {
   require(payload_size(spec) == size, "payload buffer has the wrong size");
+  require(spec.dense == dense_code_of<T>, "spec.dense does not match the input dtype");
   const std::size_t D = static_cast<std::size_t>(spec.dim);
   switch (spec.kind) {
     case Kind::identity:
@@ -1026,6 +1137,12 @@ inline void validate_qsgd(const WireSpec& spec, const unsigned char* p, int thre
       throw std::invalid_argument("malformed message: QSGD norm " + std::to_string(nrm) + " of bucket " +
                 std::to_string(j) + " is not finite and >= 0");
     }
+    if (!finite_in(spec.dense, qsgd_max_decoded(nrm, spec.param))) {
+      throw std::invalid_argument("malformed message: QSGD norm " + std::to_string(nrm) +
+                                  " of bucket " + std::to_string(j) +
+                                  " decodes to values outside the finite range of the dense "
+                                  "dtype " + dense_name(spec.dense));
+    }
   }
   const unsigned char* signs = p + nb * vb;
   const unsigned char* levels = signs + packed_bytes(D, 1);
@@ -1095,25 +1212,42 @@ CYCLAD_MULTIVERSION void sign_decode_block(const std::uint32_t* CYCLAD_RESTRICT 
 }  // namespace detail
 
 /// \brief Validate a payload against its header: exact size, index range and strict increase,
-/// QSGD level codes <= s, finite non-negative QSGD norms and sign scale, zero padding bits.
-/// Raw top-k / rand-k / identity values may be anything (NaN/Inf included: they are data).
+/// QSGD level codes <= s, finite non-negative QSGD norms and sign scale, zero padding bits, and
+/// the range of every decoded value in the dense dtype `spec.dense`.
+/// Raw top-k / rand-k / identity values may be NaN or +-Inf (they are data), but a finite raw
+/// value must stay finite in the dense dtype (times D/k for rand-k), and QSGD norms and the sign
+/// scale must decode to finite values: compress never produces anything else, so a message
+/// that would decode to +-Inf from finite fields is malformed.
 /// Throws std::invalid_argument ("malformed message: ...") on the first violation; reads only
-/// inside [payload, payload + size).
+/// inside [payload, payload + size). Allocates at most k indices (k <= size / value bytes,
+/// since size is checked first) and one word per 65536 values; never O(D) for a sparse kind.
 inline void validate_payload(const WireSpec& spec, const unsigned char* p, std::uint64_t size,
                              int threads, bool check_levels = true) {
   const std::uint64_t want = payload_size(spec);
   require(size == want, "malformed message: payload is " + std::to_string(size) +
                             " bytes, the header implies " + std::to_string(want));
+  const std::size_t vb = value_bytes(spec.vcode);
   switch (spec.kind) {
     case Kind::identity:
+      detail::check_dense_range(p, static_cast<std::size_t>(spec.dim), spec.vcode, 1.0,
+                                spec.dense, threads, "malformed message");
       return;
     case Kind::topk:
-    case Kind::randk:
+    case Kind::randk: {
+      const auto k = static_cast<std::size_t>(spec.param);
+      const unsigned char* vals = p;
       if (!(spec.kind == Kind::randk && spec.shared)) {
-        std::vector<std::uint32_t> idx(static_cast<std::size_t>(spec.param));
+        std::vector<std::uint32_t> idx(k);
         detail::read_indices(p, spec.param, spec.dim, idx.data());
+        vals += packed_bytes(spec.param, index_bits(spec.dim));
       }
+      const double scale = spec.kind == Kind::randk
+                               ? static_cast<double>(spec.dim) / static_cast<double>(spec.param)
+                               : 1.0;
+      detail::check_dense_range(vals, k, spec.vcode, scale, spec.dense, threads,
+                                "malformed message");
       return;
+    }
     case Kind::qsgd:
       detail::validate_qsgd(spec, p, threads, check_levels);
       return;
@@ -1121,22 +1255,28 @@ inline void validate_payload(const WireSpec& spec, const unsigned char* p, std::
       const double scale = detail::load_value(p, spec.vcode);
       require(std::isfinite(scale) && scale >= 0.0,
               "malformed message: sign scale " + std::to_string(scale) + " is not finite and >= 0");
-      require(detail::padding_is_zero(p + value_bytes(spec.vcode), spec.dim, 1),
+      require(finite_in(spec.dense, scale),
+              "malformed message: sign scale " + std::to_string(scale) +
+                  " is outside the finite range of the dense dtype " + dense_name(spec.dense));
+      require(detail::padding_is_zero(p + vb, spec.dim, 1),
               "malformed message: nonzero padding after the sign bits");
       return;
     }
   }
 }
 
-/// \brief Decompress a payload into the dense (D,) vector `out` (D = spec.dim).
-/// Validates the payload first (validate_payload), so any byte string either decodes or throws
-/// std::invalid_argument. Top-k: x_hat[i] = value at kept i, 0 elsewhere. Rand-k: value * D/k
-/// at kept i (the mask of a shared message is regenerated from spec.seed). QSGD:
-/// sign * norm * level / s. Sign: +-scale (sign bit 1 = negative). Identity: the values.
-/// Bit-identical for any thread count.
+/// \brief Decompress a payload into the dense (D,) vector `out` (D = spec.dim; T must match
+/// spec.dense). Validates the payload first (validate_payload), so any byte string either
+/// decodes or throws std::invalid_argument, and a finite field never decodes to +-Inf. Top-k:
+/// x_hat[i] = value at kept i, 0 elsewhere. Rand-k: T(value * D/k) at kept i (the mask of a
+/// shared message is regenerated from spec.seed, with a D/8-byte bitmap). QSGD:
+/// sign * T(level * (norm / s)). Sign: +-scale (sign bit 1 = negative). Identity: the values.
+/// Bit-identical for any thread count. Besides `out` it allocates O(k + D/8) bytes (sparse
+/// kinds) or one 4096-entry buffer per thread (QSGD, sign).
 template <typename T>
 void decompress(const WireSpec& spec, const unsigned char* p, std::uint64_t size, T* out,
                 int threads) {
+  require(spec.dense == dense_code_of<T>, "spec.dense does not match the output dtype");
   // The QSGD level check is fused into decoding (one pass); everything else is checked first.
   validate_payload(spec, p, size, threads, /*check_levels=*/false);
   const std::size_t D = static_cast<std::size_t>(spec.dim);

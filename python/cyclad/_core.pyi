@@ -53,7 +53,7 @@ def wire_decompress(
 ) -> NDArray[np.floating]: ...
 def wire_validate(
     payload: NDArray[np.uint8], kind: int, vcode: int, dim: int, param: int, bucket: int,
-    shared: bool, threads: int = 0,
+    shared: bool, float64: bool, threads: int = 0,
 ) -> None: ...
 def wire_payload_size(
     kind: int, vcode: int, dim: int, param: int, bucket: int, shared: bool

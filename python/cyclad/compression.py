@@ -37,7 +37,10 @@ instead of turning into Inf. QSGD norms are rounded *up*, so the levels stay wit
 
 **Non-finite input** (Byzantine devices send it): identity, top-k and rand-k carry raw values, so
 NaN and Inf round-trip (top-k ranks NaN above +Inf). QSGD raises ``ValueError`` when a bucket
-norm is not finite, and the scaled sign when ``||x||_1`` is not finite.
+norm is not finite, and the scaled sign when ``||x||_1`` is not finite. A finite input never
+decompresses to +-Inf: rand-k raises ``ValueError`` when a kept ``D/k * x_i`` overflows the
+dtype of ``x``, and QSGD when a bucket's quantized values would (float32 input with
+``value_dtype="float64"`` and a norm above the float32 range).
 
 **Top-k tie rule.** Magnitudes compare as IEEE values with every NaN equal and above +Inf;
 among equal magnitudes the lower index wins. Indices are sent in ascending order.
@@ -89,10 +92,27 @@ density and are a candidate for a version 2.)
 
 :meth:`Message.from_bytes` validates everything: magic, version, kind, dtype codes, flags,
 ranges of D / k / s / bucket, the exact byte length (no truncation, no trailing bytes), index
-range and strict increase, QSGD level codes ``<= s``, finite non-negative norms and scale, and
-zero padding. Any violation raises ``ValueError``; no byte string can cause an out-of-bounds
-access. Parsing allocates nothing beyond the message itself; decompression allocates the
-``D``-element output (pass ``dim=`` to :meth:`Message.from_bytes` to pin ``D``).
+range and strict increase, QSGD level codes ``<= s``, finite non-negative norms and scale, zero
+padding, and the range of what the message decodes to in its dense dtype: a QSGD norm or sign
+scale whose decoded values would be +-Inf, or a finite raw value that is not finite in the dense
+dtype once converted (times ``D/k`` for rand-k; e.g. a float64 value 1e300 in a float32 message),
+makes the message malformed, since ``compress`` never produces one. Any violation raises
+``ValueError``. No byte string can cause an out-of-bounds access or a warning, and a valid
+message decodes to +-Inf or NaN only where it carries that raw value (top-k, rand-k, identity).
+
+**Sizes and allocation.** Every size is exact: with ``D <= 2^32 - 1``, ``k <= D``,
+``s <= 65535`` and ``b <= D`` checked first, each payload size in the table is below 2^36 bytes
+and is computed in 64-bit integers without overflow, and the byte length must then equal
+header + payload size exactly. That bounds k by the length (``k*vb <= len``), and for identity,
+QSGD and sign it bounds D as well (``D*vb``, resp. ``D/8``, ``<= len``). For top-k and rand-k the
+length does not bound D (a 44-byte shared rand-k message can declare D = 2^32 - 1), so
+:meth:`Message.from_bytes` also requires ``D == dim`` when ``dim=`` is given, else
+``D <= max_dim`` (default :data:`DEFAULT_MAX_DIM` = 2^24), before any size-dependent work.
+Parsing allocates at most a copy of the bytes and k indices, never anything proportional to
+an unchecked D; :func:`decompress` allocates the ``D``-element output (plus a ``D/8``-byte
+bitmap for a shared rand-k mask). The receiver, not the sender, decides the dense dtype:
+``dtype=`` rejects a message declaring another one (the training server passes ``dim=`` and
+``dtype=``).
 """
 
 from __future__ import annotations
@@ -109,6 +129,7 @@ from cyclad import _core
 from cyclad._validation import as_float_array, check_float, check_int, check_threads
 
 __all__ = [
+    "DEFAULT_MAX_DIM",
     "EF21",
     "QSGD",
     "Compressor",
@@ -128,6 +149,9 @@ FloatArray = NDArray[np.float32] | NDArray[np.float64]
 _MAGIC = b"CZ"
 _VERSION = 1
 _MAX_DIM = 2**32 - 1
+DEFAULT_MAX_DIM = 2**24
+"""Largest D that :meth:`Message.from_bytes` accepts when neither ``dim=`` nor ``max_dim=`` is
+given (2^24 = 16,777,216 coordinates: a 128 MiB float64 output at most)."""
 _MAX_LEVELS = 65535
 _U64 = 2**64 - 1
 _KINDS = {"identity": 0, "topk": 1, "randk": 2, "qsgd": 3, "sign": 4}
@@ -187,6 +211,17 @@ def derive_seed(seed: int, *keys: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_dense_dtype(dtype: Any) -> np.dtype[Any]:
+    msg = f"dtype must be float32 or float64, got {dtype!r}"
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(msg) from exc
+    if dt not in _DTYPES:
+        raise TypeError(msg)
+    return dt
+
+
 def _header_size(kind: str, shared: bool) -> int:
     if kind in ("identity", "sign"):
         return 16
@@ -236,6 +271,38 @@ class Message:
     seed: int
     payload: NDArray[np.uint8]
 
+    def __post_init__(self) -> None:
+        # A Message built by hand must be as consistent as a parsed one: decompress trusts the
+        # header fields (D, k, ...) to match the payload size before it allocates anything.
+        p = self.payload
+        ok = (
+            self.kind in _KINDS
+            and isinstance(self.dtype, np.dtype)
+            and self.dtype in _DTYPES
+            and self.value_dtype in _VALUE_DTYPES
+            and isinstance(p, np.ndarray)
+            and p.dtype == np.uint8
+            and p.ndim == 1
+            and p.flags.c_contiguous
+        )
+        if not ok:
+            msg = (
+                f"inconsistent Message fields: kind={self.kind!r}, dtype={self.dtype!r}, "
+                f"value_dtype={self.value_dtype!r}, payload {type(p).__name__}"
+            )
+            raise ValueError(msg)
+        try:
+            size = _core.wire_payload_size(
+                _KINDS[self.kind], _VALUE_DTYPES[self.value_dtype], self.dim, self._param(),
+                self.bucket, self.shared,
+            )
+        except (TypeError, ValueError) as exc:
+            msg = f"inconsistent Message fields: {exc}"
+            raise ValueError(msg) from None
+        if size != p.size:
+            msg = f"inconsistent Message fields: payload has {p.size} bytes, header implies {size}"
+            raise ValueError(msg)
+
     @property
     def header_nbytes(self) -> int:
         """Size of the header in bytes (16, 24 or 32)."""
@@ -271,15 +338,34 @@ class Message:
         return head + self.payload.tobytes()
 
     @staticmethod
-    def from_bytes(data: Any, *, dim: int | None = None, threads: int | None = None) -> Message:
+    def from_bytes(
+        data: Any,
+        *,
+        dim: int | None = None,
+        max_dim: int | None = None,
+        dtype: Any = None,
+        threads: int | None = None,
+    ) -> Message:
         """Parse and fully validate an encoded message.
+
+        Every check runs before anything the header asks for is allocated; parsing allocates
+        the payload copy and O(k) index scratch (k is bounded by the byte length), never O(D).
+        A receiver should pass the ``dim`` and ``dtype`` it expects: the header is
+        written by the sender, and D decides how much :func:`decompress` allocates.
 
         Parameters
         ----------
         data : bytes-like
             ``bytes``, ``bytearray``, ``memoryview`` or a uint8 array (mutable inputs are copied).
         dim : int, optional
-            Expected D; a message for another dimension raises ``ValueError``.
+            Expected D in ``[1, 2^32 - 1]``; a message for another dimension raises
+            ``ValueError``.
+        max_dim : int, optional
+            Largest accepted D in ``[1, 2^32 - 1]``. Defaults to :data:`DEFAULT_MAX_DIM`
+            (2^24) when ``dim`` is None, and to no extra bound when ``dim`` is given.
+        dtype : {None, numpy.float32, numpy.float64}, optional
+            Expected dense dtype (what :func:`decompress` returns); a message declaring
+            another one raises ``ValueError``.
         threads : int, optional
             Worker threads for the payload scan; ``None`` uses all cores.
 
@@ -293,11 +379,19 @@ class Message:
             If the bytes are not a valid message (truncated or trailing bytes, bad magic,
             version, kind, dtype or flags, out-of-range D / k / s / bucket, indices out of range
             or not strictly increasing, level codes above s, non-finite or negative norms or
-            scale, nonzero padding), or if ``dim`` does not match.
+            scale, nonzero padding, or a finite field that would decode to +-Inf in the dense
+            dtype), if D differs from ``dim`` or exceeds ``max_dim``, if the dense dtype
+            differs from ``dtype``, or if ``dim`` / ``max_dim`` is out of range.
         TypeError
-            If ``data`` is not bytes-like.
+            If ``data`` is not bytes-like, or ``dtype`` is not float32 / float64.
         """
         t = check_threads(threads)
+        want_dim = None if dim is None else check_int(dim, "dim", 1, _MAX_DIM)
+        if max_dim is not None:
+            limit: int | None = check_int(max_dim, "max_dim", 1, _MAX_DIM)
+        else:
+            limit = DEFAULT_MAX_DIM if want_dim is None else None
+        want_dtype = None if dtype is None else _check_dense_dtype(dtype)
         if isinstance(data, np.ndarray):
             data = data.tobytes()
         try:
@@ -332,8 +426,18 @@ class Message:
         if not 1 <= d <= _MAX_DIM:
             msg = f"malformed message: D must be in [1, 2^32 - 1], got {d}"
             raise ValueError(msg)
-        if dim is not None and d != dim:
-            msg = f"message has D={d}, expected dim={dim}"
+        if want_dim is not None and d != want_dim:
+            msg = f"message has D={d}, expected dim={want_dim}"
+            raise ValueError(msg)
+        if limit is not None and d > limit:
+            msg = (
+                f"message has D={d}, above max_dim={limit}; pass the expected dimension as "
+                f"dim= (or a larger max_dim=) to accept it"
+            )
+            raise ValueError(msg)
+        mdtype = _DTYPE_OF_CODE[dcode]
+        if want_dtype is not None and mdtype != want_dtype:
+            msg = f"message has dtype {mdtype.name}, expected dtype={want_dtype.name}"
             raise ValueError(msg)
         hsize = _header_size(kind, shared)
         if len(buf) < hsize:
@@ -361,10 +465,11 @@ class Message:
             )
             raise ValueError(msg)
         payload = np.frombuffer(buf, dtype=np.uint8, offset=hsize)
-        _core.wire_validate(payload, kcode, vcode, d, param, bucket, shared, threads=t)
+        _core.wire_validate(
+            payload, kcode, vcode, d, param, bucket, shared, mdtype == np.float64, threads=t
+        )
         return Message(
-            kind, _DTYPE_OF_CODE[dcode], _VALUE_OF_CODE[vcode], d, k, levels, bucket, shared,
-            seed, payload,
+            kind, mdtype, _VALUE_OF_CODE[vcode], d, k, levels, bucket, shared, seed, payload
         )
 
     def __eq__(self, other: object) -> bool:
@@ -389,6 +494,15 @@ class Message:
 
 def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
     """Dense vector of any valid message (no check of which compressor made it).
+
+    The payload is validated again before the output is allocated. The output is exactly
+    ``msg.dim`` elements of ``msg.dtype``; besides it, top-k / rand-k allocate ``k`` indices
+    (and a shared rand-k mask a ``D/8``-byte bitmap), QSGD and sign a few KiB per thread. Bound
+    ``msg.dim`` when parsing (``Message.from_bytes(..., dim=...)``), not here.
+
+    Every element is finite except where the message carries a NaN or +-Inf raw value (top-k,
+    rand-k, identity): QSGD norms, the sign scale and finite raw values (times ``D/k`` for
+    rand-k) are checked to stay finite in ``msg.dtype``.
 
     Parameters
     ----------
@@ -906,7 +1020,12 @@ class EF21Receiver(_Stateful):
         if st is not None and (st.shape != delta.shape or st.dtype != delta.dtype):
             m = f"message gives {delta.shape} {delta.dtype}, state holds {st.shape} {st.dtype}"
             raise ValueError(m)
-        self._state = delta if st is None else st + delta
+        if st is None:
+            self._state = delta
+        else:
+            # a sender's state may overflow or turn NaN (Inf - Inf): that is data, not a warning
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._state = st + delta
         return self._state.copy()
 
     def __repr__(self) -> str:

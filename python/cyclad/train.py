@@ -594,7 +594,8 @@ class Server:
     ----------
     n_devices, n_params : int
     dtype : numpy dtype
-        Dtype of the model and of raw LAD payloads.
+        Dtype of the model and of raw LAD payloads; with a compressor, float32 or float64, and
+        every message must declare this dense dtype and ``n_params`` coordinates.
     aggregate : callable
         ``(n, P) -> (P,)`` robust aggregation (pre-aggregation included).
     compressor : compressor or None
@@ -622,6 +623,9 @@ class Server:
         self.n = int(n_devices)
         self.P = int(n_params)
         self.dtype = np.dtype(dtype)
+        if compressor is not None and self.dtype not in (np.float32, np.float64):
+            msg = f"dtype must be float32 or float64 with a compressor, got {self.dtype}"
+            raise ValueError(msg)
         self.aggregate = aggregate
         self.compressor = compressor
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
@@ -630,7 +634,12 @@ class Server:
         self.faulty: list[int] = []
 
     def decode(self, device: int, payload: bytes) -> Array:
-        """The vector device ``device`` contributes this round (all-NaN if its payload is bad)."""
+        """The vector device ``device`` contributes this round (all-NaN if its payload is bad).
+
+        The server, not the sender, fixes the message's dimension and dtype (``dim=P``,
+        ``dtype=self.dtype``): a message declaring others is malformed and marks the device
+        faulty for the round. No byte string makes this raise or warn.
+        """
         try:
             if self.compressor is None:
                 if len(payload) != self.P * self.dtype.itemsize:
@@ -638,18 +647,21 @@ class Server:
                     raise ValueError(msg)
                 vec = np.frombuffer(payload, dtype=self.dtype.newbyteorder("<")).astype(self.dtype)
             else:
-                msg_obj = compression.Message.from_bytes(payload, dim=self.P,
-                                                         threads=self.threads)
-                vec = np.asarray(self.compressor.decompress(msg_obj, threads=self.threads),
-                                 dtype=self.dtype)
-                if vec.shape != (self.P,):
-                    msg = f"message decompresses to shape {vec.shape}, expected ({self.P},)"
+                msg_obj = compression.Message.from_bytes(
+                    payload, dim=self.P, dtype=self.dtype, threads=self.threads
+                )
+                vec = self.compressor.decompress(msg_obj, threads=self.threads)
+                if vec.shape != (self.P,) or vec.dtype != self.dtype:
+                    msg = f"message decompresses to {vec.shape} {vec.dtype}"
                     raise ValueError(msg)
         except (ValueError, TypeError):
             self.faulty.append(device)
             return np.full(self.P, np.nan, dtype=self.dtype)
         if self.state is not None:
-            self.state[device] += vec
+            # Non-finite values are data (DESIGN 4): an EF21 state may overflow or become NaN
+            # (Inf - Inf) without a warning; the robust rule deals with the poisoned row.
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.state[device] += vec
             return np.array(self.state[device], copy=True)
         return np.asarray(vec)
 
