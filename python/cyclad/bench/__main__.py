@@ -19,16 +19,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results", help="directory for JSON and markdown")
     p.add_argument("--n", type=int, help="aggregators only: one size, n rows (with --D)")
     p.add_argument("--D", type=float, help="aggregators only: one size, D columns (with --n)")
+    p.add_argument(
+        "--hostile", action="store_true",
+        help="aggregators only: just the hostile-row cases (f = n/4 rows of NaN or +-1e300, "
+        "float64) against the same rules on the clean matrix, at --n/--D (default 20, 1e6)",
+    )
     args = p.parse_args(argv)
     if (args.n is None) != (args.D is None):
         p.error("--n and --D go together")
-    if args.n is not None and args.area != "aggregators":
-        p.error("--n/--D are supported by the aggregators area only")
+    if (args.n is not None or args.hostile) and args.area != "aggregators":
+        p.error("--n/--D and --hostile are supported by the aggregators area only")
     areas = AREAS if args.area == "all" else (args.area,)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for area in areas:
         mod = importlib.import_module(f"cyclad.bench.{area}")
-        if args.n is not None:
+        if args.hostile:
+            n, d = (20, 1_000_000) if args.n is None else (args.n, int(args.D))
+            records = mod.bench_hostile(n, d)
+        elif args.n is not None:
             records = mod.bench_size(args.n, int(args.D))
         else:
             records = mod.run(quick=args.quick)

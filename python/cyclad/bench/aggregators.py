@@ -324,8 +324,53 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
     return records
 
 
+HOSTILE_RULES = ("krum", "nnm", "geometric_median", "centered_clipping", "clip", "arc",
+                 "trimmed_mean", "mean")
+
+
+def bench_hostile(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
+                  ) -> list[Record]:
+    """The price of hostile rows: float64, f = n // 4 rows poisoned with NaN or with +-1e300
+    (finite, but their squared distances overflow double, so the distance rules take their
+    overflow-safe second pass), each timed against the same rule on the clean matrix
+    (baseline ``clean``: a speed-up below 1 is the slowdown an attacker can cause)."""
+    all_threads = int(_core.hardware_threads())
+    rng = np.random.default_rng(seed)
+    clean = rng.standard_normal((n, d))
+    f = max(1, n // 4)
+    tau = float(np.sqrt(d))
+    poisons = {"nan": np.full((f, d), np.nan), "1e300": np.full((f, d), 1e300)}
+    poisons["1e300"][:, ::2] = -1e300
+    records: list[Record] = []
+    for kind, rows in poisons.items():
+        X = clean.copy()
+        X[:f] = rows
+        cases = {name: (desc, call) for name, desc, call in _cases(X, f, tau, 2)}
+        clean_cases = {name: call for name, _, call in _cases(clean, f, tau, 2)}
+        for threads in (1, all_threads):
+            rp = read_pass_time(X, threads=threads)
+            for name in HOSTILE_RULES:
+                if name not in cases:
+                    continue
+                desc, call = cases[name]
+                notes: list[str] = []
+                secs = _time(functools.partial(call, threads), notes, f"cyclad t{threads}")
+                base = _time(functools.partial(clean_cases[name], threads), notes, "clean")
+                params = {"n": n, "D": d, "f": f, "dtype": "float64", "poison": kind}
+                rec = Record(AREA, name, params, threads, secs, X.nbytes, rp, {"clean": base},
+                             {"call": desc, "notes": "; ".join(notes)})
+                records.append(rec)
+                if log is not None:
+                    log(f"hostile {kind} n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
+                        f"({base / secs:.2f}x the clean call)")
+        del X
+        gc.collect()
+    return records
+
+
 def run(quick: bool) -> list[Record]:
-    """All sizes (``quick``: n in {10, 20}, D = 1e5); see the module docstring."""
+    """All sizes (``quick``: n in {10, 20}, D = 1e5), then the hostile-row cases at n = 20
+    (D = 1e5 quick, else 1e6); see the module docstring."""
     ns = (10, 20) if quick else (10, 20, 50, 100)
     ds = (100_000,) if quick else (100_000, 1_000_000, 10_000_000)
 
@@ -336,4 +381,5 @@ def run(quick: bool) -> list[Record]:
     for n in ns:
         for d in ds:
             records += bench_size(n, d, log=log)
+    records += bench_hostile(20, 100_000 if quick else 1_000_000, log=log)
     return records
