@@ -22,8 +22,22 @@ namespace {
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
 
+// Kernels load elements through typed pointers: an array that is not aligned to its element
+// size (a NumPy view into a bytes buffer at an odd offset) would be undefined behaviour. The
+// Python layer copies such arrays once (_validation.as_c_aligned); this is the last line of
+// defence for direct calls into _core.
+template <typename A>
+void require_aligned(const A& a, const char* name) {
+  using V = typename A::value_type;
+  if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(V) != 0) {
+    throw std::invalid_argument(std::string(name) + " must be aligned to its element size (" +
+                                std::to_string(alignof(V)) + " bytes); copy it first");
+  }
+}
+
 template <typename T>
 k::MatrixView<T> matrix_arg(const CArray<T>& x, const char* name) {
+  require_aligned(x, name);
   if (x.ndim() != 2) {
     throw std::invalid_argument(std::string(name) + " must be 2-D (n, D), got ndim=" +
                                 std::to_string(x.ndim()));
@@ -179,6 +193,7 @@ CArray<T> centered_clipping_impl(const CArray<T>& x, double tau, std::int64_t it
       throw std::invalid_argument("center must have shape (D,) = (" + std::to_string(v.d) +
                                   ",)");
     }
+    require_aligned(*center, "center");
     c = center->data();
   }
   CArray<T> out(static_cast<py::ssize_t>(v.d));
@@ -207,6 +222,7 @@ template <typename T>
 CArray<T> bucketing_impl(const CArray<T>& x, const CArray<std::int64_t>& perm, std::int64_t s,
                          int threads) {
   auto v = matrix_arg(x, "X");
+  require_aligned(perm, "perm");
   std::size_t us = count_arg(s, "s");
   if (us < 1) throw std::invalid_argument("s must be >= 1");
   if (perm.ndim() != 1 || static_cast<std::size_t>(perm.shape(0)) != v.n) {
@@ -314,6 +330,8 @@ template <typename T>
 CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment,
                       const CArray<T>& weights, int threads) {
   auto g = matrix_arg(G, "G");
+  require_aligned(assignment, "assignment");
+  require_aligned(weights, "weights");
   if (assignment.ndim() != 2) {
     throw std::invalid_argument("assignment must be 2-D (n, d), got ndim=" +
                                 std::to_string(assignment.ndim()));
@@ -386,6 +404,7 @@ template <typename T>
 Bytes compress_impl(const CArray<T>& x, int kind, int vcode, std::uint64_t param,
                     std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled,
                     int threads) {
+  require_aligned(x, "x");
   if (x.ndim() != 1 || x.shape(0) < 1) {
     throw std::invalid_argument("x must be a non-empty 1-D vector");
   }
@@ -444,6 +463,7 @@ std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uin
 
 template <typename T>
 py::array_t<std::int64_t> topk_indices_impl(const CArray<T>& x, std::uint64_t kk, int threads) {
+  require_aligned(x, "x");
   if (x.ndim() != 1 || x.shape(0) < 1) {
     throw std::invalid_argument("x must be a non-empty 1-D vector");
   }
@@ -520,6 +540,9 @@ std::uint64_t read_pass_impl(const py::buffer& b, int threads) {
   }
   auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
   const auto* p = static_cast<const unsigned char*>(info.ptr);
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint64_t) != 0) {
+    throw std::invalid_argument("read_pass needs an 8-byte aligned buffer");
+  }
   py::gil_scoped_release release;
   return k::read_pass(p, nbytes, threads);
 }

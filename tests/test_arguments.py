@@ -509,3 +509,21 @@ def test_coding_rejects_bool_and_float_integers() -> None:
         coding.CyclicCode(True, 1)
     with pytest.raises(TypeError, match="t must be an integer"):
         coding.CyclicCode(4, 1).assignment(1.0)
+
+
+def test_core_rejects_misaligned_arrays_directly() -> None:
+    # The last line of defence: _core itself never loads through a misaligned typed pointer.
+    buf = bytearray(8 * 41)
+    X = np.frombuffer(buf, dtype=np.float64, offset=1, count=40).reshape(4, 10)
+    assert not X.flags.aligned
+    v = np.frombuffer(buf, dtype=np.float32, offset=2, count=10)
+    for call in (
+        lambda: _core.mean(X),
+        lambda: _core.krum(X, 1),
+        lambda: _core.geometric_median(X, 1e-8, 10, 1e-7),
+        lambda: _core.topk_indices(v, 2),
+    ):
+        with pytest.raises(ValueError, match="aligned"):
+            call()
+    with pytest.raises(ValueError, match="aligned"):
+        _core.read_pass(np.frombuffer(buf, dtype=np.uint8, offset=3, count=64))

@@ -33,6 +33,8 @@ inline void require(bool ok, const std::string& what) {
 }
 
 /// \brief Read-only view of an (n, d) row-major block; rows are `row_stride` elements apart.
+/// `data` must be aligned to alignof(T): kernels load through typed pointers (the bindings
+/// reject, and the Python layer copies, unaligned arrays).
 template <typename T>
 struct MatrixView {
   const T* data = nullptr;
