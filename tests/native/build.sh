@@ -14,6 +14,7 @@
 #                        clone: the same source paths (the AVX-512 register network is chosen
 #                        at run time from CPUID, not from the clone), under the sanitizers.
 #   OPENMP               1 (default for g++): -fopenmp, so parallel_for really runs threads.
+#   TARGETS              "wire kernels" (default), or one of them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIBFUZZER=${LIBFUZZER:-0}
@@ -47,11 +48,14 @@ compile() {  # src obj
   # shellcheck disable=SC2086
   "$CXX" "${FLAGS[@]}" $COMPILE_FUZZ -c "$1" -o "$2"
 }
-# The two heavy units first, in parallel.
+TARGETS=${TARGETS:-wire kernels}
+srcs=()
+[[ $TARGETS == *kernels* ]] && srcs+=(tests/native/ops_f32.cpp tests/native/ops_f64.cpp tests/native/fuzz_kernels.cpp)
+[[ $TARGETS == *wire* ]] && srcs+=(tests/native/fuzz_wire.cpp)
+[[ -z $LINK_FUZZ ]] && srcs+=(tests/native/driver_main.cpp)
+# The two heavy units (ops_f32, ops_f64) first, in parallel.
 pids=()
-for src in tests/native/ops_f32.cpp tests/native/ops_f64.cpp tests/native/fuzz_kernels.cpp \
-           tests/native/fuzz_wire.cpp ${LINK_FUZZ:+} tests/native/driver_main.cpp; do
-  [[ -n $LINK_FUZZ && $src == */driver_main.cpp ]] && continue
+for src in "${srcs[@]}"; do
   obj="$OUT/obj/$(basename "${src%.cpp}").o"
   compile "$src" "$obj" &
   pids+=($!)
@@ -60,9 +64,14 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 MAIN=()
 [[ -z $LINK_FUZZ ]] && MAIN=("$OUT/obj/driver_main.o")
-# shellcheck disable=SC2086
-"$CXX" "${FLAGS[@]}" $LINK_FUZZ "$OUT/obj/fuzz_wire.o" "${MAIN[@]}" -o "$OUT/fuzz_wire"
-# shellcheck disable=SC2086
-"$CXX" "${FLAGS[@]}" $LINK_FUZZ "$OUT/obj/fuzz_kernels.o" "$OUT/obj/ops_f32.o" "$OUT/obj/ops_f64.o" \
-  "${MAIN[@]}" -o "$OUT/fuzz_kernels"
-echo "built $OUT/fuzz_wire $OUT/fuzz_kernels"
+if [[ $TARGETS == *wire* ]]; then
+  # shellcheck disable=SC2086
+  "$CXX" "${FLAGS[@]}" $LINK_FUZZ "$OUT/obj/fuzz_wire.o" "${MAIN[@]}" -o "$OUT/fuzz_wire"
+  echo "built $OUT/fuzz_wire"
+fi
+if [[ $TARGETS == *kernels* ]]; then
+  # shellcheck disable=SC2086
+  "$CXX" "${FLAGS[@]}" $LINK_FUZZ "$OUT/obj/fuzz_kernels.o" "$OUT/obj/ops_f32.o" \
+    "$OUT/obj/ops_f64.o" "${MAIN[@]}" -o "$OUT/fuzz_kernels"
+  echo "built $OUT/fuzz_kernels"
+fi
