@@ -72,7 +72,8 @@ def one_input(data: bytes) -> None:
         G = rng.standard_normal((N, D))
         for _ in range(fdp.ConsumeIntInRange(0, 3)):
             if G.size:
-                G.flat[rng.integers(G.size)] = POISONS64[fdp.ConsumeIntInRange(0, len(POISONS64) - 1)]
+                k = fdp.ConsumeIntInRange(0, len(POISONS64) - 1)
+                G.flat[rng.integers(G.size)] = POISONS64[k]
         with np.errstate(all="ignore"):
             G = G.astype(gdt) if gdt is not object else G.astype(object)
         if fdp.ConsumeBool() and G.ndim == 2:
@@ -112,7 +113,8 @@ def one_input(data: bytes) -> None:
             check_error(exc, "encode")
             return
         finally:
-            for before, v in zip(snapshot, [v for v in (G, A, W) if isinstance(v, np.ndarray)], strict=True):
+            arrays = [v for v in (G, A, W) if isinstance(v, np.ndarray)]
+            for before, v in zip(snapshot, arrays, strict=True):
                 if not same_array(before, v):
                     raise PropertyFailure("encode modified an input in place")
         g = np.asarray(G)
@@ -155,7 +157,8 @@ def _codes(fdp) -> None:
     except (ValueError, TypeError) as exc:
         check_error(exc, "GradientCode")
         return
-    resp = [fdp.PickValueInList([0, 1, 2, 3, 4, -1, 64, 2.0, True]) for _ in range(fdp.ConsumeIntInRange(0, 8))]
+    resp = [fdp.PickValueInList([0, 1, 2, 3, 4, -1, 64, 2.0, True])
+            for _ in range(fdp.ConsumeIntInRange(0, 8))]
     try:
         wts = gc.decode_weights(resp)
     except (ValueError, TypeError) as exc:
