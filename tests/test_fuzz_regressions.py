@@ -169,6 +169,22 @@ def test_nnm_then_trimmed_mean_huge_rows() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# coding
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["shift", "fixed", "permute"])
+def test_cyclic_code_with_n_beyond_int64(mode: str) -> None:
+    """CyclicCode(n=2^63, d=1) is accepted (n has no upper bound); assignment() then raises
+    OverflowError (shift), IndexError (fixed) or NumPy's "Maximum allowed dimension exceeded"
+    (permute, a ValueError that does not name n): outside the contract of a ValueError naming
+    the argument (found by the atheris coding target; known defect 'coding-huge-n'). 2^63
+    fails before allocating anything; a large n below it would try to allocate n int64."""
+    with pytest.raises(ValueError, match=r"\bn\b"):
+        coding.CyclicCode(2**63, 1, mode=mode).assignment(0)
+
+
+# --------------------------------------------------------------------------------------------
 # misaligned inputs
 # --------------------------------------------------------------------------------------------
 
