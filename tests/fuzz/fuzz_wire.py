@@ -1,0 +1,97 @@
+"""Atheris target ``wire``: ``Message.from_bytes`` + ``decompress`` on arbitrary bytes.
+
+The input is a whole message (the corpus is shared with tests/native/fuzz_wire.cpp). Contract
+(DESIGN.md section 4): parsing either raises ValueError or returns a message that
+
+* re-encodes to exactly the input bytes (one encoding per message), ``nbytes == len(data)``;
+* decompresses (threads 1 and 2, bit-identical) to a ``(dim,)`` vector of ``msg.dtype``;
+* decompresses through every compressor: the matching configuration gives the same vector,
+  every other raises ValueError;
+* for QSGD and sign messages (validated finite norms / scale), decodes to a finite vector.
+
+Nothing else may escape and no warning may be issued. ``Message.from_bytes`` is always called
+with ``dim=``: without it a 44-byte top-k header claiming D = 2^32 - 1 validates and the decoder
+allocates D elements (17 GB for float32). The target pins ``dim`` to the header's D when that is
+at most 2^20, else to 2^20 (so the mismatch must be rejected).
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import numpy as np
+
+from tests.fuzz._common import PropertyFailure, check
+
+MAX_DIM = 1 << 20
+
+comp = None  # cyclad.compression, imported by setup() under atheris instrumentation
+
+
+def setup() -> None:
+    global comp
+    import cyclad.compression as c
+
+    comp = c
+
+
+def _compressors(msg):  # every configuration that could have produced a message of msg.dim
+    c = comp
+    return [
+        c.Identity(),
+        c.Sign(),
+        c.TopK(k=max(1, msg.k)) if msg.k <= msg.dim else c.TopK(k=1),
+        c.RandK(k=max(1, msg.k), shared=msg.shared) if msg.k <= msg.dim else c.RandK(k=1),
+        c.QSGD(levels=max(1, msg.levels), bucket=max(1, msg.bucket))
+        if 1 <= msg.levels <= 65535
+        else c.QSGD(),
+    ]
+
+
+def one_input(data: bytes) -> None:
+    assert comp is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        D = struct.unpack_from("<Q", data, 8)[0] if len(data) >= 16 else 1
+        dim = D if 1 <= D <= MAX_DIM else MAX_DIM
+        # The bytes-like kinds from_bytes accepts, chosen by the input so runs are reproducible.
+        kind = (data[-1] if data else 0) % 4
+        arg = {0: bytes, 1: bytearray, 2: memoryview,
+               3: lambda b: np.frombuffer(b, dtype=np.uint8)}[kind](data)
+        try:
+            msg = comp.Message.from_bytes(arg, dim=dim, threads=1)
+        except ValueError as exc:
+            if not str(exc):
+                raise PropertyFailure("from_bytes raised ValueError without a message") from exc
+            return
+        if msg.to_bytes() != bytes(data):
+            raise PropertyFailure("accepted message does not re-encode to its bytes")
+        if msg.nbytes != len(data):
+            raise PropertyFailure(f"nbytes={msg.nbytes} for {len(data)} bytes")
+        out1 = comp.decompress(msg, threads=1)
+        out2 = comp.decompress(msg, threads=2)
+        if not isinstance(out1, np.ndarray) or out1.shape != (msg.dim,) or out1.dtype != msg.dtype:
+            raise PropertyFailure(f"decompress gave {type(out1)} {getattr(out1, 'shape', '')}")
+        if out1.tobytes() != out2.tobytes():
+            raise PropertyFailure("decompress differs between threads=1 and threads=2")
+        if msg.kind in ("qsgd", "sign"):
+            bad = ~np.isfinite(out1)
+            if bad.any():
+                check(
+                    False, "decode-overflow",
+                    f"{msg!r} (validated finite norms/scale) decoded to "
+                    f"{out1[bad][0]} at coordinate {int(np.argmax(bad))}",
+                )
+        for c in _compressors(msg):
+            try:
+                c.check_message(msg)
+            except ValueError:
+                try:
+                    c.decompress(msg)
+                except ValueError:
+                    continue
+                raise PropertyFailure(f"{c!r} decompressed a message it rejects: {msg!r}") from None
+            got = c.decompress(msg, threads=1)
+            if got.tobytes() != out1.tobytes():
+                raise PropertyFailure(f"{c!r}.decompress differs from decompress for {msg!r}")

@@ -1,0 +1,230 @@
+"""Regression tests for inputs found by the fuzzers and the sanitizer harness (tests/fuzz/,
+tests/native/). Each test reproduces its input inline and states the contract it checks
+(DESIGN.md section 4). tests/fuzz/README.md lists the findings and the known-defect ids the
+fuzz runs tolerate until they are fixed.
+
+Some inputs only misbehave under the sanitizers (undefined behaviour that happens to give the
+right answer in a normal build): their tests pass in a normal build and fail when the suite
+runs against an extension built with CYCLAD_SANITIZE=address,undefined (see the README).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+import cyclad.aggregators as agg
+import cyclad.coding as coding
+import cyclad.compression as comp
+
+F64_MAX = np.finfo(np.float64).max
+
+
+def header(kind: int, dtype: int, vcode: int, D: int, *fields: int, flags: int = 0) -> bytes:
+    return struct.pack("<2sBBBBBBQ", b"CZ", 1, kind, dtype, vcode, flags, 0, D) + b"".join(
+        struct.pack("<Q", f) for f in fields
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# wire format
+# --------------------------------------------------------------------------------------------
+
+
+def test_wire_huge_dim_needs_a_bound() -> None:
+    """A 32-byte top-k message (k = 1) claiming D = 2^32 - 1 must not parse without a bound:
+    decompressing it allocates D elements (17 GB of float32). Found by the wire targets;
+    they pass dim= to avoid the allocation."""
+    b = header(1, 1, 2, 2**32 - 1, 1) + bytes(4) + struct.pack("<f", 1.0)
+    assert len(b) == 32
+    with pytest.raises(ValueError):
+        comp.Message.from_bytes(b)  # never decompressed here: that would allocate 17 GB
+
+
+def test_wire_huge_dim_with_dim_is_rejected() -> None:
+    b = header(1, 1, 2, 2**32 - 1, 1) + bytes(4) + struct.pack("<f", 1.0)
+    with pytest.raises(ValueError, match="dim"):
+        comp.Message.from_bytes(b, dim=1000)
+
+
+def _finite_or_rejected(b: bytes, dim: int) -> None:
+    try:
+        msg = comp.Message.from_bytes(b, dim=dim)
+    except ValueError:
+        return
+    out = comp.decompress(msg)
+    assert np.isfinite(out).all(), f"{msg!r} decodes to {out}"
+
+
+def test_wire_sign_scale_beyond_float32() -> None:
+    """A float32 sign message whose float64 scale (1e300) is finite on the wire but overflows
+    the float32 output: validation checks the scale is finite, so the decoded vector must be
+    finite too -- or the message is rejected. Today it decodes to +-inf
+    (known defect 'decode-overflow')."""
+    b = header(4, 1, 3, 3) + struct.pack("<d", 1e300) + bytes([0b101])
+    _finite_or_rejected(b, 3)
+
+
+def test_wire_qsgd_norm_beyond_float32() -> None:
+    """The same for a QSGD norm: D = 2, s = 1, one bucket, norm 1e300 as float64, dense dtype
+    float32, levels (1, 0). Today it decodes to [inf, -0.0]."""
+    b = header(3, 1, 3, 2, 1, 2) + struct.pack("<d", 1e300) + bytes([0b10]) + bytes([0b01])
+    _finite_or_rejected(b, 2)
+
+
+@pytest.mark.parametrize("vcode", [1, 2])
+def test_wire_narrow_values_still_decode(vcode: int) -> None:
+    """Control: a float16 / float32 scale within range decodes to finite values."""
+    vb = {1: struct.pack("<e", 2.0), 2: struct.pack("<f", 2.0)}[vcode]
+    b = header(4, 1, vcode, 3) + vb + bytes([0b101])
+    np.testing.assert_array_equal(comp.decompress(comp.Message.from_bytes(b, dim=3)),
+                                  np.array([-2.0, 2.0, -2.0], dtype=np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# top-k selection
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("D", "nonzero", "k"),
+    [(64, [3], 1), (64, [3, 40], 2), (33, [31, 32], 1), (100, [0, 1, 99], 3), (96, [70], 2)],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_topk_blocks_with_few_candidates(D, nonzero, k, dtype) -> None:
+    """The top-k candidate filter handles 32-element blocks; a block with at most two
+    candidates made it call __builtin_ctzll(0) (undefined behaviour, compress.hpp
+    filter_block; found by tests/native/fuzz_kernels under UBSan, known defect 'topk-ctz').
+    The normal build happens to return the right indices; under CYCLAD_SANITIZE UBSan aborts."""
+    x = np.zeros(D, dtype=dtype)
+    x[nonzero] = np.arange(1, len(nonzero) + 1, dtype=dtype)
+    msg = comp.TopK(k=k).compress(x)
+    out = comp.decompress(msg)
+    order = sorted(nonzero, key=lambda i: (-abs(float(x[i])), i))[:k]
+    want = np.zeros(D, dtype=dtype)
+    want[order] = x[order]
+    # With fewer nonzeros than k, zeros fill in by lowest index: values are zero either way.
+    np.testing.assert_array_equal(out, want)
+
+
+# --------------------------------------------------------------------------------------------
+# distance-based rules with huge finite float64 rows
+# --------------------------------------------------------------------------------------------
+
+
+def _huge_rows(n: int = 7, D: int = 4, scale: float = 1e300, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, D)) * scale
+
+
+def _in_honest_range(out: np.ndarray, honest: np.ndarray) -> bool:
+    return bool(np.all(out >= honest.min(axis=0)) and np.all(out <= honest.max(axis=0)))
+
+
+@pytest.mark.parametrize("scale", [1e155, 1e300])
+def test_geometric_median_huge_finite_rows(scale: float) -> None:
+    """Finite float64 rows whose squared distances overflow double: the geometric median
+    returns NaN today (the Weiszfeld weights become 0/0; known defect
+    'robust-finite/geometric_median'). Distances must be computed overflow-safely."""
+    X = _huge_rows(5, 8, scale)
+    out = agg.geometric_median(X)
+    assert np.isfinite(out).all(), out
+
+
+def test_krum_does_not_select_a_huge_row() -> None:
+    """Honest rows at 1e300 and one Byzantine row of -DBL_MAX (f = 1, n = 7 >= 2f + 3): every
+    distance overflows to +inf, the scores tie, and Krum returns the Byzantine row 0 today
+    (known defect 'robust-range/krum'; tests/native/fuzz_kernels sweep)."""
+    X = _huge_rows()
+    X[0] = -F64_MAX
+    out = agg.krum(X, 1)
+    assert any(np.array_equal(out, row) for row in X[1:]), out
+
+
+def test_multi_krum_huge_rows_finite() -> None:
+    """Multi-Krum on the same input averages the -DBL_MAX row in and returns -inf today
+    (known defect 'robust-range/multi_krum')."""
+    X = _huge_rows()
+    X[0] = -F64_MAX
+    out = agg.multi_krum(X, 1)
+    assert np.isfinite(out).all() and _in_honest_range(out, X[1:]), out
+
+
+def test_nnm_honest_rows_stay_finite_with_huge_rows() -> None:
+    """NNM with at most f poisoned rows keeps every honest output row finite. With honest rows
+    at 1e300 the distances overflow, the neighbour sets include the -DBL_MAX row, and every
+    honest output row overflows today (known defect 'robust-finite/nnm')."""
+    X = _huge_rows()
+    X[0] = -F64_MAX
+    out = agg.nnm(X, 1)
+    assert np.isfinite(out[1:]).all(), out
+
+
+def test_nnm_then_trimmed_mean_huge_rows() -> None:
+    X = _huge_rows()
+    X[0] = -F64_MAX
+    out = agg.get("nnm+trimmed_mean", f=1)(X)
+    assert np.isfinite(out).all(), out
+
+
+# --------------------------------------------------------------------------------------------
+# coding
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["shift", "fixed", "permute"])
+def test_cyclic_code_with_n_beyond_int64(mode: str) -> None:
+    """CyclicCode(n=2^63, d=1) is accepted (n has no upper bound); assignment() then raises
+    OverflowError (shift), IndexError (fixed) or NumPy's "Maximum allowed dimension exceeded"
+    (permute, a ValueError that does not name n): outside the contract of a ValueError naming
+    the argument (found by the atheris coding target; known defect 'coding-huge-n'). 2^63
+    fails before allocating anything; a large n below it would try to allocate n int64."""
+    with pytest.raises(ValueError, match=r"\bn\b"):
+        coding.CyclicCode(2**63, 1, mode=mode).assignment(0)
+
+
+# --------------------------------------------------------------------------------------------
+# misaligned inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _misaligned(a: np.ndarray) -> np.ndarray:
+    """The same values with the data pointer at an odd byte offset (C-contiguous, unaligned)."""
+    raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+    m = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    m[...] = a
+    assert not m.flags.aligned and m.flags.c_contiguous
+    return m
+
+
+CALLS = {
+    "mean": lambda X: agg.mean(X),
+    "median": lambda X: agg.median(X),
+    "trimmed_mean": lambda X: agg.trimmed_mean(X, 2),
+    "meamed": lambda X: agg.meamed(X, 2),
+    "krum": lambda X: agg.krum(X, 2),
+    "multi_krum": lambda X: agg.multi_krum(X, 2),
+    "geometric_median": lambda X: agg.geometric_median(X),
+    "centered_clipping": lambda X: agg.centered_clipping(X, 1.0, iters=2),
+    "nnm": lambda X: agg.nnm(X, 2),
+    "bucketing": lambda X: agg.bucketing(X, 2, 7),
+    "clip": lambda X: agg.clip(X, 1.0),
+    "arc": lambda X: agg.arc(X, 2),
+    "encode": lambda X: coding.encode(X, np.array([[0, 1], [2, 3], [4, 0]])),
+    "topk": lambda X: comp.TopK(k=5)(X.ravel()),
+    "qsgd": lambda X: comp.QSGD(levels=4)(X.ravel(), seed=1),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_misaligned_input(call: str, dtype) -> None:
+    """A C-contiguous but misaligned array (np.frombuffer at an odd offset) reaches the kernels,
+    which load it as naturally aligned: undefined behaviour that UBSan reports (alignment)
+    under CYCLAD_SANITIZE; x86 tolerates it in a normal build. The result must equal the one
+    for an aligned copy."""
+    X = np.random.default_rng(3).standard_normal((9, 37)).astype(dtype)
+    want = CALLS[call](X.copy())
+    got = CALLS[call](_misaligned(X))
+    np.testing.assert_array_equal(got, want)
