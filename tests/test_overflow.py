@@ -179,3 +179,14 @@ def test_training_survives_gaussian_noise_of_1e200() -> None:
     hist = train.run(cfg)
     assert np.isfinite(hist.loss).all()
     assert hist.final_accuracy > 0.5
+
+
+@pytest.mark.parametrize("eps", [1e-300, 1e-8, 1.0, 1e300])
+def test_geometric_median_any_eps_on_the_scaled_path(eps) -> None:
+    # A tiny eps on the scaled path must not underflow to 0 (weights 1/0 gave NaN).
+    X = np.array([[-1.26542147e302], [-6.23274463e301]])
+    out = agg.geometric_median(X, eps=eps, max_iter=5)
+    assert np.isfinite(out).all()
+    assert X.min() <= out[0] <= X.max()
+    Y = np.array([[1e-300], [0.0], [3e-300]])  # tiny rows, eps far above their distances
+    np.testing.assert_allclose(agg.geometric_median(Y, eps=1.0), [Y.mean()], rtol=1e-12)

@@ -1113,13 +1113,21 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
   std::vector<double> z(x.d, 0.0);
   detail::affine_step(x, e, 0.0, beta.data(), bad.data(), true, z.data(), d2.data(), threads);
   // The weights are ratios, so scaled distances give the same weights; eps and the unit of
-  // the stopping rule are scaled along (2^-e >= 2^-1023 and eps 2^-e stay normal doubles).
-  const double eps_s = std::ldexp(eps, -e), one_s = std::ldexp(1.0, -e);
+  // the stopping rule are scaled along (eps 2^-e is kept at least the smallest positive
+  // double, so a tiny eps cannot underflow to 0). Each weight is taken relative to the largest
+  // one (dmin / d_i <= 1), so neither the weights nor their sum can overflow, whatever eps.
+  const double eps_s = std::max(std::ldexp(eps, -e), std::numeric_limits<double>::denorm_min());
+  const double one_s = std::ldexp(1.0, -e);
   std::size_t it = 0;
   while (it < max_iter) {
+    double dmin = std::numeric_limits<double>::infinity();
+    for (std::size_t i : good) {
+      beta[i] = std::max(eps_s, std::sqrt(d2[i]));
+      dmin = std::min(dmin, beta[i]);
+    }
     double wsum = 0.0;
     for (std::size_t i : good) {
-      beta[i] = 1.0 / std::max(eps_s, std::sqrt(d2[i]));
+      beta[i] = dmin / beta[i];
       wsum += beta[i];
     }
     for (std::size_t i : good) beta[i] /= wsum;

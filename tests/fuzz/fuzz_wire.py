@@ -9,10 +9,11 @@ The input is a whole message (the corpus is shared with tests/native/fuzz_wire.c
   every other raises ValueError;
 * for QSGD and sign messages (validated finite norms / scale), decodes to a finite vector.
 
-Nothing else may escape and no warning may be issued. ``Message.from_bytes`` is always called
-with ``dim=``: without it a 44-byte top-k header claiming D = 2^32 - 1 validates and the decoder
-allocates D elements (17 GB for float32). The target pins ``dim`` to the header's D when that is
-at most 2^20, else to 2^20 (so the mismatch must be rejected).
+Nothing else may escape and no warning may be issued. ``Message.from_bytes`` is called as a
+receiver calls it, with ``dim=`` (pinned to the header's D when that is at most 2^20, else to
+2^20, so the mismatch must be rejected), and without ``dim=`` under a ``max_dim`` of 2^20: a
+header claiming more (a 44-byte top-k message can claim D = 2^32 - 1) must be rejected before
+anything is allocated, and an accepted message must parse the same either way.
 """
 
 from __future__ import annotations
@@ -60,11 +61,23 @@ def one_input(data: bytes) -> None:
         arg = {0: bytes, 1: bytearray, 2: memoryview,
                3: lambda b: np.frombuffer(b, dtype=np.uint8)}[kind](data)
         try:
+            free = comp.Message.from_bytes(data, max_dim=MAX_DIM, threads=1)
+        except ValueError as exc:
+            if not str(exc):
+                raise PropertyFailure("from_bytes raised ValueError without a message") from exc
+            free = None
+        if free is not None and free.dim > MAX_DIM:
+            raise PropertyFailure(f"from_bytes(max_dim={MAX_DIM}) accepted D={free.dim}")
+        try:
             msg = comp.Message.from_bytes(arg, dim=dim, threads=1)
         except ValueError as exc:
             if not str(exc):
                 raise PropertyFailure("from_bytes raised ValueError without a message") from exc
+            if free is not None and free.dim == dim:
+                raise PropertyFailure("from_bytes rejects with dim= what it accepts without")
             return
+        if free is None or free.to_bytes() != msg.to_bytes():
+            raise PropertyFailure("from_bytes accepts with dim= what it rejects without")
         if msg.to_bytes() != bytes(data):
             raise PropertyFailure("accepted message does not re-encode to its bytes")
         if msg.nbytes != len(data):

@@ -375,6 +375,7 @@ void run_compress(Case<T>& c, Reader& r) {
   s.kind = static_cast<k::Kind>(c.extra % 5);
   s.vcode = static_cast<k::ValueCode>(1 + (c.extra >> 3) % 3);
   s.dim = D;
+  s.dense = sizeof(T) == 8 ? k::DenseCode::f64 : k::DenseCode::f32;
   s.shared = s.kind == k::Kind::randk && ((c.extra >> 5) & 1);
   s.seed = c.seed;
   s.scaled = !((c.extra >> 6) & 1);

@@ -59,6 +59,7 @@ bool parse_header(const std::uint8_t* data, std::size_t size, Parsed& out) {
     s.param = le64(data + 16);
     s.bucket = le64(data + 24);
   }
+  s.dense = dcode == 2 ? k::DenseCode::f64 : k::DenseCode::f32;  // the receiver's dtype
   out.spec = s;
   out.float64 = dcode == 2;
   out.header = hsize;
