@@ -557,6 +557,8 @@ void bind_bench(py::module_& m) {
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
   m.doc() = "cyclad C++ kernels (private; use the cyclad.* modules)";
   m.attr("_has_openmp") = k::has_openmp();
+  m.def("isa_path", [] { return std::string(k::isa_path()); },
+        "The ISA clone the hot kernels run: x86-64-v4, x86-64-v3 or baseline.");
   m.def("hardware_threads", [] { return k::resolve_threads(0); },
         "Number of threads used when threads=None.");
   bind_aggregate(m);

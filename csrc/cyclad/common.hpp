@@ -27,6 +27,23 @@
 
 namespace cyclad::kernels {
 
+/// The target_clones clone the hot kernels run on this CPU: "x86-64-v4" (AVX-512),
+/// "x86-64-v3" (AVX2 + FMA) or "baseline", chosen by the same rule as the load-time resolver
+/// (the first clone the CPU supports); "native" / "portable" when the build has no clones.
+inline const char* isa_path() {
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(CYCLAD_NO_MULTIVERSION) && !defined(__AVX512F__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+  return "baseline";
+#elif defined(__AVX512F__)
+  return "native";
+#else
+  return "portable";
+#endif
+}
+
 /// Throw std::invalid_argument (-> Python ValueError) unless `ok`.
 inline void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);

@@ -7,7 +7,7 @@ import importlib
 import sys
 import time
 
-from cyclad.bench._harness import markdown_table, write_results
+from cyclad.bench._harness import machine_line, markdown_table, write_results
 
 AREAS = ("aggregators", "coding", "compression")
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             records = mod.bench_size(args.n, int(args.D))
         else:
             records = mod.run(quick=args.quick)
-        sys.stdout.write(f"\n## {area}\n\n" + markdown_table(records))
+        sys.stdout.write(f"\n## {area}\n\n{machine_line()}\n\n" + markdown_table(records))
         jpath, mpath = write_results(records, args.out, f"{area}-{stamp}")
         sys.stdout.write(f"\nwrote {jpath} and {mpath}\n")
     return 0

@@ -72,15 +72,38 @@ class Record:
         return d
 
 
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo`` on Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict[str, Any]:
+    isa = getattr(_core, "isa_path", None)
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "isa_path": isa() if isa is not None else "unknown",
         "python": platform.python_version(),
         "numpy": np.__version__,
         "hardware_threads": int(_core.hardware_threads()),
         "openmp": bool(_core._has_openmp),
     }
+
+
+def machine_line() -> str:
+    """One line naming the CPU, the ISA clone that ran and the thread count, for every table."""
+    m = machine_info()
+    return (f"Machine: {m['cpu']}, kernels on the {m['isa_path']} clone, "
+            f"{m['hardware_threads']} hardware threads, OpenMP {'on' if m['openmp'] else 'off'}, "
+            f"NumPy {m['numpy']}, Python {m['python']}")
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -120,5 +143,5 @@ def write_results(records: Sequence[Record], out_dir: str | Path, stem: str) -> 
     jpath, mpath = out / f"{stem}.json", out / f"{stem}.md"
     payload = {"machine": machine_info(), "records": [r.to_dict() for r in records]}
     jpath.write_text(json.dumps(payload, indent=2))
-    mpath.write_text(markdown_table(records))
+    mpath.write_text(machine_line() + "\n\n" + markdown_table(records))
     return jpath, mpath
