@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import cyclad.aggregators as agg
-import cyclad.coding as coding
 import cyclad.compression as comp
+from cyclad import coding
 
 F64_MAX = np.finfo(np.float64).max
 

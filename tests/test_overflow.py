@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import cyclad.aggregators as agg
-import cyclad.train as train
-from cyclad import _core
+from cyclad import _core, train
 
 BIG = 2.0**600  # (2^600)^2 = 2^1200 overflows double
 DMAX = np.finfo(np.float64).max

@@ -214,7 +214,7 @@ def derive_seed(seed: int, *keys: int) -> int:
 def _check_dense_dtype(dtype: Any) -> np.dtype[Any]:
     msg = f"dtype must be float32 or float64, got {dtype!r}"
     try:
-        dt = np.dtype(dtype)
+        dt: np.dtype[Any] = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(msg) from exc
     if dt not in _DTYPES:

@@ -73,16 +73,16 @@ def _instrument_cyclad(atheris) -> int:
 def _child(target: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
-    import cyclad.aggregators  # noqa: F401
-    import cyclad.coding  # noqa: F401
+    import cyclad.aggregators
+    import cyclad.coding
     import cyclad.compression  # noqa: F401
 
     _instrument_cyclad(atheris)
     mod = __import__(f"tests.fuzz.fuzz_{target}", fromlist=["one_input", "setup"])
     mod.setup()
-    from tests.fuzz import _common
-
     import atexit
+
+    from tests.fuzz import _common
 
     atexit.register(_common.print_known_hits)
     atheris.Setup([f"fuzz_{target}", *libfuzzer_args], mod.one_input)
