@@ -200,6 +200,8 @@ def _robustness(name, pres, rule, prm, x, honest, out):
         fr = f
     if fr is None or p > fr or p == n:
         return
+    if any(pre in ("nnm", "arc") for pre in pres) and (f is None or p > f):
+        return  # the composition's guarantee needs p <= f for its pre-aggregations too
     n_rule = n
     if "bucketing" in pres:
         if rule in ("median", "geometric_median"):
