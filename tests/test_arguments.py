@@ -12,6 +12,7 @@ import pytest
 
 import cyclad.aggregators as agg
 from cyclad import _core, _validation, coding
+from tests import _arrays
 
 INT_MAX, INT64_MAX, UINT64_MAX = 2**31 - 1, 2**63 - 1, 2**64 - 1
 HUGE = [2**31, 2**63, 2**64]
@@ -46,9 +47,7 @@ def test_calls_cover_every_registered_component() -> None:
 def misaligned(X: np.ndarray, offset: int = 1) -> np.ndarray:
     """A writable copy of ``X`` whose data starts ``offset`` bytes into a bytearray (so its
     address is not a multiple of the element size)."""
-    buf = bytearray(X.nbytes + offset)
-    out = np.frombuffer(buf, dtype=X.dtype, count=X.size, offset=offset).reshape(X.shape)
-    out[...] = X
+    out = _arrays.misaligned(X, offset)
     assert not out.flags.aligned
     assert out.flags.c_contiguous
     return out

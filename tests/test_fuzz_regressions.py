@@ -18,6 +18,7 @@ import pytest
 import cyclad.aggregators as agg
 import cyclad.compression as comp
 from cyclad import coding
+from tests import _arrays
 
 F64_MAX = np.finfo(np.float64).max
 
@@ -191,9 +192,7 @@ def test_cyclic_code_with_n_beyond_int64(mode: str) -> None:
 
 def _misaligned(a: np.ndarray) -> np.ndarray:
     """The same values with the data pointer at an odd byte offset (C-contiguous, unaligned)."""
-    raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
-    m = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
-    m[...] = a
+    m = _arrays.misaligned(a)
     assert not m.flags.aligned and m.flags.c_contiguous
     return m
 

@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyclad.aggregators as agg
+from tests import _arrays
 
 RULES = agg.available()["rules"]
 PRE = agg.available()["pre_aggregations"]
@@ -92,9 +93,7 @@ def layout(X: np.ndarray, kind: str) -> np.ndarray:
         assert Y.strides[0] < 0
         assert Y.strides[1] < 0
     else:
-        buf = bytearray(X.nbytes + 1)
-        Y = np.frombuffer(buf, dtype=X.dtype, count=X.size, offset=1).reshape(X.shape)
-        Y[...] = X
+        Y = _arrays.misaligned(X)
         assert not Y.flags.aligned
     assert same(Y, X)
     return Y

@@ -706,18 +706,14 @@ bool point_pass(MatrixView<T> x, const double* z, int e, double* d2, unsigned ch
 /// Squared distances of every row to z (null = the origin) and the non-finite row flags, in
 /// units of 2^-2e: the returned e is 0 unless a finite row is so far from z that its squared
 /// distance would overflow (huge finite values, e.g. +-1e300 in float64, are as hostile as
-/// NaN); then the pass is redone on values times 2^-e, chosen from the largest |x| (and |z|,
-/// and `zmax`, a bound on |z| over later steps) so that no distance, nor a sum of n + 2 of
-/// them, can overflow. Flagged rows get +inf.
+/// NaN); then the pass is redone on values times 2^-e, chosen from the largest |x| and `zmax`
+/// (a bound on |z|_inf, now and over the caller's later steps; 0 when z is null) so that no
+/// distance, nor a sum of n + 2 of them, can overflow. Flagged rows get +inf.
 template <typename T>
 int point_sq_dists(MatrixView<T> x, const double* z, double* d2, unsigned char* bad,
                    int threads, double zmax = 0.0) {
   if (!point_pass(x, z, 0, d2, bad, threads)) return 0;
-  double m = std::max(max_abs_rows(x, bad, threads), zmax);
-  if (z != nullptr) {
-    for (std::size_t k = 0; k < x.d; ++k) m = std::max(m, std::fabs(z[k]));
-  }
-  const int e = overflow_safe_exponent(m, x.d, x.n);
+  const int e = overflow_safe_exponent(std::max(max_abs_rows(x, bad, threads), zmax), x.d, x.n);
   point_pass(x, z, e, d2, bad, threads);
   return e;
 }

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from tests._arrays import misaligned
 from tests.fuzz._common import POISONS32, POISONS64, PropertyFailure, check, check_error, same_array
 
 agg = None
@@ -85,10 +86,7 @@ def _layout(fdp, X):
     if choice == 3:  # reversed rows (negative stride)
         return X[::-1].copy()[::-1]
     if choice == 4:  # misaligned: the element pointer at an odd byte offset
-        raw = np.zeros(X.nbytes + 1, dtype=np.uint8)
-        m = np.frombuffer(raw.data, dtype=X.dtype, count=X.size, offset=1).reshape(X.shape)
-        m[...] = X
-        return m
+        return misaligned(X)
     if choice == 5:
         X = X.copy()
         X.flags.writeable = False

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from tests._arrays import misaligned
 from tests.fuzz._common import POISONS64, PropertyFailure, check, check_error, same_array
 
 coding = None
@@ -42,10 +43,7 @@ def _layout(fdp, a: np.ndarray) -> np.ndarray:
     if choice == 3:
         return np.asfortranarray(a)
     if choice == 4 and a.dtype != object and a.size:
-        raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
-        m = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
-        m[...] = a
-        return m
+        return misaligned(a)
     if choice == 5:
         a = a.copy()
         a.flags.writeable = False
