@@ -227,3 +227,16 @@ def test_misaligned_input(call: str, dtype) -> None:
     want = CALLS[call](X.copy())
     got = CALLS[call](_misaligned(X))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_meamed_leaves_the_box_by_its_documented_bound(dtype) -> None:
+    """Meamed keeps the n - f values closest to the median, and a finite adversarial value can
+    be among them while lying outside the honest range: with honest 0, 10, 11 and one
+    adversarial 12.5 (f = 1) the median is 10.5, the kept values 10, 11, 12.5, the result
+    11.1667 > 11. The documented bound widens the honest box by f / (n - f) * W (here 11/3);
+    the aggregators fuzz target asserted the unwidened box (found in a CI fuzz run)."""
+    X = np.array([[0.0], [10.0], [11.0], [12.5]], dtype=dtype)
+    out = agg.meamed(X, 1)
+    assert out[0] == pytest.approx(33.5 / 3, rel=1e-6)
+    assert 11.0 < float(out[0]) <= 11.0 + 1 / 3 * 11.0

@@ -223,6 +223,12 @@ def _robustness(name, pres, rule, prm, x, honest, out):
         lo = x[honest].min(axis=0).astype(np.float64)
         hi = x[honest].max(axis=0).astype(np.float64)
         slack = 4e-7 if x.dtype == np.float32 else 1e-15
+        if rule == "meamed":
+            # A kept adversarial value is within W of the honest box and at most f of the n - f
+            # kept values are adversarial: the box widens by f / (n - f) * W (aggregators.py).
+            with np.errstate(over="ignore"):
+                widen = fr / (n - fr) * (hi - lo)
+            lo, hi = lo - widen, hi + widen
         o = out.astype(np.float64)
         outside = ~((o >= lo - slack * np.abs(lo)) & (o <= hi + slack * np.abs(hi)))
         if outside.any():
