@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cyclad import compression, data, models, train
+from cyclad import compression, data, models, protocol, train
 
 FAST = {"rounds": 12, "n_devices": 10, "n_byzantine": 2, "blas_threads": 1}
 
@@ -52,8 +52,8 @@ def test_lad_with_d_equal_n_follows_honest_gradient_descent(attack, aggregator) 
 @pytest.mark.parametrize("assignment", ["permute", "shift"])
 def test_lad_with_mean_and_no_attack_is_centralised_gd(d, assignment) -> None:
     ds = _equal_split_dataset()
-    cfg = train.Config(dataset=ds, n_devices=10, n_byzantine=0, d=d, attack="none",
-                       aggregator="mean", assignment=assignment, partition="dirichlet",
+    cfg = train.Config(dataset=ds, standardize=False, n_devices=10, n_byzantine=0, d=d,
+                       attack="none", aggregator="mean", assignment=assignment, partition="dirichlet",
                        alpha=0.5, rounds=15, lr=0.3, momentum=0.5)
     hist = train.run(cfg)
     model = models.get("softmax", ds.n_features, ds.n_classes)
@@ -70,8 +70,8 @@ def test_lad_with_mean_and_no_attack_is_centralised_gd(d, assignment) -> None:
 
 def test_lad_iid_equal_subsets_matches_full_data_gradient() -> None:
     ds = _equal_split_dataset()
-    cfg = train.Config(dataset=ds, n_devices=10, n_byzantine=0, d=2, attack="none",
-                       aggregator="mean", partition="iid", rounds=10, lr=0.2)
+    cfg = train.Config(dataset=ds, standardize=False, n_devices=10, n_byzantine=0, d=2,
+                       attack="none", aggregator="mean", partition="iid", rounds=10, lr=0.2)
     hist = train.run(cfg)
     model = models.get("softmax", ds.n_features, ds.n_classes)
     theta = model.init(0)
@@ -114,14 +114,14 @@ def test_lad_byte_accounting(dtype) -> None:
 
 def test_comlad_bytes_are_message_lengths(monkeypatch) -> None:
     sent: list[int] = []
-    real = train.device_message
+    real = protocol.encode_payload
 
     def spy(z, comp, seed, **kw):
         out = real(z, comp, seed, **kw)
         sent.append(len(out))
         return out
 
-    monkeypatch.setattr(train, "device_message", spy)
+    monkeypatch.setattr(protocol, "encode_payload", spy)
     cfg = train.Config(**FAST, d=2, attack="sign_flip", compressor="topk:k=20",
                        error_feedback="ef14")
     h = train.run(cfg)
@@ -165,13 +165,13 @@ def test_identity_compressor_reproduces_lad() -> None:
 
 def test_shared_randk_needs_one_seed_per_round(monkeypatch) -> None:
     seeds: list[tuple[int, int]] = []
-    real = train.device_message
+    real = protocol.encode_payload
 
     def spy(z, comp, seed, **kw):
         seeds.append(seed)
         return real(z, comp, seed, **kw)
 
-    monkeypatch.setattr(train, "device_message", spy)
+    monkeypatch.setattr(protocol, "encode_payload", spy)
     train.run(train.Config(**{**FAST, "rounds": 2}, compressor="randk:0.1,shared"))
     assert len(set(seeds[:10])) == 1
     assert len(set(seeds[10:])) == 1
@@ -181,30 +181,16 @@ def test_shared_randk_needs_one_seed_per_round(monkeypatch) -> None:
     assert len(set(seeds)) == 10
 
 
-def test_server_treats_malformed_messages_as_faulty() -> None:
-    agg = lambda X: np.nanmedian(X, axis=0)
-    srv = train.Server(3, 4, np.float64, agg, lr=1.0)
-    good = np.arange(4.0)
-    payloads = [train.device_message(good, None, 0)] * 2 + [b"\x01\x02garbage"]
-    theta = srv.step(np.zeros(4), payloads)
-    assert srv.faulty == [2]
-    np.testing.assert_allclose(theta, -good)
-    srv_c = train.Server(2, 4, np.float64, agg, compressor=compression.Identity())
-    assert np.all(np.isnan(srv_c.decode(0, b"not a message")))
-    ok = compression.Identity().compress(good).to_bytes()
-    np.testing.assert_array_equal(srv_c.decode(1, ok), good)
-    with pytest.raises(ValueError, match="one message per device"):
-        srv.step(np.zeros(4), payloads[:2])
-
-
 def test_device_step_equals_simulated_coding() -> None:
     ds = data.load("digits")
     model = models.get("softmax", ds.n_features, ds.n_classes)
     theta = np.random.default_rng(1).standard_normal(model.n_params) * 0.01
     subsets = data.partition(ds.y_train, 6, "extreme")
-    window = [subsets[4], subsets[5], subsets[0]]
-    payload = train.device_step(model, theta, ds.X_train, ds.y_train, window)
+    plan = protocol.plan_round(protocol.RoundSpec(n=6, d=3, mode="fixed"), 0)
+    assert plan.assignment[4].tolist() == [4, 5, 0]
+    payload = protocol.device_step(model, theta, ds.X_train, ds.y_train, subsets, plan, 4)
     z = np.frombuffer(payload, dtype="<f8")
+    window = [subsets[4], subsets[5], subsets[0]]
     G = model.subset_grads(theta, ds.X_train, ds.y_train, window)
     np.testing.assert_allclose(z, G.mean(axis=0), rtol=1e-12, atol=1e-15)
 

@@ -607,10 +607,17 @@ def test_from_bytes_dtype() -> None:
 
 
 def _server(dtype, compressor, P=4, ef21=False):
-    from cyclad import train
+    from cyclad import protocol
 
-    return train.Server(2, P, dtype, lambda X: np.nanmedian(X, axis=0), compressor=compressor,
-                        ef21=ef21)
+    return protocol.Server(2, P, dtype, lambda X: np.nanmedian(X, axis=0),
+                           compressor=compressor, ef21=ef21)
+
+
+def _server_vector(srv, device, payload):
+    """The vector the server takes from ``payload`` in a round of its own."""
+    srv.begin(srv.t + 1)
+    srv.receive(device, payload)
+    return srv.received([device])[0]
 
 
 def test_server_rejects_a_message_in_another_dtype() -> None:
@@ -621,13 +628,11 @@ def test_server_rejects_a_message_in_another_dtype() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for b in (huge, plain):
-            srv.faulty = []
-            out = srv.decode(1, b)
+            out = _server_vector(srv, 1, b)
             assert out.dtype == np.float32
             assert np.all(np.isnan(out))
             assert srv.faulty == [1]
-        srv.faulty = []
-        np.testing.assert_array_equal(srv.decode(0, good), np.arange(4.0))
+        np.testing.assert_array_equal(_server_vector(srv, 0, good), np.arange(4.0))
         assert srv.faulty == []
 
 
@@ -635,7 +640,7 @@ def test_server_rejects_the_flipped_dimension_message() -> None:
     srv = _server(np.float64, comp.RandK(k=3, shared=True, value_dtype="float32"), P=13)
     with address_space_headroom(), warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert np.all(np.isnan(srv.decode(0, _flipped_shared_randk())))
+        assert np.all(np.isnan(_server_vector(srv, 0, _flipped_shared_randk())))
     assert srv.faulty == [0]
 
 
@@ -654,15 +659,15 @@ def test_server_decode_never_raises_or_warns() -> None:
     srv_t = _server(np.float64, c, P=13)
     with address_space_headroom(), warnings.catch_warnings():
         warnings.simplefilter("error")
-        srv.decode(0, big)
-        assert np.all(np.isinf(srv.decode(0, big)))
-        srv.decode(1, inf)
-        assert np.all(np.isnan(srv.decode(1, ninf))[:2])
+        _server_vector(srv, 0, big)
+        assert np.all(np.isinf(_server_vector(srv, 0, big)))
+        _server_vector(srv, 1, inf)
+        assert np.all(np.isnan(_server_vector(srv, 1, ninf))[:2])
         assert srv.faulty == []
         b = bytearray(c.compress(np.random.default_rng(0).standard_normal(13)).to_bytes())
         for i in range(len(b) * 8):
             b[i // 8] ^= 1 << (i % 8)
-            out = srv_t.decode(0, bytes(b))
+            out = _server_vector(srv_t, 0, bytes(b))
             assert out.shape == (13,)
             assert out.dtype == np.float64
             b[i // 8] ^= 1 << (i % 8)

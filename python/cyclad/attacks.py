@@ -71,8 +71,11 @@ class AttackContext:
         Device indices of the honest and Byzantine devices.
     aggregate : callable, optional
         The server's aggregation (pre-aggregation + rule): ``(n, P) -> (P,)``.
-    rng : numpy.random.Generator
-        The coalition's random stream for this round.
+    rng : cyclad._random.Stream or numpy.random.Generator
+        The coalition's random stream for this round: in a run, the counter-based stream
+        ``(device_seed, t, ALL, ATTACK)`` (:meth:`cyclad.protocol.RoundPlan.attack_stream`),
+        which offers the Generator methods ``random``, ``standard_normal``, ``normal``,
+        ``permutation``.
     """
 
     honest: Array
@@ -83,7 +86,7 @@ class AttackContext:
     honest_idx: Array | None = None
     byzantine_idx: Array | None = None
     aggregate: Callable[[Array], Array] | None = None
-    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    rng: Any = field(default_factory=lambda: np.random.default_rng(0))
 
 
 def alie_z(n: int, f: int) -> float:

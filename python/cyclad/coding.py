@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from cyclad import _core
+from cyclad import _core, _random
 from cyclad._validation import (
     INT64_MAX,
     UINT64_MAX,
@@ -58,22 +58,13 @@ _U64_MAX = UINT64_MAX
 # --------------------------------------------------------------------------------------------
 
 
-def _philox_words(key0: int, key1: int, count: int) -> NDArray[np.uint64]:
-    """``count`` raw 64-bit words of Philox-4x64-10 with key ``(key0, key1)``, counter 0.
-
-    Only the Philox algorithm (Random123) defines these words, not NumPy's ``Generator``
-    methods, whose streams may change between NumPy versions: a server and its devices derive the
-    same values whatever NumPy they run."""
-    key = np.array([key0, key1], dtype=np.uint64)
-    return np.asarray(np.random.Philox(key=key).random_raw(count), dtype=np.uint64)
-
-
 def permutation(n: int, seed: int, t: int) -> NDArray[np.int64]:
     """The uniform random permutation ``pi_t`` of ``range(n)`` used by ``mode="permute"``.
 
-    ``pi_t = argsort(u)`` (stable) where ``u`` are ``n`` raw 64-bit words of Philox-4x64-10 with
-    key ``(seed, t)`` and counter 0: a pure function of ``(seed, t)``, counter-based (no state
-    to carry between rounds), uniform up to the ~``n^2 / 2^65`` chance of a tie among the words.
+    ``pi_t = argsort(u)`` (stable) where ``u`` are the first ``n`` words of the run's stream
+    ``(seed, t, 0, PERMUTATION)`` (:mod:`cyclad._random`: Philox-4x64-10 with key ``(seed, t)``
+    and counter 0): a pure function of ``(seed, t)``, counter-based (no state to carry between
+    rounds), uniform up to the ~``n^2 / 2^65`` chance of a tie among the words.
 
     Parameters
     ----------
@@ -98,7 +89,7 @@ def permutation(n: int, seed: int, t: int) -> NDArray[np.int64]:
     n = check_int(n, "n", lo=1, hi=INT64_MAX)
     seed = check_int(seed, "seed", lo=0, hi=_U64_MAX)
     t = check_int(t, "t", lo=0, hi=_U64_MAX)
-    return np.argsort(_philox_words(seed, t, n), kind="stable").astype(np.int64, copy=False)
+    return _random.permutation(seed, t, 0, _random.PERMUTATION, n)
 
 
 class CyclicCode:
@@ -427,8 +418,9 @@ class GradientCode(_ExactCode):
 
     Row ``i`` of the encoding matrix ``B`` is supported on ``{i, ..., i+s} mod n`` with
     ``B[i, i] = 1``. Construction (the paper's Algorithm 2): draw ``H`` of shape ``(s, n)`` with
-    ``H @ 1 = 0`` (first ``n - 1`` columns uniform in ``[-1/2, 1/2)`` from Philox-4x64-10 with
-    key ``(seed, 2**63)``, last column minus their row sums) and pick each row of
+    ``H @ 1 = 0`` (first ``n - 1`` columns uniform in ``[-1/2, 1/2)`` from the stream
+    ``(seed, SETUP, 0, CODE_MATRIX)`` of :mod:`cyclad._random`, last column minus their row
+    sums) and pick each row of
     ``B`` in the null space of ``H``. The null space has dimension ``n - s`` and contains the
     all-ones vector, and (for a generic ``H``) any ``n - s`` rows of ``B`` are independent, so they
     span it: decoding weights exist for every set of ``n - s`` responders. The random ``H`` can
@@ -461,9 +453,9 @@ class GradientCode(_ExactCode):
         if s == 0:
             np.fill_diagonal(B, 1.0)
         else:
-            words = _philox_words(self.seed, 2**63, s * (n - 1)).reshape(s, n - 1)
+            stream = _random.Stream(self.seed, _random.SETUP, 0, _random.CODE_MATRIX)
             H = np.empty((s, n))
-            H[:, :-1] = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53 - 0.5
+            H[:, :-1] = stream.random((s, n - 1)) - 0.5
             H[:, -1] = -H[:, :-1].sum(axis=1)
             for i in range(n):
                 supp = self._support[i]

@@ -124,6 +124,12 @@ class Dataset:
         """``max label + 1`` over train and test (at least 2)."""
         return max(2, int(max(self.y_train.max(), self.y_test.max())) + 1)
 
+    def standardized(self) -> Dataset:
+        """A copy with features standardised to zero mean and unit variance, with the
+        statistics of the training part only (a constant feature keeps scale 1)."""
+        Xtr, Xte = _standardize(self.X_train, self.X_test)
+        return Dataset(Xtr, self.y_train, Xte, self.y_test)
+
     def __repr__(self) -> str:
         return (
             f"Dataset(train={self.X_train.shape[0]}, test={self.X_test.shape[0]}, "

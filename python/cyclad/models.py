@@ -158,34 +158,33 @@ class Model:
         if not sels:
             msg = "subsets must not be empty"
             raise ValueError(msg)
-        slices = all(isinstance(s, slice) for s in sels)
-        if slices:
-            Xu, yu = X, y
-            bounds = [s.indices(X.shape[0])[:2] for s in sels]
-        else:
-            arrs = [np.asarray(s, dtype=np.int64) for s in sels]
-            lens = np.array([a.shape[0] for a in arrs])
-            idx = np.concatenate(arrs)
-            Xu, yu = X[idx], y[idx]
-            ends = np.cumsum(lens)
-            bounds = list(zip((ends - lens).tolist(), ends.tolist(), strict=True))
-        for j, (lo, hi) in enumerate(bounds):
-            if hi <= lo:
+        parts = []
+        for j, s in enumerate(sels):
+            if isinstance(s, slice):
+                Xj, yj = X[s], y[s]
+            else:
+                idx = np.asarray(s, dtype=np.int64)
+                Xj, yj = X[idx], y[idx]
+            if Xj.shape[0] == 0:
                 msg = f"subsets[{j}] is empty"
                 raise ValueError(msg)
-        _, pairs = self._forward_backward(theta, Xu, yu, need_grad=True)
+            parts.append((Xj, yj))
         dt = np.result_type(theta.dtype, X.dtype)
         out = np.empty((len(sels), self.n_params), dtype=dt)
-        for j, (lo, hi) in enumerate(bounds):
+        # Each subset's gradient is computed from its own rows only (one forward / backward pass
+        # per subset): a BLAS product's rows depend on the product's size, so a device that
+        # computes only its window gets the bytes the simulation computes for all subsets.
+        for j, (Xj, yj) in enumerate(parts):
+            _, pairs = self._forward_backward(theta, Xj, yj, need_grad=True)
+            inv = 1.0 / Xj.shape[0]
             off = 0
-            inv = 1.0 / (hi - lo)
             for inp, delta in pairs:
                 a, b = inp.shape[1], delta.shape[1]
                 Wg = out[j, off : off + a * b].reshape(a, b)
-                np.matmul(inp[lo:hi].T, delta[lo:hi], out=Wg)
+                np.matmul(inp.T, delta, out=Wg)
                 Wg *= inv
                 off += a * b
-                out[j, off : off + b] = delta[lo:hi].sum(axis=0) * inv
+                out[j, off : off + b] = delta.sum(axis=0) * inv
                 off += b
         return out
 

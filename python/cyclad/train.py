@@ -1,45 +1,19 @@
-"""LAD and Com-LAD training: configuration, the round (device step + server step), the run loop.
+"""LAD and Com-LAD training: the configuration, the history, and the in-process simulation.
 
-One LAD round ``t`` (DESIGN §1):
+The round itself -- the plan, what a device computes and sends, what a Byzantine device sends,
+what the server does with what it receives -- lives in :mod:`cyclad.protocol`; :func:`run`
+builds a :class:`cyclad.protocol.RoundSpec` and a :class:`cyclad.protocol.Server` from a
+:class:`Config` and calls those steps for every device, in one process.
 
-1. the server draws the round's cyclic assignment ``A_t = CyclicCode(n, d, mode, seed)
-   .assignment(t)``; device ``i`` is given the subsets ``A_t[i]``;
-2. every honest device computes its ``d`` subset gradients at the current model and encodes them,
-   ``z_i = (1/d) sum_{j in A_t[i]} g_j`` (:func:`cyclad.coding.encode`), then sends ``z_i``
-   (LAD: the raw little-endian vector, ``4 P`` or ``8 P`` bytes) or a compressed
-   :class:`cyclad.compression.Message` (Com-LAD) — :func:`device_message`;
-3. the Byzantine devices (``byzantine="first"``: devices ``0 .. f-1``; ``"random"``: a seeded
-   random set, fixed for the run) send what the attack crafts; they see the honest vectors as
-   the server will see them, the assignment and the server's rule (:mod:`cyclad.attacks`);
-4. the server decodes every payload (:meth:`Server.decode`): a payload that does not parse, has
-   the wrong length, or decompresses to the wrong shape makes that device's vector all-NaN for
-   the round, so the robust rule treats it as faulty (coordinate-wise rules order NaN last,
-   distance-based rules give it infinite distance); it then aggregates with the configured
-   pre-aggregation and rule and steps the model (:meth:`Server.apply`):
-   ``v <- momentum * v + (F(z_1..z_n) + weight_decay * theta)``, ``theta <- theta - lr * v``.
-
-The simulation (:func:`run`) computes the ``N`` subset gradients once per round (one vectorised
-pass, :meth:`cyclad.models.Model.subset_grads`) and encodes all windows with the C++ kernel;
-a distributed runtime calls :func:`device_step` on each device and :meth:`Server.step` on the
-server, which run the same code.
-
-Mini-batches (``batch_size``): in round ``t`` each subset ``j`` is replaced by a random batch of
-``batch_size`` of its samples, drawn from ``(device_seed, t, j)`` so that the ``d`` devices that
-compute subset ``j`` use the same batch (the coding needs identical copies).
-
-Com-LAD: each honest device owns one compressor (wrapped in ``ErrorFeedback`` (EF14) or ``EF21``
-when ``error_feedback`` is set); its compression seed is
-``compression.derive_seed(device_seed, t, i)``, or ``derive_seed(device_seed, t)`` for shared
-rand-k so that all devices keep the same coordinates.
-With EF21 the server keeps the same per-device state ``g_i`` and adds each decompressed message to
-it; ``g_i`` is the vector it aggregates. Byzantine devices send valid messages of the same
-compressor (omniscient: under EF21 they compress ``v - g_i`` so the server ends up with ``v``).
+Randomness (:mod:`cyclad._random`): ``seed`` keys the data split, the partition, the model's
+initial values (NumPy generators, drawn once at set-up), the cyclic assignment, the Byzantine
+set (``byzantine="random"``) and bucketing; ``device_seed`` (default ``seed``) keys the
+mini-batches, the compression seeds and the attack's noise, all counter-based.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import time
@@ -56,7 +30,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 import numpy as np
 from numpy.typing import NDArray
 
-from cyclad import aggregators, attacks, coding, compression, data, models
+from cyclad import attacks, coding, compression, data, models, protocol
 from cyclad._validation import parse_spec
 
 __all__ = [
@@ -65,10 +39,10 @@ __all__ = [
     "ConfigError",
     "History",
     "Interrupted",
-    "Server",
+    "build_aggregator",
     "build_compressor",
-    "device_message",
-    "device_step",
+    "device_compressor",
+    "round_spec",
     "run",
 ]
 
@@ -105,7 +79,9 @@ class Config:
     ----------
     dataset : str or Dataset
         ``"digits"`` (default), ``"wine"``, ``"breast_cancer"``, ``"synthetic"``, ``"mnist"``,
-        ``"fashion_mnist"`` (with ``data_path``), or a :class:`cyclad.data.Dataset`.
+        ``"fashion_mnist"`` (with ``data_path``), or a :class:`cyclad.data.Dataset` (already
+        split: ``test_fraction``, ``data_path`` and ``dataset_params`` must keep their
+        defaults; ``standardize`` applies to it as to a bundled one).
     model : str
         ``"softmax"``, ``"logistic"``, ``"least_squares"``, ``"mlp"`` (``hidden``,
         ``activation``).
@@ -139,6 +115,11 @@ class Config:
         Data split, partition, model init, cyclic assignment, Byzantine set.
     device_seed : int or None
         Mini-batches, compression and attack randomness (``None`` = ``seed``).
+    standardize : bool
+        Standardise the features (zero mean, unit variance), with statistics of the training
+        part only; bundled and user datasets alike.
+    test_fraction : float
+        Held-out fraction of a bundled dataset (MNIST-style data keep their official split).
     eval_every : int
         Evaluate loss and test accuracy every that many rounds (and at the last round); other
         rounds record NaN.
@@ -287,6 +268,13 @@ class Config:
 
         if not isinstance(self.dataset, data.Dataset):
             choice("dataset", data.DATASETS)
+        else:
+            # a Dataset arrives split and loaded: the loading fields would be silently ignored
+            for name, default in (("test_fraction", 0.25), ("data_path", None),
+                                  ("dataset_params", {})):
+                if getattr(self, name) != default:
+                    raise ConfigError(name, "applies to bundled datasets only; a Dataset "
+                                            "arrives split and loaded")
         choice("model", models.MODELS)
         int_field("n_devices", lo=1)
         n = self.n_devices
@@ -341,19 +329,13 @@ class Config:
             rule = build_aggregator(self, seed=0)
             out = np.asarray(rule(np.zeros((n, 3), dtype=self.dtype)))
         except (ValueError, TypeError) as exc:
-            text = str(exc)
-            name = "f" if (" f " in f" {text} " or "f=" in text or "f must" in text) else "aggregator"
-            raise ConfigError(name, text) from None
+            name = "f" if getattr(exc, "argument", None) == "f" else "aggregator"
+            raise ConfigError(name, str(exc)) from None
         if out.shape != (3,):
             name = "aggregator"
             raise ConfigError(name, f"must return one vector, got shape {out.shape}")
-        # compressor
         if self.compressor is not None:
-            try:
-                build_compressor(self.compressor, n_params)
-            except (ValueError, TypeError) as exc:
-                name = "compressor"
-                raise ConfigError(name, str(exc)) from None
+            _check_compressor(self, n_params)
 
 
 def _toml_value(v: Any) -> str:
@@ -367,24 +349,41 @@ def _toml_value(v: Any) -> str:
 
 
 def build_aggregator(cfg: Config, seed: int = 0) -> Callable[[Array], Array]:
-    """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (registry composition).
+    """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (:func:`protocol.make_rule`:
+    ``f`` defaults to ``n_byzantine``; parameters no component takes are dropped)."""
+    return protocol.make_rule(cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params, seed=seed,
+                              threads=cfg.threads)
 
-    ``f`` (default ``n_byzantine``), the bucketing ``seed`` and the ``aggregator_params`` go to
-    the components that take them; parameters that no component of the chosen aggregator takes
-    are ignored, so one sweep file can set e.g. bucketing's ``s`` next to rules without it.
-    """
-    params = dict(cfg.aggregator_params)
-    params.setdefault("f", cfg.f_rule)
-    if "bucketing" in cfg.aggregator_name:
-        params.setdefault("seed", seed)
-    accepted: set[str] = set()
-    for part in cfg.aggregator_name.split("+"):
-        fn = getattr(aggregators, part.strip().lower().replace("-", "_"), None)
-        if callable(fn):
-            accepted |= set(inspect.signature(fn).parameters)
-    if accepted:
-        params = {k: v for k, v in params.items() if k in accepted}
-    return aggregators.get(cfg.aggregator_name, threads=cfg.threads, **params)
+
+def round_spec(cfg: Config, subset_sizes: Sequence[int]) -> protocol.RoundSpec:
+    """The :class:`protocol.RoundSpec` of a run of ``cfg`` whose subsets have these sizes."""
+    return protocol.RoundSpec(
+        n=cfg.n_devices, d=cfg.d, mode=cfg.assignment, seed=cfg.seed,
+        device_seed=cfg.device_seed, n_byzantine=cfg.n_byzantine, byzantine=cfg.byzantine,
+        subset_sizes=tuple(int(m) for m in subset_sizes), batch_size=cfg.batch_size,
+        shared_compression=cfg.compressor is not None
+        and bool(getattr(build_compressor(cfg.compressor), "shared", False)))
+
+
+def device_compressor(cfg: Config, n_params: int | None = None) -> Any:
+    """A fresh compressor for one honest device of ``cfg`` (with its error feedback), or None
+    for LAD."""
+    if cfg.compressor is None:
+        return None
+    c = build_compressor(cfg.compressor, n_params)
+    if cfg.error_feedback in (True, "ef14"):
+        return compression.ErrorFeedback(c)
+    if cfg.error_feedback == "ef21":
+        return compression.EF21(c)
+    return c
+
+
+def _check_compressor(cfg: Config, n_params: int | None) -> None:
+    try:
+        build_compressor(cfg.compressor or "", n_params)
+    except (ValueError, TypeError) as exc:
+        name = "compressor"
+        raise ConfigError(name, str(exc)) from None
 
 
 def build_compressor(spec: str, n_params: int | None = None) -> Any:
@@ -522,186 +521,31 @@ class History:
 
 
 # --------------------------------------------------------------------------------------------
-# the round: device step and server step
-# --------------------------------------------------------------------------------------------
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint32)[0])
-
-
-def device_message(
-    z: Array, compressor: Any | None, seed: int, *, threads: int | None = None
-) -> bytes:
-    """What a device puts on the wire for its coded vector ``z`` (shape ``(P,)``).
-
-    LAD (``compressor=None``): the raw little-endian vector. Com-LAD: the compressor's
-    ``Message`` bytes (``compressor`` may be an ``ErrorFeedback`` / ``EF21`` wrapper, which
-    updates its state).
-    """
-    if compressor is None:
-        return np.ascontiguousarray(z, dtype=z.dtype.newbyteorder("<")).tobytes()
-    return bytes(compressor.compress(z, seed=seed, threads=threads).to_bytes())
-
-
-def device_step(
-    model: models.Model,
-    theta: Array,
-    X: Array,
-    y: Array,
-    subsets: Sequence[Any],
-    *,
-    compressor: Any | None = None,
-    seed: int = 0,
-    weights: Array | None = None,
-    threads: int | None = None,
-) -> bytes:
-    """One honest device's round: ``d`` subset gradients at ``theta``, encoded, then sent.
-
-    Parameters
-    ----------
-    model : Model
-    theta : ndarray, shape (P,)
-        The broadcast model.
-    X, y : ndarray
-        The (entire) training data the device holds.
-    subsets : sequence of index arrays or slices
-        The device's window of subsets this round (its row of the assignment).
-    compressor : compressor or None
-        The device's compressor (Com-LAD) or None (LAD).
-    seed : int
-        The compression seed of this device and round.
-    weights : ndarray, shape (1, d), optional
-        Encoding weights (uniform ``1/d`` by default).
-    threads : int, optional
-        Threads of the encoding and compression kernels (None = all cores).
-
-    Returns
-    -------
-    bytes
-        The payload for the server.
-    """
-    G = model.subset_grads(theta, X, y, subsets)
-    A = np.arange(len(subsets), dtype=np.int64)[None, :]
-    z = np.asarray(coding.encode(G, A, weights, threads=threads))[0]
-    return device_message(z, compressor, seed, threads=threads)
-
-
-class Server:
-    """The server side of a round: decode the payloads, aggregate, step the model.
-
-    Parameters
-    ----------
-    n_devices, n_params : int
-    dtype : numpy dtype
-        Dtype of the model and of raw LAD payloads; with a compressor, float32 or float64, and
-        every message must declare this dense dtype and ``n_params`` coordinates.
-    aggregate : callable
-        ``(n, P) -> (P,)`` robust aggregation (pre-aggregation included).
-    compressor : compressor or None
-        The base (stateless) compressor used to decompress Com-LAD messages.
-    ef21 : bool
-        Keep EF21 per-device states (each decompressed message is added to the sender's state).
-    lr, momentum, weight_decay : float
-    """
-
-    def __init__(
-        self,
-        n_devices: int,
-        n_params: int,
-        dtype: Any,
-        aggregate: Callable[[Array], Array],
-        *,
-        compressor: Any | None = None,
-        ef21: bool = False,
-        lr: float = 0.1,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        threads: int | None = None,
-    ) -> None:
-        self.threads = threads
-        self.n = int(n_devices)
-        self.P = int(n_params)
-        self.dtype = np.dtype(dtype)
-        if compressor is not None and self.dtype not in (np.float32, np.float64):
-            msg = f"dtype must be float32 or float64 with a compressor, got {self.dtype}"
-            raise ValueError(msg)
-        self.aggregate = aggregate
-        self.compressor = compressor
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.velocity = np.zeros(self.P, dtype=self.dtype)
-        self.state = np.zeros((self.n, self.P), dtype=self.dtype) if ef21 else None
-        self.faulty: list[int] = []
-
-    def decode(self, device: int, payload: bytes) -> Array:
-        """The vector device ``device`` contributes this round (all-NaN if its payload is bad).
-
-        The server, not the sender, fixes the message's dimension and dtype (``dim=P``,
-        ``dtype=self.dtype``): a message declaring others is malformed and marks the device
-        faulty for the round. No byte string makes this raise or warn.
-        """
-        try:
-            if self.compressor is None:
-                if len(payload) != self.P * self.dtype.itemsize:
-                    msg = "raw payload has the wrong length"
-                    raise ValueError(msg)
-                vec = np.frombuffer(payload, dtype=self.dtype.newbyteorder("<")).astype(self.dtype)
-            else:
-                msg_obj = compression.Message.from_bytes(
-                    payload, dim=self.P, dtype=self.dtype, threads=self.threads
-                )
-                vec = self.compressor.decompress(msg_obj, threads=self.threads)
-                if vec.shape != (self.P,) or vec.dtype != self.dtype:
-                    msg = f"message decompresses to {vec.shape} {vec.dtype}"
-                    raise ValueError(msg)
-        except (ValueError, TypeError):
-            self.faulty.append(device)
-            return np.full(self.P, np.nan, dtype=self.dtype)
-        if self.state is not None:
-            # Non-finite values are data (DESIGN 4): an EF21 state may overflow or become NaN
-            # (Inf - Inf) without a warning; the robust rule deals with the poisoned row.
-            with np.errstate(over="ignore", invalid="ignore"):
-                self.state[device] += vec
-            return np.array(self.state[device], copy=True)
-        return np.asarray(vec)
-
-    def apply(self, theta: Array, V: Array) -> Array:
-        """Aggregate the ``(n, P)`` received vectors and return the updated model."""
-        agg = np.asarray(self.aggregate(V), dtype=self.dtype)
-        step = agg + self.weight_decay * theta if self.weight_decay else agg
-        if self.momentum:
-            self.velocity = self.momentum * self.velocity + step
-            step = self.velocity
-        return np.asarray(theta - self.lr * step, dtype=self.dtype)
-
-    def step(self, theta: Array, payloads: Sequence[bytes]) -> Array:
-        """The whole server step: decode every device's payload, aggregate, update."""
-        if len(payloads) != self.n:
-            msg = f"payloads must hold one message per device ({self.n}), got {len(payloads)}"
-            raise ValueError(msg)
-        self.faulty = []
-        V = np.stack([self.decode(i, p) for i, p in enumerate(payloads)])
-        return self.apply(theta, V)
-
-
-# --------------------------------------------------------------------------------------------
 # the simulation
 # --------------------------------------------------------------------------------------------
 
 
 def _resolve_dataset(cfg: Config) -> data.Dataset:
     if isinstance(cfg.dataset, data.Dataset):
-        return cfg.dataset
+        return cfg.dataset.standardized() if cfg.standardize else cfg.dataset
     params = dict(cfg.dataset_params)
     return data.load(cfg.dataset, test_fraction=cfg.test_fraction, seed=cfg.seed,
                      standardize=cfg.standardize, path=cfg.data_path, **params)
 
 
 class _Simulation:
-    """State of an in-process simulated run (built by :func:`run`)."""
+    """An in-process run: every device and the server in one process, calling
+    :mod:`cyclad.protocol` (built by :func:`run`).
 
-    def __init__(self, cfg: Config) -> None:
-        cfg.validate()
+    Honest devices take a vectorised path that gives :func:`protocol.device_step`'s payloads
+    byte for byte (a test checks it): the ``N`` subset gradients of the round in one pass,
+    every window encoded by one :func:`cyclad.coding.encode` call, then each device's
+    :func:`protocol.encode_payload`.
+    """
+
+    def __init__(self, cfg: Config, *, validated: bool = False) -> None:
+        if not validated:
+            cfg.validate()
         self.cfg = cfg
         ds = _resolve_dataset(cfg)
         self.ds = ds
@@ -714,7 +558,8 @@ class _Simulation:
             name = "model"
             raise ConfigError(name, str(exc)) from None
         P = self.model.n_params
-        cfg.validate(n_params=P)
+        if cfg.compressor is not None:
+            _check_compressor(cfg, P)
         try:
             subsets = data.partition(ds.y_train, n, cfg.partition, alpha=cfg.alpha,
                                      gamma=cfg.gamma, seed=cfg.seed)
@@ -732,51 +577,29 @@ class _Simulation:
         self.attack = attacks.get(cfg.attack, **cfg.attack_params)
         self.y_flip = (attacks.LabelFlip.flip(self.y, ds.n_classes)
                        if self.attack.data_level else None)
-        self.code = coding.CyclicCode(n, cfg.d, mode=cast(Any, cfg.assignment), seed=cfg.seed)
-        nb = cfg.n_byzantine
-        if cfg.byzantine == "first":
-            byz = np.arange(nb, dtype=np.int64)
-        else:
-            rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xB7]))
-            byz = np.sort(rng.choice(n, size=nb, replace=False)).astype(np.int64)
+        self.base = None if cfg.compressor is None else build_compressor(cfg.compressor, P)
+        self.spec = round_spec(cfg, [s.stop - s.start for s in self.slices])
+        byz = protocol.byzantine_devices(self.spec)
         self.byz = byz
         self.honest = np.setdiff1d(np.arange(n, dtype=np.int64), byz)
-        self.dseed = cfg.seed if cfg.device_seed is None else cfg.device_seed
         self.theta = self.model.init(cfg.seed, dtype=self.dtype)
-        self.rebucket = "bucketing" in cfg.aggregator_name
-        # Com-LAD
-        self.base = None if cfg.compressor is None else build_compressor(cfg.compressor, P)
+        # Com-LAD: every honest device owns its compressor (and its EF state); under EF21 every
+        # Byzantine device owns an EF21 sender, so the server's state ends at its crafted vector.
         ef = cfg.error_feedback
-        self.ef21 = ef == "ef21"
         self.device_comp: list[Any] = [None] * n
+        self.byz_senders: dict[int, Any] = {}
         if self.base is not None:
-            for i in self.honest:
-                c = build_compressor(cfg.compressor or "", P)
-                if ef in (True, "ef14"):
-                    c = compression.ErrorFeedback(c)
-                elif ef == "ef21":
-                    c = compression.EF21(c)
-                self.device_comp[int(i)] = c
-        self.shared = bool(getattr(self.base, "shared", False))
-        self.server = Server(n, P, self.dtype, build_aggregator(cfg, seed=0),
-                             compressor=self.base, ef21=self.ef21, lr=cfg.lr,
-                             momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                             threads=cfg.threads)
+            for i in self.honest.tolist():
+                self.device_comp[i] = device_compressor(cfg, P)
+            if ef == "ef21":
+                self.byz_senders = {i: compression.EF21(self.base) for i in byz.tolist()}
+        self.server = protocol.Server(
+            n, P, self.dtype, cfg.aggregator_name, f=cfg.f_rule,
+            rule_params=cfg.aggregator_params, seed=cfg.seed, compressor=self.base,
+            ef21=ef == "ef21", lr=cfg.lr, momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay, threads=cfg.threads)
         self.P = P
-
-    def subsets_for_round(self, t: int) -> list[Any]:
-        bs = self.cfg.batch_size
-        if bs is None:
-            return list(self.slices)
-        out: list[Any] = []
-        for j, s in enumerate(self.slices):
-            size = s.stop - s.start
-            if bs >= size:
-                out.append(s)
-            else:
-                rng = np.random.default_rng(np.random.SeedSequence([self.dseed, t, j, 0xBA7C]))
-                out.append(s.start + np.sort(rng.choice(size, size=bs, replace=False)))
-        return out
+        self.payloads: list[bytes | None] = [None] * n  # the last round's, for inspection
 
     def objective(self, theta: Array) -> float:
         loss = self.model.loss(theta, self.X, self.y)
@@ -785,58 +608,36 @@ class _Simulation:
         return float(loss)
 
     def round(self, t: int) -> tuple[int, int, float, float]:
-        cfg, n, theta = self.cfg, self.cfg.n_devices, self.theta
-        A = self.code.assignment(t)
-        subs = self.subsets_for_round(t)
-        G = self.model.subset_grads(theta, self.X, self.y, subs)
-        Z = np.asarray(coding.encode(G, A, threads=cfg.threads))
+        cfg, n, theta, srv = self.cfg, self.cfg.n_devices, self.theta, self.server
+        plan = protocol.plan_round(self.spec, t)
+        sels = plan.selections(self.slices)
+        G = self.model.subset_grads(theta, self.X, self.y, sels)
+        Z = np.asarray(coding.encode(G, plan.assignment, threads=cfg.threads))
         g = G.mean(axis=0)
         het = float(np.mean(np.sum((G - g) ** 2, axis=1)))
         spread = float(np.mean(np.sum((Z[self.honest] - g) ** 2, axis=1)))
-        srv = self.server
-        srv.faulty = []
-        if self.rebucket:
-            srv.aggregate = build_aggregator(cfg, seed=_seed(cfg.seed, t, 0xB0C))
-        compressing = self.base is not None
-        round_seed = compression.derive_seed(self.dseed, t) if compressing else 0
-
-        def seed_of(i: int) -> int:
-            if not compressing:
-                return 0
-            return round_seed if self.shared else compression.derive_seed(self.dseed, t, i)
-
-        payloads: list[bytes] = [b""] * n
-        V = np.empty((n, self.P), dtype=self.dtype)
-        # honest devices
-        for i in self.honest:
-            i = int(i)
-            payloads[i] = device_message(Z[i], self.device_comp[i], seed_of(i),
-                                         threads=cfg.threads)
-            V[i] = srv.decode(i, payloads[i])
-        # Byzantine devices
+        payloads: list[bytes | None] = [None] * n
+        srv.begin(t)
+        for i in self.honest.tolist():
+            payloads[i] = protocol.encode_payload(Z[i], self.device_comp[i],
+                                                  plan.compression_seeds[i], threads=cfg.threads)
+            srv.receive(i, payloads[i])
         if self.byz.size:
             byz_honest = Z[self.byz]
             if self.y_flip is not None:
-                Gf = self.model.subset_grads(theta, self.X, self.y_flip, subs)
-                byz_honest = np.asarray(coding.encode(Gf, A[self.byz], threads=cfg.threads))
-            ctx = attacks.AttackContext(
-                honest=V[self.honest], n=n, f=int(self.byz.size), byzantine_honest=byz_honest,
-                assignment=A, honest_idx=self.honest, byzantine_idx=self.byz,
-                aggregate=srv.aggregate,
-                rng=np.random.default_rng(np.random.SeedSequence([self.dseed, t, 0xA77])))
-            B = np.asarray(self.attack(ctx), dtype=self.dtype)
-            for k, i in enumerate(self.byz):
-                i = int(i)
-                v = B[k]
-                if self.base is not None and srv.state is not None:
-                    v = v - srv.state[i]
-                try:
-                    payloads[i] = device_message(v, self.base, seed_of(i), threads=cfg.threads)
-                except (ValueError, TypeError):
-                    payloads[i] = b"\x00malformed"  # the compressor refused the vector
-                V[i] = srv.decode(i, payloads[i])
-        self.theta = srv.apply(theta, V)
-        up = sum(len(p) for p in payloads)
+                Gf = self.model.subset_grads(theta, self.X, self.y_flip, sels)
+                byz_honest = np.asarray(
+                    coding.encode(Gf, plan.assignment[self.byz], threads=cfg.threads))
+            sent = protocol.byzantine_step(
+                self.attack, plan, honest=srv.received(self.honest), n=n,
+                byzantine_honest=byz_honest, aggregate=srv.aggregate, compressor=self.base,
+                senders=self.byz_senders, threads=cfg.threads)
+            for i, p in zip(self.byz.tolist(), sent, strict=True):
+                payloads[i] = p
+                srv.receive(i, p)
+        self.theta = srv.finish(theta)
+        self.payloads = payloads
+        up = sum(len(p) for p in payloads if p is not None)
         down = n * self.P * self.dtype.itemsize
         return up, down, spread, het
 
