@@ -443,5 +443,7 @@ def test_derive_seed() -> None:
     assert a != comp.derive_seed(1, 3)
     assert comp.derive_seed(1, 2, 0) != comp.derive_seed(1, 2, 1)
     assert 0 <= comp.derive_seed(2**64 - 1, 2**64 - 1) < 2**64
-    with pytest.raises(ValueError, match="keys"):
+    with pytest.raises(ValueError, match="t must be"):
         comp.derive_seed(1, -1)
+    with pytest.raises(ValueError, match="device must be"):
+        comp.derive_seed(1, 0, 2**64 - 1)

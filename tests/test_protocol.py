@@ -60,6 +60,14 @@ def test_pinned_round_plan() -> None:
     assert p.bucketing_seed == 15285420482419202499
 
 
+def test_plan_compression_seeds_are_derive_seed() -> None:
+    for shared in (False, True):
+        spec = protocol.RoundSpec(n=4, d=2, seed=1, device_seed=8, shared_compression=shared)
+        plan = protocol.plan_round(spec, 3)
+        want = [compression.derive_seed(8, 3, None if shared else i) for i in range(4)]
+        assert list(plan.compression_seeds) == want
+
+
 def test_the_assignment_permutation_is_the_permute_stream() -> None:
     """coding.permutation is stream (seed, t, 0, PERMUTATION): the assignments of every run
     stayed what they were."""

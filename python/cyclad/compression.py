@@ -25,7 +25,8 @@ the values (``value_dtype``) adds its rounding error on top.
 
 **Randomness.** Every random draw is a counter-based function of ``(seed, stream, coordinate)``
 (splitmix64), so results are identical for any thread count and on any machine. The caller folds
-the round, and for private streams the device, into ``seed`` (:func:`derive_seed`). ``RandK``
+the round, and for private streams the device, into ``seed``: a run takes it from its
+counter-based streams (:func:`derive_seed`, :mod:`cyclad._random`). ``RandK``
 with ``shared=True`` draws its mask from the seed alone: every device using the round's seed
 keeps the same coordinates, and the message carries the seed instead of the indices.
 
@@ -125,7 +126,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from cyclad import _core
+from cyclad import _core, _random
 from cyclad._validation import as_float_array, check_float, check_int, check_threads
 
 __all__ = [
@@ -170,24 +171,22 @@ _FLAG_SHARED = 1
 # --------------------------------------------------------------------------------------------
 
 
-def _mix64(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
-    return z ^ (z >> 31)
+def derive_seed(seed: int, t: int = 0, device: int | None = None) -> int:
+    """The compression seed a run uses: round ``t`` and, for a private stream, ``device``.
 
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """Fold keys (e.g. the round, then the device) into a 64-bit seed.
-
-    ``derive_seed(s, t)`` is the round seed of round ``t`` (use it for shared rand-k masks);
-    ``derive_seed(s, t, i)`` a private seed of device ``i`` in round ``t``.
+    ``derive_seed(s, t)`` is the round seed shared by every device (shared rand-k masks);
+    ``derive_seed(s, t, i)`` device ``i``'s private seed in round ``t``. Both are the first word
+    of the run's counter-based stream ``(s, t, device or ALL, COMPRESSION)``
+    (:mod:`cyclad._random`), the values :func:`cyclad.protocol.plan_round` gives.
 
     Parameters
     ----------
     seed : int
-        Base seed in ``[0, 2^64 - 1]``.
-    *keys : int
-        Non-negative integers below ``2^64``, folded in order.
+        The run's device seed, in ``[0, 2^64 - 1]``.
+    t : int
+        The round, in ``[0, 2^64 - 1]``.
+    device : int, optional
+        The device, in ``[0, 2^64 - 2]``; None for the shared round seed.
 
     Returns
     -------
@@ -197,13 +196,14 @@ def derive_seed(seed: int, *keys: int) -> int:
     Raises
     ------
     ValueError
-        If the seed or a key is out of range.
+        If an argument is out of range.
+    TypeError
+        If an argument is not an integer.
     """
-    h = check_int(seed, "seed", 0, _U64)
-    for i, key in enumerate(keys):
-        v = check_int(key, f"keys[{i}]", 0, _U64)
-        h = _mix64(h ^ _mix64((v + 0x9E3779B97F4A7C15) & _U64))
-    return h
+    s = check_int(seed, "seed", 0, _U64)
+    r = check_int(t, "t", 0, _U64)
+    dev = _random.ALL if device is None else check_int(device, "device", 0, _U64 - 1)
+    return _random.seed_word(s, r, dev, _random.COMPRESSION)
 
 
 # --------------------------------------------------------------------------------------------
