@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -134,23 +134,38 @@ class RoundPlan:
         For each subset ``j``: the sorted positions (within the subset) of its mini-batch, or
         None for the whole subset. The ``d`` devices that compute subset ``j`` use the same batch.
     compression_seeds : tuple of int
-        Device ``i``'s compression seed (all equal with ``shared_compression``).
+        Device ``i``'s compression seed (all equal with ``shared_compression``); drawn on first
+        use (:meth:`compression_seed` draws one device's alone).
     byzantine, honest : ndarray of int64
         The Byzantine and the honest devices, sorted.
     bucketing_seed : int
         The server's bucketing seed.
-    attack_keys : tuple of int
-        Keys of the coalition's random stream (:meth:`attack_stream`).
+    device_seed : int
+        The seed of the devices' draws (compression seeds, the coalition's stream).
+    shared_compression : bool
+        One compression seed for every device.
     """
 
     t: int
     assignment: Array
     batches: tuple[Array | None, ...]
-    compression_seeds: tuple[int, ...]
     byzantine: Array
     honest: Array
     bucketing_seed: int
-    attack_keys: tuple[int, int] = field(default=(0, 0))
+    device_seed: int
+    shared_compression: bool = False
+
+    def compression_seed(self, device: int) -> int:
+        """Device ``device``'s compression seed of this round."""
+        dev = _random.ALL if self.shared_compression else int(device)
+        return _random.seed_word(self.device_seed, self.t, dev, _random.COMPRESSION)
+
+    @functools.cached_property
+    def compression_seeds(self) -> tuple[int, ...]:
+        n = int(self.assignment.shape[0])
+        if self.shared_compression:
+            return (self.compression_seed(0),) * n
+        return tuple(self.compression_seed(i) for i in range(n))
 
     def selections(self, subsets: Sequence[Any], devices: Any = None) -> list[Any]:
         """The sample selections of the round: subset ``j``'s rows (a slice or an index array into
@@ -170,7 +185,7 @@ class RoundPlan:
 
     def attack_stream(self) -> _random.Stream:
         """The coalition's random stream of this round (a fresh one at every call)."""
-        return _random.Stream(self.attack_keys[0], self.t, _random.ALL, _random.ATTACK)
+        return _random.Stream(self.device_seed, self.t, _random.ALL, _random.ATTACK)
 
 
 @functools.lru_cache(maxsize=16)
@@ -190,6 +205,13 @@ def byzantine_devices(spec: RoundSpec) -> Array:
     return byz
 
 
+@functools.lru_cache(maxsize=16)
+def _honest_devices(spec: RoundSpec) -> Array:
+    honest = np.setdiff1d(np.arange(spec.n, dtype=np.int64), byzantine_devices(spec))
+    honest.setflags(write=False)
+    return honest
+
+
 def bucketing_seed(seed: int, t: int) -> int:
     """The server's bucketing seed of round ``t``."""
     return _random.seed_word(seed, t, _random.ALL, _random.BUCKETING)
@@ -204,15 +226,10 @@ def plan_round(spec: RoundSpec, t: int) -> RoundPlan:
         for j, size in enumerate(spec.subset_sizes):
             if spec.batch_size < size:
                 batches[j] = _random.sample(ds, t, j, _random.BATCH, size, spec.batch_size)
-    if spec.shared_compression:
-        seeds = (_random.seed_word(ds, t, _random.ALL, _random.COMPRESSION),) * n
-    else:
-        seeds = tuple(_random.seed_word(ds, t, i, _random.COMPRESSION) for i in range(n))
     byz = byzantine_devices(spec)
-    honest = np.setdiff1d(np.arange(n, dtype=np.int64), byz)
-    return RoundPlan(t=t, assignment=A, batches=tuple(batches), compression_seeds=seeds,
-                     byzantine=byz, honest=honest, bucketing_seed=bucketing_seed(spec.seed, t),
-                     attack_keys=(ds, t))
+    return RoundPlan(t=t, assignment=A, batches=tuple(batches), byzantine=byz,
+                     honest=_honest_devices(spec), bucketing_seed=bucketing_seed(spec.seed, t),
+                     device_seed=ds, shared_compression=spec.shared_compression)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +283,7 @@ def device_step(model: models.Model, theta: Array, X: Array, y: Array, subsets: 
     G = model.subset_grads(theta, X, y, plan.selections(subsets, device))
     A = np.arange(G.shape[0], dtype=np.int64)[None, :]
     z = np.asarray(coding.encode(G, A, weights, threads=threads))[0]
-    return encode_payload(z, compressor, plan.compression_seeds[device], threads=threads)
+    return encode_payload(z, compressor, plan.compression_seed(device), threads=threads)
 
 
 def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n: int,
@@ -309,7 +326,7 @@ def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n:
     for k, i in enumerate(plan.byzantine.tolist()):
         comp = senders.get(i, compressor) if senders else compressor
         try:
-            out.append(encode_payload(B[k], comp, plan.compression_seeds[i], threads=threads))
+            out.append(encode_payload(B[k], comp, plan.compression_seed(i), threads=threads))
         except (ValueError, TypeError):
             out.append(MALFORMED)
     return out

@@ -619,8 +619,9 @@ class _Simulation:
         payloads: list[bytes | None] = [None] * n
         srv.begin(t)
         for i in self.honest.tolist():
-            payloads[i] = protocol.encode_payload(Z[i], self.device_comp[i],
-                                                  plan.compression_seeds[i], threads=cfg.threads)
+            seed = plan.compression_seed(i) if self.base is not None else 0
+            payloads[i] = protocol.encode_payload(Z[i], self.device_comp[i], seed,
+                                                  threads=cfg.threads)
             srv.receive(i, payloads[i])
         if self.byz.size:
             byz_honest = Z[self.byz]
