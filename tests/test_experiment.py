@@ -81,7 +81,7 @@ def test_run_sweep_validates_before_running(tmp_path) -> None:
 def test_collect_histories_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
         experiment.collect_histories([tmp_path / "missing"])
-    with pytest.raises(FileNotFoundError, match="no history.json found"):
+    with pytest.raises(FileNotFoundError, match=r"no history\.json found"):
         experiment.collect_histories([tmp_path])
 
 

@@ -104,5 +104,5 @@ class TorchAdapter:
         self.set_flat(theta)
         self.module.zero_grad(set_to_none=True)
         loss = loss_fn(self.module, *args)
-        loss.backward()
+        torch.autograd.backward(loss)
         return float(loss.detach()), self.flat_grad()
