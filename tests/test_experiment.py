@@ -29,7 +29,10 @@ def test_expand_grid_variants_axis_and_labels() -> None:
     keys, combos = experiment.expand_grid(values)
     assert keys == ["variant", "d"]
     assert [(c["variant"], c["d"]) for c in combos] == [
-        ("topk+ef", 1), ("topk+ef", 4), ("compressor=sign", 1), ("compressor=sign", 4)
+        ("topk+ef", 1),
+        ("topk+ef", 4),
+        ("compressor=sign", 1),
+        ("compressor=sign", 4),
     ]
     assert combos[0]["error_feedback"] is True
     assert "label" not in combos[0]

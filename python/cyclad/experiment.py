@@ -42,8 +42,14 @@ __all__ = [
 
 #: The ``cyclad demo`` configuration; :func:`demo_runs` varies ``d`` and ``attack``.
 DEMO: dict[str, Any] = {
-    "dataset": "digits", "model": "softmax", "n_devices": 20, "n_byzantine": 4,
-    "partition": "extreme", "aggregator": "trimmed_mean", "rounds": 150, "lr": 0.5,
+    "dataset": "digits",
+    "model": "softmax",
+    "n_devices": 20,
+    "n_byzantine": 4,
+    "partition": "extreme",
+    "aggregator": "trimmed_mean",
+    "rounds": 150,
+    "lr": 0.5,
 }
 DEMO_ATTACKS = ("none", "sign_flip", "foe", "alie")
 DEMO_D = (1, 2, 4, 10, 20)
