@@ -236,29 +236,57 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``cyclad`` command; returns the exit code."""
-    p = argparse.ArgumentParser(prog="cyclad", description=__doc__.splitlines()[0], allow_abbrev=False)
+    doc = (__doc__ or "cyclad").splitlines()[0]
+    p = argparse.ArgumentParser(prog="cyclad", description=doc, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
 
     pd = sub.add_parser("demo", allow_abbrev=False, help="a one-minute LAD experiment on digits")
     pd.add_argument("--rounds", type=int, default=None, help="rounds per run (default 150)")
 
-    pr = sub.add_parser("run", allow_abbrev=False, help="train one configuration (TOML file and/or --field value)")
+    fields = (
+        "Any other --FIELD VALUE (or --FIELD=VALUE) sets a Config field, overriding the TOML "
+        "file; VALUE is a TOML literal (--d 4 --lr 0.5 --aggregator_params.tau 1.0), else a "
+        "string (--attack alie)."
+    )
+    pr = sub.add_parser(
+        "run",
+        allow_abbrev=False,
+        help="train one configuration (TOML file and/or --field value)",
+        description="Train one configuration; write history.csv, history.json and config.toml "
+        "to --out (on Ctrl-C: the rounds done so far, exit 130).",
+        epilog=fields,
+    )
     pr.add_argument("config", nargs="?", help="TOML file of Config fields")
     pr.add_argument("--out", help="output directory (default runs/<timestamp>)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ps = sub.add_parser("sweep", allow_abbrev=False, help="run the grid of every list-valued field")
+    ps = sub.add_parser(
+        "sweep",
+        allow_abbrev=False,
+        help="run the grid of every list-valued field",
+        description="Run every combination of the list-valued fields (and [[variants]]); write "
+        "results.csv, summary.csv and summary.md (seeds pooled) and runs/ to --out.",
+        epilog=fields,
+    )
     ps.add_argument("config", help="TOML file; list-valued fields span the grid")
     ps.add_argument("--out", help="output directory (default runs/sweep-<timestamp>)")
     ps.add_argument("--jobs", type=int, default=None, help="parallel processes (default: cores)")
 
-    pp = sub.add_parser("plot", allow_abbrev=False, help="accuracy / loss vs round and vs uplink bytes (PNG)")
+    pp = sub.add_parser(
+        "plot", allow_abbrev=False, help="accuracy / loss vs round and vs uplink bytes (PNG)"
+    )
     pp.add_argument("results", nargs="+", help="history.json files, run or sweep folders")
-    pp.add_argument("--out", default="plot.png")
-    pp.add_argument("--title", default=None)
+    pp.add_argument("--out", default="plot.png", help="PNG file to write (default plot.png)")
+    pp.add_argument("--title", default=None, help="figure title")
 
-    pb = sub.add_parser("bench", allow_abbrev=False, help="python -m cyclad.bench AREA ...")
-    pb.add_argument("area")
+    pb = sub.add_parser(
+        "bench",
+        allow_abbrev=False,
+        help="python -m cyclad.bench AREA ...",
+        description="Run a bench area; further options go to python -m cyclad.bench (see "
+        "python -m cyclad.bench --help).",
+    )
+    pb.add_argument("area", help="aggregators, coding, compression or all")
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("run", "sweep") and not ({"-h", "--help"} & set(argv)):
