@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
-from cyclad import cli, train
+from cyclad import experiment, train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -40,7 +40,7 @@ def _sweep(name: str, jobs: int | None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    cli.run_sweep(values, out, jobs, echo=False)
+    experiment.run_sweep(values, out, jobs)
     print(f"{name}: {time.perf_counter() - t0:.0f} s -> {out}/summary.md")
     return out
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         out = _sweep("comlad", args.jobs)
         for d in ("1", "4"):
             runs = [out / r["dir"] for r in _rows(out / "results.csv") if r["d"] == d]
-            cli.plot_histories([str(r) for r in runs], out / f"accuracy_vs_bytes_d{d}.png",
+            experiment.plot_histories([str(r) for r in runs], out / f"accuracy_vs_bytes_d{d}.png",
                                title=f"Com-LAD vs LAD, d = {d}, ALIE, trimmed mean")
     if "spread" in todo:
         spread(args.jobs)

@@ -18,13 +18,22 @@ except ImportError as exc:  # pragma: no cover - only without a built extension
 from importlib.metadata import PackageNotFoundError, version
 
 from cyclad import aggregators, coding, compression
+from cyclad._validation import ArgumentError, ArgumentTypeError
 
 try:
     __version__ = version("cyclad")
 except PackageNotFoundError:  # pragma: no cover
     __version__ = "0.0.0"
 
-__all__ = ["__version__", "aggregators", "coding", "compression", "hardware_threads"]
+__all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "__version__",
+    "aggregators",
+    "coding",
+    "compression",
+    "hardware_threads",
+]
 
 
 def hardware_threads() -> int:

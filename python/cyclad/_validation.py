@@ -16,6 +16,12 @@ Integers: :func:`check_int` bounds every integer argument by the range of the C+
 kernel takes (``INT_MAX = 2**31 - 1`` for ``threads``, ``INT64_MAX = 2**63 - 1`` for counts,
 ``UINT64_MAX = 2**64 - 1`` for seeds), so an out-of-range value raises ``ValueError`` naming the
 argument and the allowed range rather than reaching the extension.
+
+Errors: every check raises :class:`ArgumentError` (a ``ValueError``) or
+:class:`ArgumentTypeError` (a ``TypeError``). Both carry the offending argument's name as data,
+``exc.argument`` (e.g. ``"X"``, ``"f"``, ``"threads"``), so a caller maps an error to its own
+field by that attribute instead of by the message text; the message still names the argument
+and the allowed range.
 """
 
 from __future__ import annotations
@@ -30,6 +36,24 @@ from numpy.typing import NDArray
 
 from cyclad import _core
 
+__all__ = [
+    "INT64_MAX",
+    "INT_MAX",
+    "UINT64_MAX",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "as_c_aligned",
+    "as_float_array",
+    "as_index_array",
+    "as_matrix",
+    "check_float",
+    "check_int",
+    "check_threads",
+    "float_dtype",
+    "parse_spec",
+    "to_numpy",
+]
+
 FloatArray = NDArray[np.float32] | NDArray[np.float64]
 Wrap = Callable[[Any], Any]
 
@@ -37,6 +61,41 @@ Wrap = Callable[[Any], Any]
 INT_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
+
+
+class ArgumentError(ValueError):
+    """A bad argument value (shape, range, emptiness); ``argument`` names the argument.
+
+    Raised as ``ArgumentError(msg, argument="f")``.
+
+    Parameters
+    ----------
+    message : str
+        The full message; it names the argument and the allowed values too.
+    argument : str
+        The name of the offending argument as the caller spelled it (``"f"``, ``"X"``, ...).
+    """
+
+    def __init__(self, message: str, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+    def __reduce__(self) -> tuple[type[ArgumentError], tuple[str, str]]:
+        return type(self), (str(self), self.argument)
+
+
+class ArgumentTypeError(TypeError):
+    """A bad argument type (not an integer, not real numbers, ...); ``argument`` names it.
+
+    The ``TypeError`` twin of :class:`ArgumentError`, with the same ``argument`` attribute.
+    """
+
+    def __init__(self, message: str, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+    def __reduce__(self) -> tuple[type[ArgumentTypeError], tuple[str, str]]:
+        return type(self), (str(self), self.argument)
 
 
 def _identity(out: Any) -> Any:
@@ -58,12 +117,12 @@ def to_numpy(x: Any, name: str = "X") -> tuple[np.ndarray, Wrap]:
         t = x.detach()
         if t.device.type != "cpu":
             msg = f"{name} must be a CPU tensor, got device {t.device}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument=name)
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.to(torch.float64)
         if t.is_complex() or t.dtype == torch.bool:
             msg = f"{name} must hold real floating-point values, got torch dtype {t.dtype}"
-            raise TypeError(msg)
+            raise ArgumentTypeError(msg, argument=name)
         if t.is_conj() or t.is_neg():
             t = t.resolve_conj().resolve_neg()
 
@@ -80,7 +139,7 @@ def to_numpy(x: Any, name: str = "X") -> tuple[np.ndarray, Wrap]:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         msg = f"{name} must be array-like (NumPy array, CPU torch tensor, buffer), got {type(x)}"
-        raise TypeError(msg) from exc
+        raise ArgumentTypeError(msg, argument=name) from exc
     return arr, _identity
 
 
@@ -92,7 +151,7 @@ def float_dtype(arr: np.ndarray, name: str = "X") -> np.dtype[Any]:
     if dt.kind in "iuf":
         return np.dtype(np.float64)
     msg = f"{name} must hold real numbers (float32 or float64), got dtype {dt}"
-    raise TypeError(msg)
+    raise ArgumentTypeError(msg, argument=name)
 
 
 def as_float_array(
@@ -108,10 +167,10 @@ def as_float_array(
     if ndim is not None and arr.ndim != ndim:
         shape = "(n, D)" if ndim == 2 else "(D,)" if ndim == 1 else f"{ndim}-D"
         msg = f"{name} must be {ndim}-D {shape}, got shape {arr.shape}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=name)
     if arr.size == 0:
         msg = f"{name} must not be empty, got shape {arr.shape}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=name)
     return as_c_aligned(arr, dt), wrap
 
 
@@ -131,24 +190,34 @@ def as_matrix(x: Any, name: str = "X") -> tuple[FloatArray, Wrap]:
     return as_float_array(x, name, ndim=2)
 
 
-def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+def check_int(
+    value: Any,
+    name: str,
+    lo: int | None = None,
+    hi: int | None = None,
+    *,
+    label: str | None = None,
+) -> int:
     """An integer in [lo, hi] (inclusive bounds, None = unbounded); bool is rejected.
 
     Accepts Python and NumPy integers (anything with ``__index__``). Callers pass the bound of
-    the C++ type the value reaches (:data:`INT_MAX`, :data:`INT64_MAX`, :data:`UINT64_MAX`)."""
+    the C++ type the value reaches (:data:`INT_MAX`, :data:`INT64_MAX`, :data:`UINT64_MAX`).
+    ``label`` words the argument in the message (e.g. ``"f (for krum with n=5 rows)"``);
+    ``exc.argument`` is always ``name``."""
+    text = name if label is None else label
     if isinstance(value, bool | np.bool_):
-        msg = f"{name} must be an integer, got {value!r}"
-        raise TypeError(msg)
+        msg = f"{text} must be an integer, got {value!r}"
+        raise ArgumentTypeError(msg, argument=name)
     try:
         v = operator.index(value)
     except TypeError as exc:
-        msg = f"{name} must be an integer, got {type(value).__name__} {value!r}"
-        raise TypeError(msg) from exc
+        msg = f"{text} must be an integer, got {type(value).__name__} {value!r}"
+        raise ArgumentTypeError(msg, argument=name) from exc
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         lo_s = "-inf" if lo is None else str(lo)
         hi_s = "inf" if hi is None else str(hi)
-        msg = f"{name} must be in [{lo_s}, {hi_s}], got {v}"
-        raise ValueError(msg)
+        msg = f"{text} must be in [{lo_s}, {hi_s}], got {v}"
+        raise ArgumentError(msg, argument=name)
     return v
 
 
@@ -158,19 +227,19 @@ def check_float(
     """A finite real number, >= lo (or > lo with ``strict_lo``)."""
     if isinstance(value, bool | np.bool_):
         msg = f"{name} must be a real number, got {value!r}"
-        raise TypeError(msg)
+        raise ArgumentTypeError(msg, argument=name)
     try:
         v = float(value)
     except (TypeError, ValueError) as exc:
         msg = f"{name} must be a real number, got {type(value).__name__} {value!r}"
-        raise TypeError(msg) from exc
+        raise ArgumentTypeError(msg, argument=name) from exc
     if not np.isfinite(v):
         msg = f"{name} must be finite, got {v}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=name)
     if lo is not None and (v <= lo if strict_lo else v < lo):
         op = ">" if strict_lo else ">="
         msg = f"{name} must be {op} {lo}, got {v}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=name)
     return v
 
 
@@ -195,7 +264,7 @@ def parse_spec(spec: str, name: str = "spec") -> tuple[str, list[Any], dict[str,
     """
     if not isinstance(spec, str) or not spec.strip():
         msg = f"{name} must be a non-empty string, got {spec!r}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=name)
     kind, _, rest = spec.strip().partition(":")
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -235,10 +304,10 @@ def as_index_array(
     arr, _ = to_numpy(x, name)
     if arr.dtype.kind not in "iu":
         msg = f"{name} must hold integers, got dtype {arr.dtype}"
-        raise TypeError(msg)
+        raise ArgumentTypeError(msg, argument=name)
     if arr.ndim != ndim:
         msg = f"{name} must be {ndim}-D {shape}, got shape {arr.shape}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=name)
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= bound:
@@ -246,5 +315,5 @@ def as_index_array(
                 f"{name} must be in [0, {bound_name}) = [0, {bound}), "
                 f"got values in [{lo}, {hi}]"
             )
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument=name)
     return as_c_aligned(arr, np.int64)

@@ -6,6 +6,11 @@ the same dtype and kind. ``threads=None`` uses all cores; results are bit-identi
 thread count (``threads`` in ``[1, 2**31 - 1]``). Inputs are never modified; arrays that are
 not aligned C-contiguous float32/float64 are copied once (see :mod:`cyclad._validation`).
 
+Errors are :class:`cyclad.ArgumentError` (a ``ValueError``) or :class:`cyclad.ArgumentTypeError`
+(a ``TypeError``); ``exc.argument`` names the offending argument (``"X"``, ``"f"``, ``"m"``,
+``"tau"``, ...; for :func:`get`, ``"name"`` or the parameter), so callers need not parse the
+message. An aggregator built by :func:`get` keeps the ``argument`` of the component that failed.
+
 Guarantees
 ----------
 Notation: ``H`` is the set of honest rows (``h`` of them), ``b = n - h`` the number of other
@@ -85,6 +90,7 @@ import numpy as np
 from cyclad import _core
 from cyclad._validation import (
     INT64_MAX,
+    ArgumentError,
     as_float_array,
     as_matrix,
     check_float,
@@ -131,7 +137,7 @@ def _check_f_trim(f: Any, n: int) -> int:
     v = check_int(f, "f")
     if not 0 <= v <= (n - 1) // 2:
         msg = f"f must be in [0, {(n - 1) // 2}] (n > 2f) for n={n} rows, got f={v}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="f")
     return v
 
 
@@ -253,8 +259,8 @@ def _check_f(f: Any, n: int, lo_rows: int, rule: str, hi: int | None = None) -> 
     top = n - lo_rows if hi is None else hi
     if top < 0:
         msg = f"{rule} needs X with at least {lo_rows} rows (n >= f + {lo_rows}), got n={n}"
-        raise ValueError(msg)
-    return check_int(f, f"f (for {rule} with n={n} rows)", 0, top)
+        raise ArgumentError(msg, argument="X")
+    return check_int(f, "f", 0, top, label=f"f (for {rule} with n={n} rows)")
 
 
 def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
@@ -331,7 +337,9 @@ def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = No
     x, wrap = as_matrix(X)
     n = x.shape[0]
     f = _check_f(f, n, 3, "multi_krum")
-    m = n - f if m is None else check_int(m, f"m (for multi_krum with n={n} rows)", 1, n)
+    m = n - f if m is None else check_int(
+        m, "m", 1, n, label=f"m (for multi_krum with n={n} rows)"
+    )
     return wrap(_core.multi_krum(x, f, m, threads=check_threads(threads)))
 
 
@@ -445,10 +453,10 @@ def centered_clipping(
         c, _ = as_float_array(center, "center", ndim=1, dtype=np.float64)
         if c.shape[0] != x.shape[1]:
             msg = f"center must have shape (D,) = ({x.shape[1]},), got {c.shape}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="center")
         if not np.isfinite(c).all():
             msg = "center must be finite"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="center")
     return wrap(_core.centered_clipping(x, tau, iters, c, threads=check_threads(threads)))
 
 
@@ -745,7 +753,10 @@ class Aggregator:
                 where = f"stage {k + 1} '{stage}' of '{self.name}'"
                 where += f" (input with n={n} rows)" if n is not None else ""
                 msg = f"{where}: {exc}"
-                raise ValueError(msg) from exc
+                argument = getattr(exc, "argument", None)
+                if argument is None:
+                    raise ValueError(msg) from exc
+                raise ArgumentError(msg, argument=argument) from exc
         return x
 
     def __repr__(self) -> str:
@@ -779,37 +790,39 @@ def get(name: str, *, threads: int | None = None, **params: Any) -> Aggregator:
 
     Raises
     ------
-    ValueError
-        If a name is unknown or not available, a pre-aggregation is last or a rule is not last,
-        a parameter is accepted by no component, or a required parameter is missing. Parameter
-        values are checked when the aggregator is called.
+    cyclad.ArgumentError
+        (a ``ValueError``) If a name is unknown or not available, a pre-aggregation is last or
+        a rule is not last (``argument == "name"``), a parameter is accepted by no component or
+        a required parameter is missing (``argument`` is that parameter, the first in sorted
+        order). Parameter values are checked when the aggregator is called; its errors keep
+        the failing component's ``argument``.
     """
     if not isinstance(name, str) or not name.strip():
         msg = f"name must be a non-empty string such as 'nnm+krum', got {name!r}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="name")
     parts = [p.strip().lower().replace("-", "_") for p in name.split("+")]
     valid = f"rules {list(_RULES)}, pre-aggregations {list(_PRE_AGGREGATIONS)}"
     for k, part in enumerate(parts):
         last = k == len(parts) - 1
         if part not in _RULES and part not in _PRE_AGGREGATIONS:
             msg = f"unknown aggregator {part!r} in {name!r}; valid names: {valid}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="name")
         if last and part in _PRE_AGGREGATIONS:
             msg = (
                 f"{name!r} ends with the pre-aggregation {part!r}; the last element must be a "
                 f"rule returning (D,): one of {list(_RULES)}"
             )
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="name")
         if not last and part in _RULES:
             msg = (
                 f"{part!r} in {name!r} is a rule and must come last; only pre-aggregations "
                 f"{list(_PRE_AGGREGATIONS)} may precede the rule"
             )
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="name")
         if _lookup(part) is None:
             msg = f"{part!r} is registered but not available in this build; available: "
             msg += f"{available()}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="name")
     stages: list[tuple[str, Callable[..., Any], dict[str, Any]]] = []
     used: set[str] = set()
     accepted_all: set[str] = set()
@@ -821,7 +834,7 @@ def get(name: str, *, threads: int | None = None, **params: Any) -> Aggregator:
         missing = sorted(required - params.keys())
         if missing:
             msg = f"{part!r} in {name!r} needs the parameter(s) {missing}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument=missing[0])
         kw = {k: v for k, v in params.items() if k in accepted}
         used |= kw.keys()
         stages.append((part, fn, kw))
@@ -831,7 +844,7 @@ def get(name: str, *, threads: int | None = None, **params: Any) -> Aggregator:
             f"parameter(s) {unknown} are accepted by no component of {name!r}; "
             f"valid parameters: {sorted(accepted_all)}"
         )
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument=unknown[0])
     if threads is not None:
         check_threads(threads)
     return Aggregator("+".join(parts), stages, params, threads)

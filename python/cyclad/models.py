@@ -17,8 +17,8 @@ name               model                                          loss
 ``mlp``            one hidden layer (``tanh`` or ``relu``)        cross-entropy
 =================  =============================================  ==================
 
-An optional adapter, :class:`TorchAdapter`, views a ``torch.nn.Module``'s parameters as one flat
-vector (get / set / gradient), for users who bring their own PyTorch model.
+For a PyTorch model of one's own, :class:`cyclad.torch.TorchAdapter` (the ``torch`` extra) views
+a ``torch.nn.Module``'s parameters as one flat vector in the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ __all__ = [
     "Logistic",
     "Model",
     "Softmax",
-    "TorchAdapter",
     "get",
 ]
 
@@ -357,64 +356,3 @@ def get(name: str, n_features: int, n_classes: int, **params: Any) -> Model:
     model: Model = classes[name](n_features, n_classes, **params)
     return model
 
-
-class TorchAdapter:
-    """A ``torch.nn.Module`` seen as a flat parameter vector (needs the ``torch`` extra).
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        Its parameters, in ``module.parameters()`` order, make up the flat vector.
-
-    Examples
-    --------
-    >>> ad = TorchAdapter(torch.nn.Linear(4, 2))        # doctest: +SKIP
-    >>> theta = ad.get_flat(); ad.set_flat(theta * 0)   # doctest: +SKIP
-    """
-
-    def __init__(self, module: Any) -> None:
-        import torch  # noqa: F401 - fail early with a clear ImportError
-
-        self.module = module
-        self.params = [p for p in module.parameters() if p.requires_grad]
-        self.n_params = int(sum(p.numel() for p in self.params))
-
-    def get_flat(self) -> Array:
-        """The parameters as one float64 NumPy vector (a copy)."""
-        return np.concatenate(
-            [p.detach().cpu().double().reshape(-1).numpy() for p in self.params]
-        )
-
-    def set_flat(self, theta: Array) -> None:
-        """Copy ``theta`` (shape ``(n_params,)``) into the module's parameters."""
-        import torch
-
-        theta = np.asarray(theta)
-        if theta.shape != (self.n_params,):
-            msg = f"theta must have shape ({self.n_params},), got {theta.shape}"
-            raise ValueError(msg)
-        off = 0
-        with torch.no_grad():
-            for p in self.params:
-                k = p.numel()
-                p.copy_(torch.from_numpy(np.ascontiguousarray(theta[off : off + k])).view_as(p))
-                off += k
-
-    def flat_grad(self) -> Array:
-        """The parameters' ``.grad`` as one float64 vector (zeros where ``.grad`` is None)."""
-        parts = []
-        for p in self.params:
-            g = p.grad
-            parts.append(
-                np.zeros(p.numel()) if g is None else g.detach().cpu().double().reshape(-1).numpy()
-            )
-        return np.concatenate(parts)
-
-    def loss_and_grad(self, theta: Array, loss_fn: Any, *args: Any) -> tuple[float, Array]:
-        """Set ``theta``, evaluate ``loss_fn(module, *args)`` (a scalar tensor), backpropagate,
-        and return ``(loss, flat gradient)``."""
-        self.set_flat(theta)
-        self.module.zero_grad(set_to_none=True)
-        loss = loss_fn(self.module, *args)
-        loss.backward()
-        return float(loss.detach()), self.flat_grad()

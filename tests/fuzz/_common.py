@@ -29,7 +29,8 @@ def check(ok: bool, defect: str, message: str) -> None:
             print(f"==FUZZ== known defect {defect!r} (tolerated): {message}", file=sys.stderr)
         HITS[defect] += 1
         return
-    raise PropertyFailure(f"[{defect}] {message}")
+    msg = f"[{defect}] {message}"
+    raise PropertyFailure(msg)
 
 
 def print_known_hits() -> None:
@@ -43,7 +44,8 @@ def check_error(exc: BaseException, what: str) -> None:
     if not isinstance(exc, ValueError | TypeError):
         raise exc
     if not str(exc).strip():
-        raise PropertyFailure(f"{what}: {type(exc).__name__} without a message") from exc
+        msg = f"{what}: {type(exc).__name__} without a message"
+        raise PropertyFailure(msg) from exc
 
 
 POISONS32 = [np.nan, -np.nan, np.inf, -np.inf, np.finfo(np.float32).max,
@@ -57,5 +59,9 @@ def same_array(before: np.ndarray, after: object) -> bool:
     if a.shape != before.shape or a.dtype != before.dtype:
         return False
     if before.dtype == object:
-        return all(x is y or x == y or (x != x and y != y) for x, y in zip(before.flat, a.flat))
+        # x != x holds exactly for NaN-like objects, whatever their type
+        return all(
+            x is y or x == y or (x != x and y != y)  # noqa: PLR0124
+            for x, y in zip(before.flat, a.flat, strict=True)
+        )
     return before.tobytes() == np.ascontiguousarray(a).tobytes()

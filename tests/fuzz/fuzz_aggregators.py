@@ -93,7 +93,7 @@ def _layout(fdp, X):
         return X
     if choice == 6:
         return X.tolist() if X.size <= 4096 else X
-    return X.reshape(X.shape + (1,)) if fdp.ConsumeBool() else X.ravel()
+    return X.reshape((*X.shape, 1)) if fdp.ConsumeBool() else X.ravel()
 
 
 def _params(fdp, n):
@@ -168,21 +168,27 @@ def one_input(data: bytes) -> None:
             return
         finally:
             if snapshot is not None and not same_array(snapshot, Xin):
-                raise PropertyFailure(f"{name} modified its input in place")
+                msg = f"{name} modified its input in place"
+                raise PropertyFailure(msg)
         # A result: its type, shape and dtype.
         x = np.asarray(X)
         xin = np.asarray(Xin)  # a list input holds Python floats: float64
         want = xin.dtype if xin.dtype in (np.float32, np.float64) else np.dtype(np.float64)
         if not isinstance(out, np.ndarray) or out.dtype != want:
-            raise PropertyFailure(f"{name} returned {type(out).__name__} "
-                                  f"{getattr(out, 'dtype', '')}, expected {want}")
+            msg = (
+                f"{name} returned {type(out).__name__} "
+                f"{getattr(out, 'dtype', '')}, expected {want}"
+            )
+            raise PropertyFailure(msg)
         if as_pre:
             rows = -(-n // prm["s"]) if rule == "bucketing" else n
             if out.shape != (rows, x.shape[1]):
-                raise PropertyFailure(f"{name} returned shape {out.shape}")
+                msg = f"{name} returned shape {out.shape}"
+                raise PropertyFailure(msg)
             return
         if out.shape != (x.shape[1],):
-            raise PropertyFailure(f"{name} returned shape {out.shape}, expected ({x.shape[1]},)")
+            msg = f"{name} returned shape {out.shape}, expected ({x.shape[1]},)"
+            raise PropertyFailure(msg)
         if honest is None or not isinstance(Xin, np.ndarray | list):
             return
         _robustness(name, pres, rule, prm, x, honest, out)
@@ -192,10 +198,7 @@ def _robustness(name, pres, rule, prm, x, honest, out):
     n = x.shape[0]
     p = int((~honest).sum())
     f = prm["f"] if isinstance(prm["f"], int) and not isinstance(prm["f"], bool) else None
-    if rule in ("median", "geometric_median"):
-        fr = (n - 1) // 2
-    else:
-        fr = f
+    fr = (n - 1) // 2 if rule in ("median", "geometric_median") else f
     if fr is None or p > fr or p == n:
         return
     if any(pre in ("nnm", "arc") for pre in pres) and (f is None or p > f):

@@ -114,14 +114,18 @@ def one_input(data: bytes) -> None:
             arrays = [v for v in (G, A, W) if isinstance(v, np.ndarray)]
             for before, v in zip(snapshot, arrays, strict=True):
                 if not same_array(before, v):
-                    raise PropertyFailure("encode modified an input in place")
+                    msg = "encode modified an input in place"
+                    raise PropertyFailure(msg)
         g = np.asarray(G)
         want = g.dtype if g.dtype in (np.float32, np.float64) else np.dtype(np.float64)
         g = g.astype(want)
         a = np.asarray(A)
         if z.shape != (a.shape[0], g.shape[1]) or z.dtype != want:
-            raise PropertyFailure(f"encode returned {z.shape} {z.dtype}, expected "
-                                  f"({a.shape[0]}, {g.shape[1]}) {want}")
+            msg = (
+                f"encode returned {z.shape} {z.dtype}, expected "
+                f"({a.shape[0]}, {g.shape[1]}) {want}"
+            )
+            raise PropertyFailure(msg)
         w = np.full(a.shape[1], 1.0 / a.shape[1]) if W is None else np.asarray(W, dtype=np.float64)
         w = np.broadcast_to(w, a.shape)
         with np.errstate(all="ignore"):  # the reference itself may overflow: masked by ok
@@ -138,7 +142,8 @@ def one_input(data: bytes) -> None:
             tol = (a.shape[1] + 3) * (eps * mag + tiny)
         if np.any(ok & ~(err <= tol)):
             i = np.argwhere(ok & ~(err <= tol))[0]
-            raise PropertyFailure(f"encode z{tuple(i)}={z[tuple(i)]}, reference {ref[tuple(i)]}")
+            msg = f"encode z{tuple(i)}={z[tuple(i)]}, reference {ref[tuple(i)]}"
+            raise PropertyFailure(msg)
 
 
 def _codes(fdp) -> None:
@@ -150,7 +155,8 @@ def _codes(fdp) -> None:
         code = coding.CyclicCode(n, d, mode=mode, seed=seed)
         a = code.assignment(t)
         if a.shape != (code.n, code.d) or a.dtype != np.int64:
-            raise PropertyFailure(f"assignment {a.shape} {a.dtype}")
+            msg = f"assignment {a.shape} {a.dtype}"
+            raise PropertyFailure(msg)
     except (ValueError, TypeError) as exc:
         check_error(exc, "CyclicCode")
     except (OverflowError, IndexError) as exc:
@@ -175,4 +181,5 @@ def _codes(fdp) -> None:
         return
     r = np.asarray(resp, dtype=np.int64)
     if not np.allclose(wts @ gc.B[r], 1.0, atol=1e-6):
-        raise PropertyFailure(f"decode_weights({resp}) does not decode: {wts @ gc.B[r]}")
+        msg = f"decode_weights({resp}) does not decode: {wts @ gc.B[r]}"
+        raise PropertyFailure(msg)

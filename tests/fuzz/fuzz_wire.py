@@ -64,30 +64,39 @@ def one_input(data: bytes) -> None:
             free = comp.Message.from_bytes(data, max_dim=MAX_DIM, threads=1)
         except ValueError as exc:
             if not str(exc):
-                raise PropertyFailure("from_bytes raised ValueError without a message") from exc
+                msg = "from_bytes raised ValueError without a message"
+                raise PropertyFailure(msg) from exc
             free = None
         if free is not None and free.dim > MAX_DIM:
-            raise PropertyFailure(f"from_bytes(max_dim={MAX_DIM}) accepted D={free.dim}")
+            msg = f"from_bytes(max_dim={MAX_DIM}) accepted D={free.dim}"
+            raise PropertyFailure(msg)
         try:
             msg = comp.Message.from_bytes(arg, dim=dim, threads=1)
         except ValueError as exc:
             if not str(exc):
-                raise PropertyFailure("from_bytes raised ValueError without a message") from exc
+                text = "from_bytes raised ValueError without a message"
+                raise PropertyFailure(text) from exc
             if free is not None and free.dim == dim:
-                raise PropertyFailure("from_bytes rejects with dim= what it accepts without")
+                text = "from_bytes rejects with dim= what it accepts without"
+                raise PropertyFailure(text) from exc
             return
         if free is None or free.to_bytes() != msg.to_bytes():
-            raise PropertyFailure("from_bytes accepts with dim= what it rejects without")
+            text = "from_bytes accepts with dim= what it rejects without"
+            raise PropertyFailure(text)
         if msg.to_bytes() != bytes(data):
-            raise PropertyFailure("accepted message does not re-encode to its bytes")
+            text = "accepted message does not re-encode to its bytes"
+            raise PropertyFailure(text)
         if msg.nbytes != len(data):
-            raise PropertyFailure(f"nbytes={msg.nbytes} for {len(data)} bytes")
+            text = f"nbytes={msg.nbytes} for {len(data)} bytes"
+            raise PropertyFailure(text)
         out1 = comp.decompress(msg, threads=1)
         out2 = comp.decompress(msg, threads=2)
         if not isinstance(out1, np.ndarray) or out1.shape != (msg.dim,) or out1.dtype != msg.dtype:
-            raise PropertyFailure(f"decompress gave {type(out1)} {getattr(out1, 'shape', '')}")
+            text = f"decompress gave {type(out1)} {getattr(out1, 'shape', '')}"
+            raise PropertyFailure(text)
         if out1.tobytes() != out2.tobytes():
-            raise PropertyFailure("decompress differs between threads=1 and threads=2")
+            text = "decompress differs between threads=1 and threads=2"
+            raise PropertyFailure(text)
         if msg.kind in ("qsgd", "sign"):
             bad = ~np.isfinite(out1)
             if bad.any():
@@ -104,7 +113,9 @@ def one_input(data: bytes) -> None:
                     c.decompress(msg)
                 except ValueError:
                     continue
-                raise PropertyFailure(f"{c!r} decompressed a message it rejects: {msg!r}") from None
+                text = f"{c!r} decompressed a message it rejects: {msg!r}"
+                raise PropertyFailure(text) from None
             got = c.decompress(msg, threads=1)
             if got.tobytes() != out1.tobytes():
-                raise PropertyFailure(f"{c!r}.decompress differs from decompress for {msg!r}")
+                text = f"{c!r}.decompress differs from decompress for {msg!r}"
+                raise PropertyFailure(text)

@@ -1,0 +1,345 @@
+"""Experiments over :mod:`cyclad.train`: sweeps over a grid of configurations, and plots.
+
+- :func:`expand_grid` turns a mapping whose list-valued fields span a grid (plus an optional
+  ``variants`` axis) into one value dict per grid point;
+- :func:`run_sweep` runs every point (in parallel processes), writes each run's history and one
+  table of final accuracy and loss (mean ± std over seeds) as CSV and markdown;
+- :func:`plot_histories` draws accuracy and loss against the round and against the cumulative
+  uplink bytes, one line per history;
+- :func:`demo_runs` runs the ``cyclad demo`` grid (LAD on digits, several ``d`` and attacks).
+
+``cyclad sweep``, ``cyclad plot``, ``cyclad demo`` and ``experiments/run_all.py`` call these.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cyclad import train
+
+__all__ = [
+    "DEMO",
+    "DEMO_ATTACKS",
+    "DEMO_D",
+    "collect_histories",
+    "demo_runs",
+    "expand_grid",
+    "label",
+    "markdown_table",
+    "plot_histories",
+    "run_sweep",
+    "write_run",
+]
+
+#: The ``cyclad demo`` configuration; :func:`demo_runs` varies ``d`` and ``attack``.
+DEMO: dict[str, Any] = {
+    "dataset": "digits",
+    "model": "softmax",
+    "n_devices": 20,
+    "n_byzantine": 4,
+    "partition": "extreme",
+    "aggregator": "trimmed_mean",
+    "rounds": 150,
+    "lr": 0.5,
+}
+DEMO_ATTACKS = ("none", "sign_flip", "foe", "alie")
+DEMO_D = (1, 2, 4, 10, 20)
+
+#: ``progress(done, total, label)``, called after each finished sweep run.
+Progress = Callable[[int, int, str], None]
+
+
+def write_run(hist: train.History, cfg: train.Config, out: Path) -> None:
+    """Write ``history.csv``, ``history.json`` and the resolved ``config.toml`` to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    hist.to_csv(out / "history.csv")
+    hist.to_json(out / "history.json")
+    (out / "config.toml").write_text(cfg.to_toml())
+
+
+# --------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------
+
+
+def expand_grid(values: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The grid keys and one value dict per combination.
+
+    Every list-valued field spans one grid axis (in file order). An optional array of tables
+    ``[[variants]]`` adds one more axis, ``variant``: each table overrides several fields at
+    once (e.g. ``compressor`` and ``error_feedback``) and may carry a ``label``.
+
+    Raises
+    ------
+    ValueError
+        If ``variants`` is not an array of tables.
+    """
+    values = dict(values)
+    variants = values.pop("variants", None)
+    keys = [k for k, v in values.items() if isinstance(v, list)]
+    axes: list[list[Any]] = [values[k] for k in keys]
+    if variants is not None:
+        if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+            msg = "variants must be an array of tables ([[variants]])"
+            raise ValueError(msg)
+        keys = ["variant", *keys]
+        axes = [variants, *axes]
+    combos = []
+    for prod in itertools.product(*axes):
+        combo = dict(values)
+        for k, v in zip(keys, prod, strict=True):
+            if k == "variant":
+                over = dict(v)
+                name = over.pop("label", None) or ",".join(f"{a}={b}" for a, b in over.items())
+                combo.update(over)
+                combo["variant"] = name
+            else:
+                combo[k] = v
+        combos.append(combo)
+    return keys, combos
+
+
+def _config_values(combo: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in combo.items() if k != "variant"}
+
+
+def label(combo: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """``"d=4,seed=1"``: the grid coordinates of one combination (``"run"`` without any)."""
+    return ",".join(f"{k}={combo[k]}" for k in keys) or "run"
+
+
+def _sweep_worker(job: tuple[int, dict[str, Any], str]) -> dict[str, Any]:
+    idx, values, run_dir = job
+    cfg = train.Config.from_dict(_config_values(values))
+    hist = train.run(cfg)
+    out = Path(run_dir)
+    write_run(hist, cfg, out)
+    return {
+        "index": idx,
+        "final_accuracy": hist.final_accuracy,
+        "final_loss": hist.final_loss,
+        "bytes_up": int(sum(hist.bytes_up)),
+        "seconds": hist.seconds[-1],
+        "dir": out.name,
+    }
+
+
+def _mean_std(xs: Sequence[float]) -> str:
+    a = np.asarray(xs, dtype=float)
+    if a.size == 1:
+        return f"{a[0]:.4f}"
+    return f"{np.mean(a):.4f} ± {np.std(a, ddof=1):.4f}"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows (dicts with the same keys, in column order) as a markdown table."""
+    heads = list(rows[0]) if rows else []
+    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    md += ["| " + " | ".join(str(r[h]) for h in heads) + " |" for r in rows]
+    return "\n".join(md) + "\n"
+
+
+def run_sweep(
+    values: Mapping[str, Any],
+    out: Path,
+    jobs: int | None = None,
+    *,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Run the grid of ``values`` and write ``results.csv``, ``summary.csv``, ``summary.md``.
+
+    Every grid point is validated before the first run starts. Each run's history goes to
+    ``out/runs/<index>/``.
+
+    Parameters
+    ----------
+    values : mapping
+        :class:`cyclad.train.Config` fields; list-valued ones span the grid (see
+        :func:`expand_grid`).
+    out : Path
+        Output directory.
+    jobs : int, optional
+        Parallel processes (default: the number of cores). With more than one, every run whose
+        ``threads`` is unset runs single-threaded.
+    progress : callable, optional
+        ``progress(done, total, label)`` after each finished run, in completion order.
+
+    Returns
+    -------
+    list of dict
+        The summary rows (one per grid point, seeds pooled), with the columns of
+        ``summary.csv`` in order.
+
+    Raises
+    ------
+    cyclad.train.ConfigError
+        If any grid point is not a valid configuration (nothing has run then).
+    """
+    keys, combos = expand_grid(values)
+    jobs = jobs or os.cpu_count() or 1
+    for combo in combos:
+        if jobs > 1 and combo.get("threads") is None:
+            combo["threads"] = 1
+        train.Config.from_dict(_config_values(combo)).validate()
+    out.mkdir(parents=True, exist_ok=True)
+    work = [(i, c, str(out / "runs" / f"{i:03d}")) for i, c in enumerate(combos)]
+    results: list[dict[str, Any]] = []
+
+    def done(res: dict[str, Any]) -> None:
+        results.append(res)
+        if progress is not None:
+            progress(len(results), len(work), label(combos[res["index"]], keys))
+
+    if jobs == 1 or len(work) == 1:
+        for w in work:
+            done(_sweep_worker(w))
+    else:
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+            for res in ex.map(_sweep_worker, work):
+                done(res)
+    results.sort(key=lambda r: r["index"])
+    # per-run table
+    for r in results:
+        r["dir"] = f"runs/{r['dir']}"
+    cols = [*keys, "final_accuracy", "final_loss", "bytes_up", "seconds", "dir"]
+    lines = [",".join(cols)]
+    for r in results:
+        combo = combos[r["index"]]
+        lines.append(
+            ",".join([*(str(combo[k]) for k in keys), *(str(r[c]) for c in cols[len(keys) :])])
+        )
+    (out / "results.csv").write_text("\n".join(lines) + "\n")
+    # summary: seeds pooled
+    gkeys = [k for k in keys if k != "seed"]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in results:
+        combo = combos[r["index"]]
+        groups.setdefault(tuple(str(combo[k]) for k in gkeys), []).append(r)
+    summary = []
+    for gk, rs in groups.items():
+        row: dict[str, Any] = dict(zip(gkeys, gk, strict=True))
+        row["runs"] = len(rs)
+        row["final_accuracy"] = _mean_std([r["final_accuracy"] for r in rs])
+        row["final_loss"] = _mean_std([r["final_loss"] for r in rs])
+        row["uplink_MB"] = f"{np.mean([r['bytes_up'] for r in rs]) / 1e6:.2f}"
+        summary.append(row)
+    heads = [*gkeys, "runs", "final_accuracy", "final_loss", "uplink_MB"]
+    (out / "summary.csv").write_text(
+        "\n".join([",".join(heads)] + [",".join(str(r[h]) for h in heads) for r in summary]) + "\n"
+    )
+    (out / "summary.md").write_text(markdown_table(summary))
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# plot
+# --------------------------------------------------------------------------------------------
+
+
+def collect_histories(paths: Sequence[str | Path]) -> list[Path]:
+    """The ``history.json`` files named by ``paths``: files, run folders or sweep folders.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist, or no history is found at all.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif (p / "history.json").is_file():
+            found.append(p / "history.json")
+        elif p.is_dir():
+            found.extend(sorted(p.glob("runs/*/history.json")) or sorted(p.glob("*/history.json")))
+        else:
+            msg = f"{p}: no such file or directory"
+            raise FileNotFoundError(msg)
+    if not found:
+        msg = f"no history.json found under {', '.join(map(str, paths))}"
+        raise FileNotFoundError(msg)
+    return found
+
+
+def plot_histories(paths: Sequence[str | Path], out: Path, title: str | None = None) -> Path:
+    """Accuracy and loss vs round and vs cumulative uplink bytes, one line per history.
+
+    Lines are labelled by the config fields that differ between the histories. Writes a PNG to
+    ``out`` and returns ``out``.
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib (the ``plot`` extra).
+    FileNotFoundError
+        See :func:`collect_histories`.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        msg = "cyclad plot needs matplotlib: pip install 'cyclad[plot]'"
+        raise ImportError(msg) from exc
+
+    files = collect_histories(paths)
+    hists = [train.History.from_json(f) for f in files]
+    keys = sorted({k for h in hists for k in h.config})
+    differing = [
+        k for k in keys if len({json.dumps(h.config.get(k), sort_keys=True) for h in hists}) > 1
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for h, f in zip(hists, files, strict=True):
+        name = ", ".join(f"{k}={h.config.get(k)}" for k in differing) or f.parent.name
+        rounds = np.arange(1, len(h) + 1)
+        acc = np.asarray(h.accuracy, dtype=float)
+        loss = np.asarray(h.loss, dtype=float)
+        cum = np.asarray(h.cum_bytes_up, dtype=float)
+        ok = ~np.isnan(acc)
+        axes[0, 0].plot(rounds[ok], acc[ok], label=name)
+        axes[0, 1].plot(rounds[ok], loss[ok], label=name)
+        axes[1, 0].plot(cum[ok], acc[ok], label=name)
+        axes[1, 1].plot(cum[ok], loss[ok], label=name)
+    axes[0, 0].set(xlabel="round", ylabel="test accuracy")
+    axes[0, 1].set(xlabel="round", ylabel="training loss", yscale="log")
+    axes[1, 0].set(xlabel="uplink bytes (cumulative)", ylabel="test accuracy", xscale="log")
+    axes[1, 1].set(
+        xlabel="uplink bytes (cumulative)", ylabel="training loss", xscale="log", yscale="log"
+    )
+    for ax in axes.ravel():
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def demo_runs(rounds: int = DEMO["rounds"]) -> Iterator[tuple[int, str, float]]:
+    """Train :data:`DEMO` for every ``d`` in :data:`DEMO_D` and attack in :data:`DEMO_ATTACKS`.
+
+    Yields ``(d, attack, final test accuracy)`` as each run finishes, ``d``-major.
+    """
+    base = {**DEMO, "rounds": rounds}
+    for d in DEMO_D:
+        for attack in DEMO_ATTACKS:
+            hist = train.run(train.Config.from_dict({**base, "d": d, "attack": attack}))
+            yield d, attack, hist.final_accuracy

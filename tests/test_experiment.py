@@ -1,0 +1,108 @@
+"""cyclad.experiment: grid expansion, the sweep engine and plotting, called as a library (the
+command line over them is tested in test_cli.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cyclad import experiment, train
+
+SMALL = {"rounds": 2, "n_devices": 6, "n_byzantine": 1, "d": 2}
+
+
+def test_expand_grid_list_fields_span_axes_in_order() -> None:
+    keys, combos = experiment.expand_grid({"rounds": 3, "d": [1, 2], "seed": [0, 1, 2]})
+    assert keys == ["d", "seed"]
+    assert len(combos) == 6
+    assert [(c["d"], c["seed"]) for c in combos[:4]] == [(1, 0), (1, 1), (1, 2), (2, 0)]
+    assert all(c["rounds"] == 3 for c in combos)
+
+
+def test_expand_grid_variants_axis_and_labels() -> None:
+    values = {
+        "d": [1, 4],
+        "variants": [
+            {"compressor": "topk:0.1", "error_feedback": True, "label": "topk+ef"},
+            {"compressor": "sign"},
+        ],
+    }
+    keys, combos = experiment.expand_grid(values)
+    assert keys == ["variant", "d"]
+    assert [(c["variant"], c["d"]) for c in combos] == [
+        ("topk+ef", 1),
+        ("topk+ef", 4),
+        ("compressor=sign", 1),
+        ("compressor=sign", 4),
+    ]
+    assert combos[0]["error_feedback"] is True
+    assert "label" not in combos[0]
+    assert "variants" not in combos[0]
+    assert experiment.label(combos[3], keys) == "variant=compressor=sign,d=4"
+    assert experiment.label({}, []) == "run"
+
+
+def test_expand_grid_rejects_variants_that_are_not_tables() -> None:
+    with pytest.raises(ValueError, match=r"variants must be an array of tables"):
+        experiment.expand_grid({"variants": ["topk"]})
+
+
+def test_expand_grid_does_not_modify_its_input() -> None:
+    values = {"d": [1, 2], "variants": [{"attack": "ipm"}]}
+    experiment.expand_grid(values)
+    assert values == {"d": [1, 2], "variants": [{"attack": "ipm"}]}
+
+
+def test_markdown_table() -> None:
+    rows = [{"d": 1, "runs": 2}, {"d": 4, "runs": 2}]
+    assert experiment.markdown_table(rows) == "| d | runs |\n|---|---|\n| 1 | 2 |\n| 4 | 2 |\n"
+
+
+def test_run_sweep_reports_progress_and_returns_the_summary(tmp_path) -> None:
+    seen: list[tuple[int, int, str]] = []
+    summary = experiment.run_sweep(
+        {**SMALL, "attack": ["none", "ipm"]},
+        tmp_path,
+        jobs=1,
+        progress=lambda done, total, label: seen.append((done, total, label)),
+    )
+    assert seen == [(1, 2, "attack=none"), (2, 2, "attack=ipm")]
+    assert [r["attack"] for r in summary] == ["none", "ipm"]
+    assert list(summary[0]) == ["attack", "runs", "final_accuracy", "final_loss", "uplink_MB"]
+    assert (tmp_path / "summary.md").read_text() == experiment.markdown_table(summary)
+    h = train.History.from_json(tmp_path / "runs" / "001" / "history.json")
+    assert h.config["attack"] == "ipm"
+    assert len(h) == 2
+
+
+def test_run_sweep_validates_before_running(tmp_path) -> None:
+    with pytest.raises(train.ConfigError) as info:
+        experiment.run_sweep({**SMALL, "d": [2, 7]}, tmp_path / "s", jobs=1)
+    assert info.value.field == "d"
+    assert not (tmp_path / "s").exists()
+
+
+def test_collect_histories_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        experiment.collect_histories([tmp_path / "missing"])
+    with pytest.raises(FileNotFoundError, match=r"no history\.json found"):
+        experiment.collect_histories([tmp_path])
+
+
+def test_write_run_and_plot(tmp_path) -> None:
+    cfg = train.Config.from_dict(SMALL)
+    experiment.write_run(train.run(cfg), cfg, tmp_path / "a")
+    cfg2 = train.Config.from_dict({**SMALL, "d": 3})
+    experiment.write_run(train.run(cfg2), cfg2, tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "config.toml",
+        "history.csv",
+        "history.json",
+    ]
+    assert train.Config.from_toml(tmp_path / "b" / "config.toml").d == 3
+    assert experiment.collect_histories([tmp_path]) == [
+        tmp_path / "a" / "history.json",
+        tmp_path / "b" / "history.json",
+    ]
+    png = experiment.plot_histories([tmp_path], tmp_path / "out" / "p.png", title="t")
+    assert png == tmp_path / "out" / "p.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
