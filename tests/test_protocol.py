@@ -95,10 +95,15 @@ def test_stream_draws_continue_the_stream() -> None:
 def test_stream_samples_and_normals_are_well_formed() -> None:
     s = _random.Stream(1, 1, 1, _random.ATTACK)
     k = s.sample(1000, 37)
-    assert k.shape == (37,) and np.all(np.diff(k) > 0) and 0 <= k[0] and k[-1] < 1000
+    assert k.shape == (37,)
+    assert np.all(np.diff(k) > 0)
+    assert k[0] >= 0
+    assert k[-1] < 1000
     z = s.standard_normal((200, 50))
-    assert z.shape == (200, 50) and np.isfinite(z).all()
-    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05  # 10^4 draws: 5 sigma is 0.05
+    assert z.shape == (200, 50)
+    assert np.isfinite(z).all()
+    assert abs(z.mean()) < 0.05  # 10^4 draws: 5 sigma is 0.05
+    assert abs(z.std() - 1) < 0.05
     assert sorted(s.permutation(9).tolist()) == list(range(9))
     with pytest.raises(ValueError, match="k must be in"):
         s.sample(3, 4)
@@ -255,10 +260,11 @@ def test_server_records_bad_and_missing_payloads_and_goes_on() -> None:
     assert srv.faulty == [1, 2, 3]
     assert [(e.round, e.device) for e in srv.faults] == [(5, 1), (5, 2), (5, 3)]
     assert srv.faults[1].reason == "missing"
-    assert "malformed" in srv.faults[0].reason and "wrong" not in srv.faults[1].reason
+    assert "malformed" in srv.faults[0].reason
     assert "expected 24" in srv.faults[2].reason
     srv.step(6, theta, [good] * 4)
-    assert srv.faulty == [] and len(srv.faults) == 3  # the log keeps every round's faults
+    assert srv.faulty == []
+    assert len(srv.faults) == 3  # the log keeps every round's faults
 
 
 def test_server_absent_vectors_are_nan_rows() -> None:

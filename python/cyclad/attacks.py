@@ -189,7 +189,8 @@ class Gaussian(Attack):
 
     def __call__(self, ctx: AttackContext) -> Array:
         P = ctx.honest.shape[1]
-        return (ctx.rng.standard_normal((ctx.f, P)) * self.sigma).astype(ctx.honest.dtype)
+        noise = np.asarray(ctx.rng.standard_normal((ctx.f, P)), dtype=np.float64)
+        return (noise * self.sigma).astype(ctx.honest.dtype)
 
 
 class Mimic(Attack):

@@ -434,7 +434,8 @@ class Server:
             self.aggregate = make_rule(self._name, self._f, self._params,
                                        seed=bucketing_seed(self.seed, self.t), threads=self.threads)
 
-    def _decode(self, payload: bytes) -> Array:
+    def _decode(self, payload: bytes) -> Any:
+        """The raw vector (LAD) or the parsed and validated Message (Com-LAD)."""
         if self.compressor is None:
             if len(payload) != self.P * self.dtype.itemsize:
                 msg = f"raw payload of {len(payload)} bytes, expected {self.P * self.dtype.itemsize}"

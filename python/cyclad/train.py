@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 try:
     import tomllib
@@ -31,7 +31,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cyclad import attacks, coding, compression, data, models, protocol
-from cyclad._validation import parse_spec
+from cyclad._validation import (
+    ArgumentError,
+    ArgumentTypeError,
+    check_float,
+    check_int,
+    parse_spec,
+)
 
 __all__ = [
     "COMPRESSORS",
@@ -246,20 +252,18 @@ class Config:
             v = getattr(self, name)
             if v is None and optional:
                 return
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
-                raise ConfigError(name, f"must be an integer, got {v!r}")
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                rng_s = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-                raise ConfigError(name, f"must be in {rng_s}, got {v}")
+            try:
+                check_int(v, name, lo, hi)
+            except (ArgumentError, ArgumentTypeError) as exc:
+                raise ConfigError(exc.argument, str(exc)) from None
 
         def float_field(name: str, lo: float, strict: bool = False, hi: float | None = None) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
-                raise ConfigError(name, f"must be a number, got {v!r}")
-            if not math.isfinite(v) or (v <= lo if strict else v < lo) or (hi is not None and v >= hi):
-                op = ">" if strict else ">="
-                extra = f" and < {hi}" if hi is not None else ""
-                raise ConfigError(name, f"must be finite and {op} {lo}{extra}, got {v}")
+            try:
+                v = check_float(getattr(self, name), name, lo, strict_lo=strict)
+            except (ArgumentError, ArgumentTypeError) as exc:
+                raise ConfigError(exc.argument, str(exc)) from None
+            if hi is not None and v >= hi:
+                raise ConfigError(name, f"{name} must be < {hi}, got {v}")
 
         def choice(name: str, options: Sequence[Any]) -> None:
             v = getattr(self, name)
@@ -294,8 +298,8 @@ class Config:
         float_field("momentum", 0.0, hi=1.0)
         float_field("weight_decay", 0.0)
         int_field("batch_size", lo=1, optional=True)
-        int_field("seed", lo=0)
-        int_field("device_seed", lo=0, optional=True)
+        int_field("seed", lo=0, hi=2**64 - 1)
+        int_field("device_seed", lo=0, hi=2**64 - 1, optional=True)
         int_field("eval_every", lo=1)
         choice("dtype", ("float32", "float64"))
         int_field("hidden", lo=1)
