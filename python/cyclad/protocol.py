@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ __all__ = [
     "encode_payload",
     "make_rule",
     "plan_round",
+    "round_rule",
 ]
 
 Array = NDArray[Any]
@@ -252,7 +254,8 @@ def encode_payload(z: Array, compressor: Any | None, seed: int, *,
 
 def device_step(model: models.Model, theta: Array, X: Array, y: Array, subsets: Sequence[Any],
                 plan: RoundPlan, device: int, *, compressor: Any | None = None,
-                weights: Array | None = None, threads: int | None = None) -> bytes:
+                weights: Array | None = None, threads: int | None = None,
+                timings: dict[str, float] | None = None) -> bytes:
     """One honest device's round: its window's subset gradients at ``theta``, encoded, sent.
 
     Parameters
@@ -274,21 +277,31 @@ def device_step(model: models.Model, theta: Array, X: Array, y: Array, subsets: 
         Encoding weights (uniform ``1/d`` by default).
     threads : int, optional
         Threads of the encoding and compression kernels (None = all cores).
+    timings : dict, optional
+        Receives the wall-clock seconds of the step's parts: ``"compute"`` (the subset
+        gradients) and ``"encode"`` (encoding and compression).
 
     Returns
     -------
     bytes
         The payload for the server.
     """
+    t0 = time.perf_counter()
     G = model.subset_grads(theta, X, y, plan.selections(subsets, device))
+    t1 = time.perf_counter()
     A = np.arange(G.shape[0], dtype=np.int64)[None, :]
     z = np.asarray(coding.encode(G, A, weights, threads=threads))[0]
-    return encode_payload(z, compressor, plan.compression_seed(device), threads=threads)
+    out = encode_payload(z, compressor, plan.compression_seed(device), threads=threads)
+    if timings is not None:
+        timings["compute"] = t1 - t0
+        timings["encode"] = time.perf_counter() - t1
+    return out
 
 
 def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n: int,
                    byzantine_honest: Array | None = None, aggregate: Rule | None = None,
                    compressor: Any | None = None, senders: dict[int, Any] | None = None,
+                   devices: Sequence[int] | None = None,
                    threads: int | None = None) -> list[bytes]:
     """The Byzantine devices' payloads of one round, in ``plan.byzantine`` order.
 
@@ -309,12 +322,16 @@ def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n:
     senders : dict, optional
         Per Byzantine device, its own stateful sender (an ``EF21`` wrapper under EF21), used
         instead of ``compressor``.
+    devices : sequence of int, optional
+        Encode the payloads of these Byzantine devices only (a process that runs one of them);
+        the coalition's vectors are crafted together all the same.
     threads : int, optional
 
     Returns
     -------
     list of bytes
-        A vector the compressor refuses (e.g. non-finite for a sign message) is sent as the
+        One payload per Byzantine device (of ``devices``), in ``plan.byzantine`` order. A
+        vector the compressor refuses (e.g. non-finite for a sign message) is sent as the
         malformed payload :data:`MALFORMED`.
     """
     ctx = attacks.AttackContext(
@@ -323,7 +340,10 @@ def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n:
         aggregate=aggregate, rng=plan.attack_stream())
     B = np.asarray(attack(ctx), dtype=honest.dtype)
     out = []
+    wanted = None if devices is None else {int(i) for i in devices}
     for k, i in enumerate(plan.byzantine.tolist()):
+        if wanted is not None and i not in wanted:
+            continue
         comp = senders.get(i, compressor) if senders else compressor
         try:
             out.append(encode_payload(B[k], comp, plan.compression_seed(i), threads=threads))
@@ -357,6 +377,14 @@ def make_rule(name: str, f: int, params: dict[str, Any] | None = None, *, seed: 
     if accepted:
         kw = {k: v for k, v in kw.items() if k in accepted}
     return aggregators.get(name, threads=threads, **kw)
+
+
+def round_rule(name: str, f: int, params: dict[str, Any] | None, *, seed: int, t: int,
+               threads: int | None = None) -> Rule:
+    """The server's rule of round ``t`` (:func:`make_rule`; bucketing draws its buckets with
+    :func:`bucketing_seed` of ``seed``): what an omniscient coalition is told the server runs."""
+    bseed = bucketing_seed(seed, t) if "bucketing" in name else 0
+    return make_rule(name, f, params, seed=bseed, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -431,8 +459,8 @@ class Server:
         self._V.fill(np.nan)
         self._got[:] = False
         if self._rebuild:
-            self.aggregate = make_rule(self._name, self._f, self._params,
-                                       seed=bucketing_seed(self.seed, self.t), threads=self.threads)
+            self.aggregate = round_rule(self._name, self._f, self._params, seed=self.seed,
+                                        t=self.t, threads=self.threads)
 
     def _decode(self, payload: bytes) -> Any:
         """The raw vector (LAD) or the parsed and validated Message (Com-LAD)."""
