@@ -12,15 +12,15 @@ QUICK = ["--rounds", "3", "--n_devices", "6", "--n_byzantine", "1", "--d", "2"]
 
 
 def test_parse_overrides_toml_literals() -> None:
-    out = cli._parse_overrides(["--d", "4", "--attack", "alie", "--lr=0.5", "--compressor",
+    out = train.parse_overrides(["--d", "4", "--attack", "alie", "--lr=0.5", "--compressor",
                                 '"topk:0.1"', "--aggregator_params.tau", "1.5",
                                 "--error-feedback", "true", "--lr", "-0.25"])
     assert out == {"d": 4, "attack": "alie", "lr": -0.25, "compressor": "topk:0.1",
                    "aggregator_params": {"tau": 1.5}, "error_feedback": True}
     with pytest.raises(ValueError, match="missing value for --d"):
-        cli._parse_overrides(["--d"])
+        train.parse_overrides(["--d"])
     with pytest.raises(ValueError, match="expected --field value"):
-        cli._parse_overrides(["d", "3"])
+        train.parse_overrides(["d", "3"])
 
 
 def test_run_writes_three_files(tmp_path, capsys) -> None:

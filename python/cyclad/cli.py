@@ -1,4 +1,4 @@
-"""The ``cyclad`` command line: ``demo``, ``run``, ``sweep``, ``plot``, ``bench``.
+"""The ``cyclad`` command line: ``demo``, ``run``, ``sweep``, ``plot``, ``launch``, ``bench``.
 
 ``cyclad run [config.toml] [--field value ...]`` trains one configuration; flags override the
 TOML file and are parsed as TOML literals (``--d 4 --attack alie --lr 0.5``,
@@ -15,69 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-try:
-    import tomllib
-except ImportError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 # The sweep engine, grid expansion, plotting and the demo grid live in cyclad.experiment; it
 # (and cyclad.train) is imported inside each command so that `cyclad --help` stays fast.
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["--d", "4", "--attack=alie", "--aggregator_params.tau", "1"]`` -> dict."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if not item.startswith("--") or len(item) <= 2:
-            msg = f"expected --field value, got {item!r}"
-            raise ValueError(msg)
-        key = item[2:]
-        if "=" in key:
-            key, _, raw = key.partition("=")
-            i += 1
-        else:
-            if i + 1 >= len(items):
-                msg = f"missing value for --{key}"
-                raise ValueError(msg)
-            raw = items[i + 1]
-            i += 2
-        key = key.replace("-", "_")
-        value = _parse_value(raw)
-        if "." in key:
-            table, _, sub = key.partition(".")
-            out.setdefault(table, {})[sub] = value
-        else:
-            out[key] = value
-    return out
-
-
-def _load_values(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as fh:
-            values = tomllib.load(fh)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
-        else:
-            values[key] = value
-    return values
 
 
 def _err(text: str) -> None:
@@ -101,7 +45,7 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     from cyclad import experiment, train
 
     try:
-        values = _load_values(args.config, _parse_overrides(extra))
+        values = train.load_values(args.config, train.parse_overrides(extra))
         cfg = train.Config.from_dict(values)
         cfg.validate()
     except (ValueError, TypeError, OSError) as exc:
@@ -143,8 +87,10 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
+    from cyclad import train
+
     try:
-        values = _load_values(args.config, _parse_overrides(extra))
+        values = train.load_values(args.config, train.parse_overrides(extra))
     except (ValueError, TypeError, OSError) as exc:
         _err(str(exc))
         return EXIT_CONFIG
@@ -279,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--out", default="plot.png", help="PNG file to write (default plot.png)")
     pp.add_argument("--title", default=None, help="figure title")
 
+    sub.add_parser(
+        "launch",
+        add_help=False,
+        help="run LAD / Com-LAD in n_devices + 1 processes on this machine (torch.distributed; "
+        "see cyclad launch --help)",
+    )
+
     pb = sub.add_parser(
         "bench",
         allow_abbrev=False,
@@ -289,31 +242,22 @@ def main(argv: list[str] | None = None) -> int:
     pb.add_argument("area", help="aggregators, coding, compression or all")
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "launch":
+        # its own parser (cyclad.distributed), so that `cyclad launch --help` lists its options
+        try:
+            from cyclad import distributed
+        except ImportError as exc:
+            _err(f"cyclad launch needs torch: pip install 'cyclad[torch]' ({exc})")
+            return EXIT_CONFIG
+        return distributed.launch(argv[1:])
     if argv and argv[0] in ("run", "sweep") and not ({"-h", "--help"} & set(argv)):
         # Field flags (--d 4 --lr -0.5) are not argparse options: split them off by hand so a
         # negative number or a value is never taken for the positional config file.
+        from cyclad.train import split_field_flags
+
         takes_value = {"--out": True, "--quiet": False, "--jobs": True}
-        own: list[str] = [argv[0]]
-        extra: list[str] = []
-        positional: list[str] = []
-        i = 1
-        while i < len(argv):
-            tok = argv[i]
-            key = tok.split("=", 1)[0]
-            if key in takes_value:
-                own.append(tok)
-                if takes_value[key] and "=" not in tok and i + 1 < len(argv):
-                    own.append(argv[i + 1])
-                    i += 1
-            elif tok.startswith("--"):
-                extra.append(tok)
-                if "=" not in tok and i + 1 < len(argv):
-                    extra.append(argv[i + 1])
-                    i += 1
-            else:
-                positional.append(tok)
-            i += 1
-        args = p.parse_args(own[:1] + positional + own[1:])
+        own, positional, extra = split_field_flags(argv[1:], takes_value)
+        args = p.parse_args(argv[:1] + positional + own)
     else:
         args, extra = p.parse_known_args(argv)
     if args.command == "bench":

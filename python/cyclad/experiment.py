@@ -58,12 +58,7 @@ DEMO_D = (1, 2, 4, 10, 20)
 Progress = Callable[[int, int, str], None]
 
 
-def write_run(hist: train.History, cfg: train.Config, out: Path) -> None:
-    """Write ``history.csv``, ``history.json`` and the resolved ``config.toml`` to ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    hist.to_csv(out / "history.csv")
-    hist.to_json(out / "history.json")
-    (out / "config.toml").write_text(cfg.to_toml())
+write_run = train.write_run
 
 
 # --------------------------------------------------------------------------------------------

@@ -472,8 +472,9 @@ class Server:
         return compression.Message.from_bytes(payload, dim=self.P, dtype=self.dtype,
                                               threads=self.threads)
 
-    def receive(self, device: int, payload: bytes | None) -> bool:
-        """Take device ``device``'s payload of the current round; False if it is absent.
+    def receive(self, device: int, payload: bytes | None, *, reason: str = "missing") -> bool:
+        """Take device ``device``'s payload of the current round; False if it is absent
+        (``payload=None`` is recorded with ``reason``).
 
         The server, not the sender, fixes the dimension and dtype (``dim=n_params``,
         ``dtype``). No byte string makes this raise or warn: a bad payload is recorded as a
@@ -487,7 +488,7 @@ class Server:
             raise ValueError(msg)
         self._got[device] = True
         if payload is None:
-            self.faults.append(Fault(self.t, device, "missing"))
+            self.faults.append(Fault(self.t, device, reason))
             return False
         try:
             decoded = self._decode(bytes(payload))

@@ -50,6 +50,7 @@ __all__ = [
     "device_compressor",
     "round_spec",
     "run",
+    "write_run",
 ]
 
 Array = NDArray[Any]
@@ -342,6 +343,88 @@ class Config:
             _check_compressor(self, n_params)
 
 
+def parse_value(text: str) -> Any:
+    """A command-line value: a TOML literal (``4``, ``0.5``, ``true``, ``[1, 2]``), else the
+    string itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Field flags to values: ``["--d", "4", "--attack=alie", "--aggregator_params.tau", "1"]``
+    gives ``{"d": 4, "attack": "alie", "aggregator_params": {"tau": 1}}``."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--") or len(item) <= 2:
+            msg = f"expected --field value, got {item!r}"
+            raise ValueError(msg)
+        key = item[2:]
+        if "=" in key:
+            key, _, raw = key.partition("=")
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                msg = f"missing value for --{key}"
+                raise ValueError(msg)
+            raw = items[i + 1]
+            i += 2
+        key = key.replace("-", "_")
+        value = parse_value(raw)
+        if "." in key:
+            table, _, sub = key.partition(".")
+            out.setdefault(table, {})[sub] = value
+        else:
+            out[key] = value
+    return out
+
+
+def load_values(path: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a TOML file (if any) with ``overrides`` applied (tables are merged)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return values
+
+
+def split_field_flags(
+    argv: Sequence[str], takes_value: dict[str, bool]
+) -> tuple[list[str], list[str], list[str]]:
+    """Split a command line into its own options (``takes_value``: option -> takes a value),
+    positional arguments and ``--field value`` flags, without taking a value (``--lr -0.5``)
+    for an option or a positional."""
+    own: list[str] = []
+    positional: list[str] = []
+    extra: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        key = tok.split("=", 1)[0]
+        if key in takes_value:
+            own.append(tok)
+            if takes_value[key] and "=" not in tok and i + 1 < len(argv):
+                own.append(argv[i + 1])
+                i += 1
+        elif tok.startswith("--"):
+            extra.append(tok)
+            if "=" not in tok and i + 1 < len(argv):
+                extra.append(argv[i + 1])
+                i += 1
+        else:
+            positional.append(tok)
+        i += 1
+    return own, positional, extra
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -522,6 +605,15 @@ class History:
         for s in _SERIES:
             setattr(hist, s, list(raw.get(s, [])))
         return hist
+
+
+def write_run(hist: History, cfg: Config, out: str | Path) -> None:
+    """Write ``history.csv``, ``history.json`` and the resolved ``config.toml`` to ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    hist.to_csv(out / "history.csv")
+    hist.to_json(out / "history.json")
+    (out / "config.toml").write_text(cfg.to_toml())
 
 
 # --------------------------------------------------------------------------------------------
