@@ -130,6 +130,8 @@ def to_numpy(x: Any, name: str = "X") -> tuple[np.ndarray, Wrap]:
             return torch.from_numpy(out) if isinstance(out, np.ndarray) else out
 
         return t.numpy(), wrap
+    if isinstance(x, list | tuple) and x and all(_is_torch_tensor(t) for t in x):
+        return to_numpy(_stack_tensors(x, name), name)
     if hasattr(x, "__dlpack__"):
         try:
             return np.from_dlpack(x), _identity
@@ -141,6 +143,29 @@ def to_numpy(x: Any, name: str = "X") -> tuple[np.ndarray, Wrap]:
         msg = f"{name} must be array-like (NumPy array, CPU torch tensor, buffer), got {type(x)}"
         raise ArgumentTypeError(msg, argument=name) from exc
     return arr, _identity
+
+
+def _stack_tensors(rows: list[Any] | tuple[Any, ...], name: str) -> Any:
+    """One worker's vector per tensor (each 1-D, one shape and dtype, on the CPU) as one
+    ``(n, D)`` tensor: the single copy a list of rows needs."""
+    import torch
+
+    for k, t in enumerate(rows):
+        if t.device.type != "cpu":
+            msg = f"{name}[{k}] must be a CPU tensor, got device {t.device}"
+            raise ArgumentError(msg, argument=name)
+        if t.ndim != 1:
+            msg = f"{name}[{k}] must be 1-D (one worker's vector), got shape {tuple(t.shape)}"
+            raise ArgumentError(msg, argument=name)
+    shapes = sorted({int(t.shape[0]) for t in rows})
+    if len(shapes) > 1:
+        msg = f"{name}: the tensors must all have one length, got lengths {shapes}"
+        raise ArgumentError(msg, argument=name)
+    dtypes = sorted({str(t.dtype) for t in rows})
+    if len(dtypes) > 1:
+        msg = f"{name}: the tensors must all have one dtype, got {', '.join(dtypes)}"
+        raise ArgumentTypeError(msg, argument=name)
+    return torch.stack([t.detach() for t in rows])
 
 
 def float_dtype(arr: np.ndarray, name: str = "X") -> np.dtype[Any]:

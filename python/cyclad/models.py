@@ -24,7 +24,7 @@ a ``torch.nn.Module``'s parameters as one flat vector in the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +35,7 @@ __all__ = [
     "LeastSquares",
     "Logistic",
     "Model",
+    "ModelLike",
     "Softmax",
     "get",
 ]
@@ -60,6 +61,23 @@ def _onehot(y: Array, c: int, dtype: Any) -> Array:
     out = np.zeros((y.shape[0], c), dtype=dtype)
     out[np.arange(y.shape[0]), y] = 1
     return out
+
+
+@runtime_checkable
+class ModelLike(Protocol):
+    """What training needs of a model (:class:`Model` here, or :class:`cyclad.torch.TorchModel`):
+    a flat parameter vector of ``n_params`` values, its initial value, per-subset gradients,
+    the mean loss and the test accuracy."""
+
+    n_params: int
+
+    def init(self, seed: int = 0, dtype: Any = ...) -> Any: ...
+
+    def subset_grads(self, theta: Any, X: Any, y: Any, subsets: Any) -> Any: ...
+
+    def loss(self, theta: Any, X: Any, y: Any) -> float: ...
+
+    def accuracy(self, theta: Any, X: Any, y: Any) -> float: ...
 
 
 class Model:

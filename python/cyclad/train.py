@@ -89,9 +89,11 @@ class Config:
         ``"fashion_mnist"`` (with ``data_path``), or a :class:`cyclad.data.Dataset` (already
         split: ``test_fraction``, ``data_path`` and ``dataset_params`` must keep their
         defaults; ``standardize`` applies to it as to a bundled one).
-    model : str
+    model : str or model object
         ``"softmax"``, ``"logistic"``, ``"least_squares"``, ``"mlp"`` (``hidden``,
-        ``activation``).
+        ``activation``), or an object with the :class:`cyclad.models.ModelLike` methods, e.g.
+        :class:`cyclad.torch.TorchModel` around any ``nn.Module`` (``dtype`` must match its
+        parameters).
     n_devices, n_byzantine, d : int
         ``n`` devices (= ``N`` subsets), of which the Byzantine ones; redundancy ``1 <= d <= n``.
     assignment : str
@@ -141,7 +143,7 @@ class Config:
     """
 
     dataset: Any = "digits"
-    model: str = "softmax"
+    model: Any = "softmax"
     n_devices: int = 20
     n_byzantine: int = 3
     d: int = 4
@@ -208,9 +210,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (a custom Dataset is recorded as ``"<custom>"``)."""
-        out = dataclasses.asdict(self)
-        if isinstance(self.dataset, data.Dataset):
-            out["dataset"] = "<custom>"
+        model, dataset = self.model, self.dataset
+        try:
+            self.model, self.dataset = "<custom>", "<custom>"  # not deep-copied by asdict
+            out = dataclasses.asdict(self)
+        finally:
+            self.model, self.dataset = model, dataset
+        out["model"] = model if isinstance(model, str) else repr(model)
+        out["dataset"] = dataset if isinstance(dataset, str) else "<custom>"
         return out
 
     def to_toml(self) -> str:
@@ -280,7 +287,12 @@ class Config:
                 if getattr(self, name) != default:
                     raise ConfigError(name, "applies to bundled datasets only; a Dataset "
                                             "arrives split and loaded")
-        choice("model", models.MODELS)
+        if isinstance(self.model, str):
+            choice("model", models.MODELS)
+        elif not isinstance(self.model, models.ModelLike):
+            name = "model"
+            raise ConfigError(name, f"must be a model name or a model object (init, "
+                                    f"subset_grads, loss, accuracy), got {self.model!r}")
         int_field("n_devices", lo=1)
         n = self.n_devices
         int_field("n_byzantine", lo=0, hi=n - 1)
@@ -303,6 +315,12 @@ class Config:
         int_field("device_seed", lo=0, hi=2**64 - 1, optional=True)
         int_field("eval_every", lo=1)
         choice("dtype", ("float32", "float64"))
+        model_dtype = getattr(self.model, "dtype", None)
+        if not isinstance(self.model, str) and model_dtype is not None and (
+                np.dtype(model_dtype) != np.dtype(self.dtype)):
+            name = "dtype"
+            raise ConfigError(name, f"the model computes in {np.dtype(model_dtype)}; set "
+                                    f"dtype = '{np.dtype(model_dtype)}'")
         int_field("hidden", lo=1)
         choice("activation", ("tanh", "relu"))
         float_field("test_fraction", 0.0, strict=True, hi=1.0)
@@ -648,11 +666,15 @@ class _Simulation:
         self.dtype = np.dtype(cfg.dtype)
         n = cfg.n_devices
         mparams = {"hidden": cfg.hidden, "activation": cfg.activation} if cfg.model == "mlp" else {}
-        try:
-            self.model = models.get(cfg.model, ds.n_features, ds.n_classes, **mparams)
-        except ValueError as exc:
-            name = "model"
-            raise ConfigError(name, str(exc)) from None
+        self.model: Any
+        if not isinstance(cfg.model, str):
+            self.model = cfg.model
+        else:
+            try:
+                self.model = models.get(cfg.model, ds.n_features, ds.n_classes, **mparams)
+            except ValueError as exc:
+                name = "model"
+                raise ConfigError(name, str(exc)) from None
         P = self.model.n_params
         if cfg.compressor is not None:
             _check_compressor(cfg, P)
