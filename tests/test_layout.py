@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,8 @@ def test_bindings_includes_are_at_the_top() -> None:
     lines = (ROOT / "csrc" / "bindings.cpp").read_text().splitlines()
     code = [i for i, line in enumerate(lines) if line and not line.startswith(("//", "#include"))]
     includes = [i for i, line in enumerate(lines) if line.startswith("#include")]
-    assert includes and max(includes) < min(code)
+    assert includes
+    assert max(includes) < min(code)
 
 
 def test_wire_format_is_documented_once() -> None:
@@ -70,3 +72,29 @@ def test_kernels_free_of_python(path: Path) -> None:
 def test_only_one_binding_file() -> None:
     users = [p for p in (ROOT / "csrc").rglob("*") if p.is_file() and "#include <pybind11" in p.read_text()]
     assert [p.name for p in users] == ["bindings.cpp"]
+
+
+FLOAT_OPS = [
+    "mean", "median", "trimmed_mean", "meamed", "pairwise_sq_distances", "krum", "multi_krum",
+    "geometric_median", "centered_clipping", "nnm", "bucketing", "clip", "arc", "encode",
+    "wire_compress", "topk_indices",
+]
+
+
+@pytest.mark.parametrize("name", FLOAT_OPS)
+def test_each_float_op_has_a_float64_then_a_float32_overload(name: str) -> None:
+    from cyclad import _core
+
+    doc = getattr(_core, name).__doc__
+    overloads = [line for line in doc.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert len(overloads) == 2, doc
+    first = [re.search(r"\(\w+: numpy\.typing\.NDArray\[numpy\.(\w+)\]", o) for o in overloads]
+    assert [m.group(1) if m else None for m in first] == ["float64", "float32"]
+    for line in overloads:  # the keyword and default of the Python API
+        assert re.search(r"threads: [^=]* = 0\)", line), line
+
+
+def test_bindings_register_each_float_op_once() -> None:
+    text = (ROOT / "csrc" / "bindings.cpp").read_text()
+    for name in FLOAT_OPS:
+        assert text.count(f'"{name}"') == 1, name

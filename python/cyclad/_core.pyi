@@ -1,5 +1,7 @@
 # Hand-written stub of the C++ extension (keep in sync with csrc/bindings.cpp).
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -44,7 +46,7 @@ def bucketing(
 def clip(x: NDArray[np.floating], tau: float, threads: int = 0) -> NDArray[np.floating]: ...
 def arc(x: NDArray[np.floating], f: int, threads: int = 0) -> NDArray[np.floating]: ...
 # compression (the wire format: docs/wire-format.md)
-wire_format: dict[str, object]  # codes and limits: magic, version, kinds, dtypes, max_dim, ...
+wire_format: dict[str, Any]  # codes and limits: magic, version, kinds, dtypes, max_dim, ...
 
 def wire_compress(
     x: NDArray[np.floating], kind: int, vcode: int, param: int, bucket: int, shared: bool,
