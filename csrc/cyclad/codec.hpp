@@ -62,7 +62,6 @@ void sparse_compress(const WireSpec& spec, const T* x, const std::uint32_t* idx,
   }
 }
 
-
 /// Decode the k packed indices of a sparse payload, checking range, strict increase and zero
 /// padding. Throws std::invalid_argument on the first violation.
 inline void read_indices(const unsigned char* sec, std::uint64_t k, std::uint64_t D,
@@ -85,7 +84,6 @@ inline void read_indices(const unsigned char* sec, std::uint64_t k, std::uint64_
   }
 }
 
-
 template <typename T>
 void fill_zero(T* out, std::size_t D, int threads) {
   parallel_for(D, threads, 1 << 16, [&](std::size_t lo, std::size_t hi) {
@@ -106,16 +104,18 @@ void decode_values_parallel(const unsigned char* in, std::size_t n, ValueCode vc
   });
 }
 
-
 /// The k packed indices of a sparse payload without the checks of read_indices, for a payload
 /// validated before. Memory safety does not depend on that: an index >= D (possible only in a
 /// payload that was never validated) throws instead of being used.
 inline void unpack_indices(const unsigned char* sec, std::size_t k, std::size_t D,
                            std::uint32_t* idx) {
   unpack_block(sec, k, index_bits(D), idx);
-  std::uint32_t mx = max_u32(idx, k);
-  require(mx < D, "malformed message: index " + std::to_string(mx) + " out of range [0, " +
-                      std::to_string(D) + ") in an unvalidated payload");
+  const std::uint32_t mx = max_u32(idx, k);
+  if (mx >= D) {
+    throw std::invalid_argument("malformed message: index " + std::to_string(mx) +
+                                " out of range [0, " + std::to_string(D) +
+                                ") in an unvalidated payload");
+  }
 }
 
 /// Validate a payload whose size matches its header (payload_size): the per-kind rules of
@@ -153,9 +153,9 @@ inline void validate_body(const WireSpec& spec, const unsigned char* p, int thre
 
 }  // namespace detail
 
-/// \brief Compress x into the payload described by `spec` (header fields are written by the
-/// caller). \param[in] x (D,) with D = spec.dim. \param[out] payload exactly payload_size(spec)
-/// bytes (`size` is checked). \param threads 0 = all cores.
+/// \brief Compress x into the payload described by `spec` (the header is written separately,
+/// by pack_header). \param[in] x (D,) with D = spec.dim. \param[out] payload exactly
+/// payload_size(spec) bytes (`size` is checked). \param threads 0 = all cores.
 ///
 /// Non-finite inputs: identity, top-k and rand-k carry raw values (NaN/Inf round-trip; a NaN
 /// ranks above +Inf in top-k); QSGD and scaled sign throw std::invalid_argument when a norm or
@@ -233,8 +233,12 @@ inline Header parse_message(const unsigned char* data, std::uint64_t len, const 
 template <typename T>
 void decode(const WireSpec& spec, const unsigned char* p, std::uint64_t size, T* out,
             int threads) {
-  require(spec.dense == dense_code_of<T>, "spec.dense does not match the output dtype");
-  require(size == payload_size(spec), "payload size does not match the header fields");
+  if (spec.dense != dense_code_of<T>) {
+    throw std::invalid_argument("spec.dense does not match the output dtype");
+  }
+  if (size != payload_size(spec)) {
+    throw std::invalid_argument("payload size does not match the header fields");
+  }
   const std::size_t D = static_cast<std::size_t>(spec.dim);
   const ValueCode vc = spec.vcode;
   const std::size_t vb = value_bytes(vc);
