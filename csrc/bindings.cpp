@@ -7,11 +7,18 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
-#include "cyclad/aggregate.hpp"
 #include "cyclad/bench.hpp"
-#include "cyclad/compress.hpp"
+#include "cyclad/codec.hpp"
+#include "cyclad/coding.hpp"
+#include "cyclad/coordinatewise.hpp"
+#include "cyclad/distance.hpp"
 #include "cyclad/parallel.hpp"
 
 namespace py = pybind11;
@@ -21,6 +28,40 @@ namespace {
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style>;
+
+// --- registration ---------------------------------------------------------------------------
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+/// Register one op for float64 and float32 under one name: `pick(Tag<T>{})` returns the
+/// `<name>_impl<T>` to bind, `extra` are the py::arg / docstring items of both overloads. The
+/// double overload goes first: array arguments are `.noconvert()`, so pybind11 takes the
+/// overload whose dtype matches exactly and never narrows a float64 array into the float one.
+template <typename Pick, typename... Extra>
+void def_float(py::module_& m, const char* name, Pick pick, const Extra&... extra) {
+  m.def(name, pick(Tag<double>{}), extra...);
+  m.def(name, pick(Tag<float>{}), extra...);
+}
+
+// `&fn<T>` for the T of a Tag: the `pick` argument of def_float.
+#define CYCLAD_IMPL(fn) [](auto tag) { return &fn<typename decltype(tag)::type>; }
+
+/// Run `kernel(out.mutable_data())` with the GIL released and return `out` (allocated by the
+/// caller while it holds the GIL).
+template <typename A, typename Kernel>
+A released(A out, Kernel&& kernel) {
+  auto* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    kernel(o);
+  }
+  return out;
+}
+
+// --- argument checks ------------------------------------------------------------------------
 
 // Kernels load elements through typed pointers: an array that is not aligned to its element
 // size (a NumPy view into a bytes buffer at an odd offset) would be undefined behaviour. The
@@ -45,34 +86,48 @@ k::MatrixView<T> matrix_arg(const CArray<T>& x, const char* name) {
   return {x.data(), static_cast<std::size_t>(x.shape(0)), static_cast<std::size_t>(x.shape(1))};
 }
 
+std::size_t count_arg(std::int64_t v, const char* name) {
+  if (v < 0) {
+    throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(v));
+  }
+  return static_cast<std::size_t>(v);
+}
+
+template <typename T>
+CArray<T> vector_out(std::size_t d) {
+  return CArray<T>(static_cast<py::ssize_t>(d));
+}
+
+template <typename T>
+CArray<T> rows_out(const k::MatrixView<T>& v, std::size_t rows) {
+  return CArray<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(v.d)});
+}
+
+template <typename T>
+const T* vector_arg(const CArray<T>& x, const char* name) {
+  require_aligned(x, name);
+  if (x.ndim() != 1 || x.shape(0) < 1) {
+    throw std::invalid_argument(std::string(name) + " must be a non-empty 1-D vector");
+  }
+  return x.data();
+}
+
 // ============================================================================================
 // aggregators
 // ============================================================================================
 
+// --- coordinate-wise rules ------------------------------------------------------------------
+
 template <typename T>
 CArray<T> mean_impl(const CArray<T>& x, int threads) {
   auto v = matrix_arg(x, "X");
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::mean<T>(v, o, threads);
-  }
-  return out;
+  return released(vector_out<T>(v.d), [&](T* o) { k::mean<T>(v, o, threads); });
 }
-
-// --- coordinate-wise rules (median, trimmed mean, meamed) ---------------------------------
 
 template <typename T>
 CArray<T> median_impl(const CArray<T>& x, int threads) {
   auto v = matrix_arg(x, "X");
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::median<T>(v, o, threads);
-  }
-  return out;
+  return released(vector_out<T>(v.d), [&](T* o) { k::median<T>(v, o, threads); });
 }
 
 template <typename T>
@@ -89,53 +144,28 @@ k::MatrixView<T> trimmed_arg(const CArray<T>& x, std::int64_t f) {
 template <typename T>
 CArray<T> trimmed_mean_impl(const CArray<T>& x, std::int64_t f, int threads) {
   auto v = trimmed_arg(x, f);
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::trimmed_mean<T>(v, static_cast<std::size_t>(f), o, threads);
-  }
-  return out;
+  const auto uf = static_cast<std::size_t>(f);
+  return released(vector_out<T>(v.d), [&](T* o) { k::trimmed_mean<T>(v, uf, o, threads); });
 }
 
 template <typename T>
 CArray<T> meamed_impl(const CArray<T>& x, std::int64_t f, int threads) {
   auto v = trimmed_arg(x, f);
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::meamed<T>(v, static_cast<std::size_t>(f), o, threads);
-  }
-  return out;
+  const auto uf = static_cast<std::size_t>(f);
+  return released(vector_out<T>(v.d), [&](T* o) { k::meamed<T>(v, uf, o, threads); });
 }
 
 // --- distance-based rules and pre-aggregations ---------------------------------------------
-
-std::size_t count_arg(std::int64_t v, const char* name) {
-  if (v < 0) {
-    throw std::invalid_argument(std::string(name) + " must be >= 0, got " + std::to_string(v));
-  }
-  return static_cast<std::size_t>(v);
-}
-
-template <typename T>
-CArray<T> rows_out(const k::MatrixView<T>& v, std::size_t rows) {
-  return CArray<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(v.d)});
-}
 
 template <typename T>
 py::tuple pairwise_sq_distances_impl(const CArray<T>& x, int threads) {
   auto v = matrix_arg(x, "X");
   auto n = static_cast<py::ssize_t>(v.n);
-  CArray<double> dist({n, n});
-  py::array_t<bool> bad(n);
   std::vector<unsigned char> b(v.n);
-  double* d = dist.mutable_data();
-  {
-    py::gil_scoped_release release;
+  CArray<double> dist = released(CArray<double>({n, n}), [&](double* d) {
     k::pairwise_sq_distances<T>(v, d, b.data(), threads);
-  }
+  });
+  py::array_t<bool> bad(n);
   bool* pb = bad.mutable_data();
   for (std::size_t i = 0; i < v.n; ++i) pb[i] = b[i] != 0;
   return py::make_tuple(dist, bad);
@@ -145,26 +175,14 @@ template <typename T>
 CArray<T> krum_impl(const CArray<T>& x, std::int64_t f, int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t uf = count_arg(f, "f");
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::krum<T>(v, uf, o, threads);
-  }
-  return out;
+  return released(vector_out<T>(v.d), [&](T* o) { k::krum<T>(v, uf, o, threads); });
 }
 
 template <typename T>
 CArray<T> multi_krum_impl(const CArray<T>& x, std::int64_t f, std::int64_t m, int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t uf = count_arg(f, "f"), um = count_arg(m, "m");
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::multi_krum<T>(v, uf, um, o, threads);
-  }
-  return out;
+  return released(vector_out<T>(v.d), [&](T* o) { k::multi_krum<T>(v, uf, um, o, threads); });
 }
 
 template <typename T>
@@ -172,13 +190,10 @@ py::tuple geometric_median_impl(const CArray<T>& x, double eps, std::int64_t max
                                 double tol, int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t mi = count_arg(max_iter, "max_iter");
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
   std::size_t iters = 0;
-  {
-    py::gil_scoped_release release;
+  CArray<T> out = released(vector_out<T>(v.d), [&](T* o) {
     iters = k::geometric_median<T>(v, eps, mi, tol, o, threads);
-  }
+  });
   return py::make_tuple(out, iters);
 }
 
@@ -196,26 +211,15 @@ CArray<T> centered_clipping_impl(const CArray<T>& x, double tau, std::int64_t it
     require_aligned(*center, "center");
     c = center->data();
   }
-  CArray<T> out(static_cast<py::ssize_t>(v.d));
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::centered_clipping<T>(v, tau, it, c, o, threads);
-  }
-  return out;
+  return released(vector_out<T>(v.d),
+                  [&](T* o) { k::centered_clipping<T>(v, tau, it, c, o, threads); });
 }
 
 template <typename T>
 CArray<T> nnm_impl(const CArray<T>& x, std::int64_t f, int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t uf = count_arg(f, "f");
-  CArray<T> out = rows_out(v, v.n);
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::nnm<T>(v, uf, o, threads);
-  }
-  return out;
+  return released(rows_out(v, v.n), [&](T* o) { k::nnm<T>(v, uf, o, threads); });
 }
 
 template <typename T>
@@ -228,103 +232,57 @@ CArray<T> bucketing_impl(const CArray<T>& x, const CArray<std::int64_t>& perm, s
   if (perm.ndim() != 1 || static_cast<std::size_t>(perm.shape(0)) != v.n) {
     throw std::invalid_argument("perm must have shape (n,) = (" + std::to_string(v.n) + ",)");
   }
-  CArray<T> out = rows_out(v, (v.n + us - 1) / us);
-  T* o = out.mutable_data();
   const std::int64_t* p = perm.data();
-  {
-    py::gil_scoped_release release;
-    k::bucketing<T>(v, p, us, o, threads);
-  }
-  return out;
+  return released(rows_out(v, (v.n + us - 1) / us),
+                  [&](T* o) { k::bucketing<T>(v, p, us, o, threads); });
 }
 
 template <typename T>
 CArray<T> clip_impl(const CArray<T>& x, double tau, int threads) {
   auto v = matrix_arg(x, "X");
-  CArray<T> out = rows_out(v, v.n);
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::clip<T>(v, tau, o, threads);
-  }
-  return out;
+  return released(rows_out(v, v.n), [&](T* o) { k::clip<T>(v, tau, o, threads); });
 }
 
 template <typename T>
 CArray<T> arc_impl(const CArray<T>& x, std::int64_t f, int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t uf = count_arg(f, "f");
-  CArray<T> out = rows_out(v, v.n);
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::arc<T>(v, uf, o, threads);
-  }
-  return out;
+  return released(rows_out(v, v.n), [&](T* o) { k::arc<T>(v, uf, o, threads); });
 }
 
-void bind_aggregate_coordinatewise(py::module_& m) {
-  m.def("mean", &mean_impl<double>, py::arg("x").noconvert(), py::arg("threads") = 0,
-        "Coordinate-wise mean.");
-  m.def("mean", &mean_impl<float>, py::arg("x").noconvert(), py::arg("threads") = 0,
-        "Coordinate-wise mean.");
-  m.def("median", &median_impl<double>, py::arg("x").noconvert(), py::arg("threads") = 0,
-        "Coordinate-wise median.");
-  m.def("median", &median_impl<float>, py::arg("x").noconvert(), py::arg("threads") = 0,
-        "Coordinate-wise median.");
-  m.def("trimmed_mean", &trimmed_mean_impl<double>, py::arg("x").noconvert(), py::arg("f"),
-        py::arg("threads") = 0, "Coordinate-wise trimmed mean.");
-  m.def("trimmed_mean", &trimmed_mean_impl<float>, py::arg("x").noconvert(), py::arg("f"),
-        py::arg("threads") = 0, "Coordinate-wise trimmed mean.");
-  m.def("meamed", &meamed_impl<double>, py::arg("x").noconvert(), py::arg("f"),
-        py::arg("threads") = 0, "Coordinate-wise mean around the median.");
-  m.def("meamed", &meamed_impl<float>, py::arg("x").noconvert(), py::arg("f"),
-        py::arg("threads") = 0, "Coordinate-wise mean around the median.");
-}
-
-template <typename T>
-void bind_aggregate_distance_t(py::module_& m) {
-  m.def("pairwise_sq_distances", &pairwise_sq_distances_impl<T>, py::arg("x").noconvert(),
-        py::arg("threads") = 0, "Pairwise squared distances (n, n) and non-finite row flags.");
-  m.def("krum", &krum_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("threads") = 0,
-        "Krum.");
-  m.def("multi_krum", &multi_krum_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("m"),
-        py::arg("threads") = 0, "Multi-Krum.");
-  m.def("geometric_median", &geometric_median_impl<T>, py::arg("x").noconvert(),
-        py::arg("eps"), py::arg("max_iter"), py::arg("tol"), py::arg("threads") = 0,
-        "Smoothed Weiszfeld geometric median; returns (z, iterations).");
-  m.def("centered_clipping", &centered_clipping_impl<T>, py::arg("x").noconvert(),
-        py::arg("tau"), py::arg("iters"), py::arg("center").noconvert().none(true),
-        py::arg("threads") = 0, "Stateless centered clipping.");
-  m.def("nnm", &nnm_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("threads") = 0,
-        "Nearest-neighbour mixing.");
-  m.def("bucketing", &bucketing_impl<T>, py::arg("x").noconvert(), py::arg("perm").noconvert(),
-        py::arg("s"), py::arg("threads") = 0, "Bucketing with a given row permutation.");
-  m.def("clip", &clip_impl<T>, py::arg("x").noconvert(), py::arg("tau"), py::arg("threads") = 0,
-        "Static norm clipping of rows.");
-  m.def("arc", &arc_impl<T>, py::arg("x").noconvert(), py::arg("f"), py::arg("threads") = 0,
-        "Adaptive robust clipping.");
-}
-
-void bind_aggregate_distance(py::module_& m) {
-  bind_aggregate_distance_t<double>(m);
-  bind_aggregate_distance_t<float>(m);
-}
-
-void bind_aggregate(py::module_& m) {
-  bind_aggregate_coordinatewise(m);
-  bind_aggregate_distance(m);
+void bind_aggregators(py::module_& m) {
+  const auto x = py::arg("x").noconvert();
+  const auto threads = py::arg("threads") = 0;
+  def_float(m, "mean", CYCLAD_IMPL(mean_impl), x, threads, "Coordinate-wise mean.");
+  def_float(m, "median", CYCLAD_IMPL(median_impl), x, threads, "Coordinate-wise median.");
+  def_float(m, "trimmed_mean", CYCLAD_IMPL(trimmed_mean_impl), x, py::arg("f"), threads,
+            "Coordinate-wise trimmed mean.");
+  def_float(m, "meamed", CYCLAD_IMPL(meamed_impl), x, py::arg("f"), threads,
+            "Coordinate-wise mean around the median.");
+  def_float(m, "pairwise_sq_distances", CYCLAD_IMPL(pairwise_sq_distances_impl), x, threads,
+            "Pairwise squared distances (n, n) and non-finite row flags.");
+  def_float(m, "krum", CYCLAD_IMPL(krum_impl), x, py::arg("f"), threads, "Krum.");
+  def_float(m, "multi_krum", CYCLAD_IMPL(multi_krum_impl), x, py::arg("f"), py::arg("m"),
+            threads, "Multi-Krum.");
+  def_float(m, "geometric_median", CYCLAD_IMPL(geometric_median_impl), x, py::arg("eps"),
+            py::arg("max_iter"), py::arg("tol"), threads,
+            "Smoothed Weiszfeld geometric median; returns (z, iterations).");
+  def_float(m, "centered_clipping", CYCLAD_IMPL(centered_clipping_impl), x, py::arg("tau"),
+            py::arg("iters"), py::arg("center").noconvert().none(true), threads,
+            "Stateless centered clipping.");
+  def_float(m, "nnm", CYCLAD_IMPL(nnm_impl), x, py::arg("f"), threads,
+            "Nearest-neighbour mixing.");
+  def_float(m, "bucketing", CYCLAD_IMPL(bucketing_impl), x, py::arg("perm").noconvert(),
+            py::arg("s"), threads, "Bucketing with a given row permutation.");
+  def_float(m, "clip", CYCLAD_IMPL(clip_impl), x, py::arg("tau"), threads,
+            "Static norm clipping of rows.");
+  def_float(m, "arc", CYCLAD_IMPL(arc_impl), x, py::arg("f"), threads,
+            "Adaptive robust clipping.");
 }
 
 // ============================================================================================
 // coding
 // ============================================================================================
-
-}  // namespace
-// Included here (at global scope) rather than at the top so the coding section stays
-// self-contained for merges.
-#include "cyclad/coding.hpp"
-namespace {
 
 template <typename T>
 CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment,
@@ -347,28 +305,20 @@ CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment
     throw std::invalid_argument("weights must have shape (n, d) = (" + std::to_string(n) + ", " +
                                 std::to_string(d) + ") or (d,) = (" + std::to_string(d) + ",)");
   }
-  CArray<T> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(g.d)});
   const std::int64_t* a = assignment.data();
   const T* w = weights.data();
-  T* o = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    k::encode<T>(g, a, n, d, w, per_row, o, threads);
-  }
-  return out;
+  return released(CArray<T>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(g.d)}),
+                  [&](T* o) { k::encode<T>(g, a, n, d, w, per_row, o, threads); });
 }
 
 void bind_coding(py::module_& m) {
-  m.def("encode", &encode_impl<double>, py::arg("G").noconvert(),
-        py::arg("assignment").noconvert(), py::arg("weights").noconvert(),
-        py::arg("threads") = 0, "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
-  m.def("encode", &encode_impl<float>, py::arg("G").noconvert(),
-        py::arg("assignment").noconvert(), py::arg("weights").noconvert(),
-        py::arg("threads") = 0, "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
+  def_float(m, "encode", CYCLAD_IMPL(encode_impl), py::arg("G").noconvert(),
+            py::arg("assignment").noconvert(), py::arg("weights").noconvert(),
+            py::arg("threads") = 0, "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
 }
 
 // ============================================================================================
-// compression
+// compression (docs/wire-format.md)
 // ============================================================================================
 
 k::WireSpec wire_spec(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
@@ -400,60 +350,113 @@ const unsigned char* bytes_arg(const Bytes& b) {
   return reinterpret_cast<const unsigned char*>(b.data());
 }
 
+/// The codes and limits of the format, for the Python layer (cyclad.compression builds its
+/// name <-> code tables from this, so the codes are defined once, in wire.hpp).
+py::dict wire_format() {
+  py::dict kinds, dense, values;
+  for (int c = 0; c <= 4; ++c) kinds[k::kind_name(static_cast<k::Kind>(c))] = c;
+  for (int c = 1; c <= 2; ++c) dense[k::dense_name(static_cast<k::DenseCode>(c))] = c;
+  for (int c = 1; c <= 3; ++c) values[k::value_name(static_cast<k::ValueCode>(c))] = c;
+  py::dict f;
+  f["magic"] = py::bytes(reinterpret_cast<const char*>(k::kMagic), 2);
+  f["version"] = k::kVersion;
+  f["kinds"] = kinds;
+  f["dense_dtypes"] = dense;
+  f["value_dtypes"] = values;
+  f["flag_shared"] = k::kFlagShared;
+  f["max_dim"] = k::kMaxDim;
+  f["max_levels"] = k::kMaxLevels;
+  return f;
+}
+
 template <typename T>
 Bytes compress_impl(const CArray<T>& x, int kind, int vcode, std::uint64_t param,
                     std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled,
                     int threads) {
-  require_aligned(x, "x");
-  if (x.ndim() != 1 || x.shape(0) < 1) {
-    throw std::invalid_argument("x must be a non-empty 1-D vector");
-  }
+  const T* px = vector_arg(x, "x");
   auto spec = wire_spec(kind, vcode, static_cast<std::uint64_t>(x.shape(0)), param, bucket,
                         shared, seed, scaled, std::is_same<T, double>::value);
   const std::uint64_t size = k::payload_size(spec);
-  Bytes out(static_cast<py::ssize_t>(size));
-  auto* o = reinterpret_cast<unsigned char*>(out.mutable_data());
-  const T* px = x.data();
-  {
-    py::gil_scoped_release release;
-    k::compress<T>(spec, px, o, size, threads);
-  }
-  return out;
+  return released(Bytes(static_cast<py::ssize_t>(size)), [&](std::uint8_t* o) {
+    k::compress<T>(spec, px, reinterpret_cast<unsigned char*>(o), size, threads);
+  });
 }
 
-py::array decompress_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
-                          std::uint64_t param, std::uint64_t bucket, bool shared,
-                          std::uint64_t seed, bool float64, int threads) {
-  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true, float64);
+py::bytes header_impl(int kind, int dense, int vcode, std::uint64_t dim, std::uint64_t param,
+                      std::uint64_t bucket, bool shared, std::uint64_t seed) {
+  if (dense < 1 || dense > 2) {
+    throw std::invalid_argument("dense dtype code must be 1..2, got " + std::to_string(dense));
+  }
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true, dense == 2);
+  unsigned char buf[k::kMaxHeaderBytes] = {};
+  const std::size_t n = k::pack_header(spec, buf);
+  return py::bytes(reinterpret_cast<const char*>(buf), n);
+}
+
+std::size_t header_size_impl(int kind, bool shared) {
+  if (kind < 0 || kind > 4) {
+    throw std::invalid_argument("kind must be 0..4, got " + std::to_string(kind));
+  }
+  return k::header_size(static_cast<k::Kind>(kind), shared);
+}
+
+py::tuple parse_impl(const py::bytes& data, std::uint64_t dim, std::uint64_t max_dim, int dense,
+                     int threads) {
+  if (dense < 0 || dense > 2) {
+    throw std::invalid_argument("dense dtype code must be 0..2, got " + std::to_string(dense));
+  }
+  k::ReceiveLimits lim;
+  lim.dim = dim;
+  lim.max_dim = max_dim;
+  lim.dense = static_cast<std::uint8_t>(dense);
+  const auto view = static_cast<std::string_view>(data);  // `data` is immutable and held
+  const auto* p = reinterpret_cast<const unsigned char*>(view.data());
+  k::Header h;
+  {
+    py::gil_scoped_release release;
+    h = k::parse_message(p, view.size(), lim, threads);
+  }
+  const k::WireSpec& s = h.spec;
+  return py::make_tuple(static_cast<int>(s.kind), static_cast<int>(s.dense),
+                        static_cast<int>(s.vcode), s.dim, s.param, s.bucket, s.shared, s.seed,
+                        h.header_bytes);
+}
+
+/// Decode a payload into a new dense vector: validated first when `validate`, else trusted to
+/// have been validated (decode stays memory-safe either way).
+py::array decode_into(const Bytes& payload, const k::WireSpec& spec, bool validate, int threads) {
   const unsigned char* p = bytes_arg(payload);
   const auto size = static_cast<std::uint64_t>(payload.shape(0));
   // Validate before allocating D elements: a malformed header never triggers the allocation.
   // (Bounding D itself is the caller's job: cyclad.compression requires dim= or max_dim=.)
   {
     py::gil_scoped_release release;
-    k::validate_payload(spec, p, size, threads);
-  }
-  auto run = [&](auto* tag) -> py::array {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    CArray<T> out(static_cast<py::ssize_t>(dim));
-    T* o = out.mutable_data();
-    {
-      py::gil_scoped_release release;
-      k::decompress<T>(spec, p, size, o, threads);
+    if (validate) {
+      k::validate_payload(spec, p, size, threads);
+    } else {
+      k::require(size == k::payload_size(spec), "payload size does not match the header fields");
     }
-    return std::move(out);
+  }
+  auto run = [&](auto tag) -> py::array {
+    using T = typename decltype(tag)::type;
+    return released(CArray<T>(static_cast<py::ssize_t>(spec.dim)),
+                    [&](T* o) { k::decode<T>(spec, p, size, o, threads); });
   };
-  return float64 ? run(static_cast<double*>(nullptr)) : run(static_cast<float*>(nullptr));
+  return spec.dense == k::DenseCode::f64 ? run(Tag<double>{}) : run(Tag<float>{});
 }
 
-void validate_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
-                   std::uint64_t param, std::uint64_t bucket, bool shared, bool float64,
-                   int threads) {
-  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, float64);
-  const unsigned char* p = bytes_arg(payload);
-  const auto size = static_cast<std::uint64_t>(payload.shape(0));
-  py::gil_scoped_release release;
-  k::validate_payload(spec, p, size, threads);
+py::array decompress_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
+                          std::uint64_t param, std::uint64_t bucket, bool shared,
+                          std::uint64_t seed, bool float64, int threads) {
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true, float64);
+  return decode_into(payload, spec, /*validate=*/true, threads);
+}
+
+py::array decode_impl(const Bytes& payload, int kind, int vcode, std::uint64_t dim,
+                      std::uint64_t param, std::uint64_t bucket, bool shared, std::uint64_t seed,
+                      bool float64, int threads) {
+  auto spec = wire_spec(kind, vcode, dim, param, bucket, shared, seed, true, float64);
+  return decode_into(payload, spec, /*validate=*/false, threads);
 }
 
 std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
@@ -461,23 +464,23 @@ std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uin
   return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, true));
 }
 
+py::array_t<std::int64_t> indices_out(const std::vector<std::uint32_t>& idx) {
+  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(idx.size()));
+  std::copy(idx.begin(), idx.end(), out.mutable_data());
+  return out;
+}
+
 template <typename T>
 py::array_t<std::int64_t> topk_indices_impl(const CArray<T>& x, std::uint64_t kk, int threads) {
-  require_aligned(x, "x");
-  if (x.ndim() != 1 || x.shape(0) < 1) {
-    throw std::invalid_argument("x must be a non-empty 1-D vector");
-  }
+  const T* px = vector_arg(x, "x");
   const auto D = static_cast<std::size_t>(x.shape(0));
   if (kk < 1 || kk > D) throw std::invalid_argument("k must be in [1, D]");
   std::vector<std::uint32_t> idx(static_cast<std::size_t>(kk));
-  const T* px = x.data();
   {
     py::gil_scoped_release release;
     k::topk_select<T>(px, D, idx.size(), idx.data(), threads);
   }
-  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(kk));
-  std::copy(idx.begin(), idx.end(), out.mutable_data());
-  return out;
+  return indices_out(idx);
 }
 
 py::array_t<std::int64_t> randk_indices_impl(std::uint64_t dim, std::uint64_t kk,
@@ -489,38 +492,43 @@ py::array_t<std::int64_t> randk_indices_impl(std::uint64_t dim, std::uint64_t kk
     py::gil_scoped_release release;
     k::randk_select(seed, static_cast<std::size_t>(dim), idx.size(), idx.data());
   }
-  py::array_t<std::int64_t> out(static_cast<py::ssize_t>(kk));
-  std::copy(idx.begin(), idx.end(), out.mutable_data());
-  return out;
+  return indices_out(idx);
 }
 
-void bind_compress(py::module_& m) {
-  m.def("wire_compress", &compress_impl<double>, py::arg("x").noconvert(), py::arg("kind"),
-        py::arg("vcode"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
-        py::arg("seed"), py::arg("scaled"), py::arg("threads") = 0,
-        "Compress a 1-D vector into a wire payload (uint8 array).");
-  m.def("wire_compress", &compress_impl<float>, py::arg("x").noconvert(), py::arg("kind"),
-        py::arg("vcode"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
-        py::arg("seed"), py::arg("scaled"), py::arg("threads") = 0,
-        "Compress a 1-D vector into a wire payload (uint8 array).");
+void bind_compression(py::module_& m) {
+  m.attr("wire_format") = wire_format();
+  def_float(m, "wire_compress", CYCLAD_IMPL(compress_impl), py::arg("x").noconvert(),
+            py::arg("kind"), py::arg("vcode"), py::arg("param"), py::arg("bucket"),
+            py::arg("shared"), py::arg("seed"), py::arg("scaled"), py::arg("threads") = 0,
+            "Compress a 1-D vector into a wire payload (uint8 array).");
+  m.def("wire_header", &header_impl, py::arg("kind"), py::arg("dense"), py::arg("vcode"),
+        py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"), py::arg("seed"),
+        "Header bytes of a message (ValueError if a field is out of range).");
+  m.def("wire_header_size", &header_size_impl, py::arg("kind"), py::arg("shared"),
+        "Header size in bytes of a message kind.");
+  m.def("wire_parse", &parse_impl, py::arg("data"), py::arg("dim") = 0, py::arg("max_dim") = 0,
+        py::arg("dense") = 0, py::arg("threads") = 0,
+        "Parse and fully validate a message; returns (kind, dense, vcode, dim, param, bucket, "
+        "shared, seed, header_bytes).");
   m.def("wire_decompress", &decompress_impl, py::arg("payload").noconvert(), py::arg("kind"),
         py::arg("vcode"), py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
         py::arg("seed"), py::arg("float64"), py::arg("threads") = 0,
-        "Validate and decompress a wire payload into a dense vector.");
-  m.def("wire_validate", &validate_impl, py::arg("payload").noconvert(), py::arg("kind"),
+        "Validate and decode a wire payload into a dense vector.");
+  m.def("wire_decode", &decode_impl, py::arg("payload").noconvert(), py::arg("kind"),
         py::arg("vcode"), py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
-        py::arg("float64"), py::arg("threads") = 0,
-        "Validate a wire payload against its header (ValueError).");
+        py::arg("seed"), py::arg("float64"), py::arg("threads") = 0,
+        "Decode an already validated wire payload into a dense vector (no second validation).");
   m.def("wire_payload_size", &payload_size_impl, py::arg("kind"), py::arg("vcode"),
         py::arg("dim"), py::arg("param"), py::arg("bucket"), py::arg("shared"),
         "Exact payload size in bytes implied by a header (ValueError if out of range).");
-  m.def("topk_indices", &topk_indices_impl<double>, py::arg("x").noconvert(), py::arg("k"),
-        py::arg("threads") = 0, "Ascending indices of the k largest |x_i| (ties: lower index).");
-  m.def("topk_indices", &topk_indices_impl<float>, py::arg("x").noconvert(), py::arg("k"),
-        py::arg("threads") = 0, "Ascending indices of the k largest |x_i| (ties: lower index).");
+  def_float(m, "topk_indices", CYCLAD_IMPL(topk_indices_impl), py::arg("x").noconvert(),
+            py::arg("k"), py::arg("threads") = 0,
+            "Ascending indices of the k largest |x_i| (ties: lower index).");
   m.def("randk_indices", &randk_indices_impl, py::arg("dim"), py::arg("k"), py::arg("seed"),
         "Ascending rand-k mask of (seed, D, k).");
 }
+
+#undef CYCLAD_IMPL
 
 // ============================================================================================
 // bench helpers
@@ -561,8 +569,8 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
         "The ISA clone the hot kernels run: x86-64-v4, x86-64-v3 or baseline.");
   m.def("hardware_threads", [] { return k::resolve_threads(0); },
         "Number of threads used when threads=None.");
-  bind_aggregate(m);
+  bind_aggregators(m);
   bind_coding(m);
-  bind_compress(m);
+  bind_compression(m);
   bind_bench(m);
 }

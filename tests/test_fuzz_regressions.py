@@ -96,7 +96,7 @@ def test_wire_narrow_values_still_decode(vcode: int) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_topk_blocks_with_few_candidates(D, nonzero, k, dtype) -> None:
     """The top-k candidate filter handles 32-element blocks; a block with at most two
-    candidates made it call __builtin_ctzll(0) (undefined behaviour, compress.hpp
+    candidates made it call __builtin_ctzll(0) (undefined behaviour, select.hpp
     filter_block; found by tests/native/fuzz_kernels under UBSan, known defect 'topk-ctz').
     The normal build happens to return the right indices; under CYCLAD_SANITIZE UBSan aborts."""
     x = np.zeros(D, dtype=dtype)

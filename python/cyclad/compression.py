@@ -46,81 +46,37 @@ dtype of ``x``, and QSGD when a bucket's quantized values would (float32 input w
 **Top-k tie rule.** Magnitudes compare as IEEE values with every NaN equal and above +Inf;
 among equal magnitudes the lower index wins. Indices are sent in ascending order.
 
-Wire format (version 1, little-endian)
---------------------------------------
-Header:
+Wire format
+-----------
+The byte layout (header fields, offsets and sizes, the per-kind payloads) and the validation
+rules are documented once, in ``docs/wire-format.md``; the C++ core (``csrc/cyclad/wire.hpp``)
+packs and parses the header and validates the payload, so Python never re-implements them.
+In short: a 16-, 24- or 32-byte little-endian header (magic ``b"CZ"``, version 1, kind, dense
+dtype, value dtype, flags, D, then k / s and seed / bucket as the kind needs) followed by a
+payload whose size is a closed-form function of the header.
 
-======  ====  ===========================================================================
-offset  size  field
-======  ====  ===========================================================================
-0       2     magic ``b"CZ"``
-2       1     version = 1
-3       1     kind: 0 identity, 1 top-k, 2 rand-k, 3 QSGD, 4 sign
-4       1     dtype of the dense vector: 1 float32, 2 float64
-5       1     value dtype: 1 float16, 2 float32, 3 float64
-6       1     flags: bit 0 = shared rand-k mask (other bits 0)
-7       1     reserved, 0
-8       8     D, 1 <= D <= 2^32 - 1
-16      8     top-k / rand-k: k (1 <= k <= D); QSGD: s (1 <= s <= 65535)
-24      8     shared rand-k: seed; QSGD: bucket size b (1 <= b <= D)
-======  ====  ===========================================================================
+:meth:`Message.from_bytes` validates everything, once: the header, the exact byte length (no
+truncation, no trailing bytes), index range and strict increase, QSGD level codes ``<= s``,
+finite non-negative norms and scale, zero padding, and the range of what the message decodes
+to in its dense dtype. Any violation raises ``ValueError``; no byte string can cause an
+out-of-bounds access or a warning. The message it returns carries that validated state, as does
+one built by ``compress`` (valid by construction), so :func:`decompress` decodes either without
+a second validation pass; a :class:`Message` built by hand is validated by :func:`decompress`.
 
-The header is 16 bytes (identity, sign), 24 (top-k, private rand-k) or 32 (shared rand-k, QSGD).
-The payload follows. With ``vb`` = value bytes (2, 4, 8), index width
-``wi = max(1, bit_length(D - 1))`` bits and level width ``wl = bit_length(s)`` bits:
-
-===============  ==========================================  ===================================
-kind             payload sections, in order                  bytes
-===============  ==========================================  ===================================
-identity         D values                                    ``D*vb``
-top-k            k indices (wi bits) | k values              ``ceil(k*wi/8) + k*vb``
-rand-k private   k indices (wi bits) | k raw values ``x_i``  ``ceil(k*wi/8) + k*vb``
-rand-k shared    k raw values (mask from the header seed)    ``k*vb``
-QSGD             ceil(D/b) norms | D sign bits | D levels    ``ceil(D/b)*vb + ceil(D/8)
-                 (wl bits)                                   + ceil(D*wl/8)``
-sign             scale | D sign bits                         ``vb + ceil(D/8)``
-===============  ==========================================  ===================================
-
-Bit fields are LSB-first (element j occupies bits ``[j*w, (j+1)*w)`` of the section read as a
-little-endian bit string), each section starts on a byte boundary, padding bits are zero, and
-indices are strictly increasing. A sign bit is the IEEE sign bit (1 = negative; zero decodes to
-``+scale``). Rand-k values are the raw ``x_i``; the receiver applies ``D/k``.
-
-Fixed-width bit-packed indices rather than delta codes: the payload size is a closed-form
-function of the header, so a length mismatch is rejected before anything is decoded; packing is
-branch-free and parallel; validation is one scan. (Elias-Fano codes would save bits at very low
-density and are a candidate for a version 2.)
-
-:meth:`Message.from_bytes` validates everything: magic, version, kind, dtype codes, flags,
-ranges of D / k / s / bucket, the exact byte length (no truncation, no trailing bytes), index
-range and strict increase, QSGD level codes ``<= s``, finite non-negative norms and scale, zero
-padding, and the range of what the message decodes to in its dense dtype: a QSGD norm or sign
-scale whose decoded values would be +-Inf, or a finite raw value that is not finite in the dense
-dtype once converted (times ``D/k`` for rand-k; e.g. a float64 value 1e300 in a float32 message),
-makes the message malformed, since ``compress`` never produces one. Any violation raises
-``ValueError``. No byte string can cause an out-of-bounds access or a warning, and a valid
-message decodes to +-Inf or NaN only where it carries that raw value (top-k, rand-k, identity).
-
-**Sizes and allocation.** Every size is exact: with ``D <= 2^32 - 1``, ``k <= D``,
-``s <= 65535`` and ``b <= D`` checked first, each payload size in the table is below 2^36 bytes
-and is computed in 64-bit integers without overflow, and the byte length must then equal
-header + payload size exactly. That bounds k by the length (``k*vb <= len``), and for identity,
-QSGD and sign it bounds D as well (``D*vb``, resp. ``D/8``, ``<= len``). For top-k and rand-k the
-length does not bound D (a 44-byte shared rand-k message can declare D = 2^32 - 1), so
-:meth:`Message.from_bytes` also requires ``D == dim`` when ``dim=`` is given, else
-``D <= max_dim`` (default :data:`DEFAULT_MAX_DIM` = 2^24), before any size-dependent work.
-Parsing allocates at most a copy of the bytes and k indices, never anything proportional to
-an unchecked D; :func:`decompress` allocates the ``D``-element output (plus a ``D/8``-byte
-bitmap for a shared rand-k mask). The receiver, not the sender, decides the dense dtype:
-``dtype=`` rejects a message declaring another one (the training server passes ``dim=`` and
-``dtype=``).
+**Sizes and allocation.** For top-k and rand-k the byte length does not bound D (a 44-byte
+shared rand-k message can declare D = 2^32 - 1), so :meth:`Message.from_bytes` also requires
+``D == dim`` when ``dim=`` is given, else ``D <= max_dim`` (default :data:`DEFAULT_MAX_DIM` =
+2^24), before any size-dependent work. Parsing allocates at most a copy of the bytes and k
+indices, never anything proportional to an unchecked D; :func:`decompress` allocates the
+``D``-element output (plus a ``D/8``-byte bitmap for a shared rand-k mask). The receiver, not
+the sender, decides the dense dtype: ``dtype=`` rejects a message declaring another one (the
+training server passes ``dim=`` and ``dtype=``).
 """
 
 from __future__ import annotations
 
 import math
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -147,23 +103,21 @@ __all__ = [
 
 FloatArray = NDArray[np.float32] | NDArray[np.float64]
 
-_MAGIC = b"CZ"
-_VERSION = 1
-_MAX_DIM = 2**32 - 1
+_FORMAT = _core.wire_format  # codes and limits, defined once in csrc/cyclad/wire.hpp
+_MAX_DIM: int = _FORMAT["max_dim"]
 DEFAULT_MAX_DIM = 2**24
 """Largest D that :meth:`Message.from_bytes` accepts when neither ``dim=`` nor ``max_dim=`` is
 given (2^24 = 16,777,216 coordinates: a 128 MiB float64 output at most)."""
-_MAX_LEVELS = 65535
+_MAX_LEVELS: int = _FORMAT["max_levels"]
 _U64 = 2**64 - 1
-_KINDS = {"identity": 0, "topk": 1, "randk": 2, "qsgd": 3, "sign": 4}
+_KINDS: dict[str, int] = dict(_FORMAT["kinds"])
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
-_DTYPES: dict[np.dtype[Any], int] = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+_DTYPES: dict[np.dtype[Any], int] = {
+    np.dtype(name): code for name, code in _FORMAT["dense_dtypes"].items()
+}
 _DTYPE_OF_CODE: dict[int, np.dtype[Any]] = {v: k for k, v in _DTYPES.items()}
-_VALUE_DTYPES = {"float16": 1, "float32": 2, "float64": 3}
+_VALUE_DTYPES: dict[str, int] = dict(_FORMAT["value_dtypes"])
 _VALUE_OF_CODE = {v: k for k, v in _VALUE_DTYPES.items()}
-_BASE = struct.Struct("<2sBBBBBBQ")  # magic, version, kind, dtype, vcode, flags, reserved, D
-_U64S = struct.Struct("<Q")
-_FLAG_SHARED = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,19 +176,14 @@ def _check_dense_dtype(dtype: Any) -> np.dtype[Any]:
     return dt
 
 
-def _header_size(kind: str, shared: bool) -> int:
-    if kind in ("identity", "sign"):
-        return 16
-    if kind == "topk" or (kind == "randk" and not shared):
-        return 24
-    return 32
-
-
 @dataclass(frozen=True, eq=False)
 class Message:
     """One compressed vector: header fields plus the read-only payload bytes.
 
-    Build messages with a compressor's ``compress`` or with :meth:`from_bytes`; both validate.
+    Build messages with a compressor's ``compress`` or with :meth:`from_bytes`: both give a
+    message that is valid as a whole, and :func:`decompress` decodes it without validating it
+    again. A message built by hand is checked for consistent fields here, and its payload is
+    validated by :func:`decompress`.
 
     Attributes
     ----------
@@ -271,6 +220,20 @@ class Message:
     seed: int
     payload: NDArray[np.uint8]
 
+    # Whether the payload is known valid for these fields (from_bytes validated it, or compress
+    # produced it); set only by _valid(). A hand-built message has the class default, False.
+    _validated: ClassVar[bool] = False
+
+    @classmethod
+    def _valid(cls, *values: Any) -> Message:
+        """A message whose fields and payload are valid (validated by the C++ parser, or made by
+        ``compress``), in field order; skips the consistency check of ``__post_init__``."""
+        self = object.__new__(cls)
+        for f, value in zip(_FIELDS, values, strict=True):
+            object.__setattr__(self, f, value)
+        object.__setattr__(self, "_validated", True)
+        return self
+
     def __post_init__(self) -> None:
         # A Message built by hand must be as consistent as a parsed one: decompress trusts the
         # header fields (D, k, ...) to match the payload size before it allocates anything.
@@ -306,7 +269,7 @@ class Message:
     @property
     def header_nbytes(self) -> int:
         """Size of the header in bytes (16, 24 or 32)."""
-        return _header_size(self.kind, self.shared)
+        return int(_core.wire_header_size(_KINDS[self.kind], self.shared))
 
     @property
     def nbytes(self) -> int:
@@ -317,24 +280,12 @@ class Message:
         return self.levels if self.kind == "qsgd" else self.k
 
     def to_bytes(self) -> bytes:
-        """The wire encoding (see the module docstring for the layout)."""
-        flags = _FLAG_SHARED if self.shared else 0
-        head = _BASE.pack(
-            _MAGIC,
-            _VERSION,
-            _KINDS[self.kind],
-            _DTYPES[self.dtype],
-            _VALUE_DTYPES[self.value_dtype],
-            flags,
-            0,
-            self.dim,
+        """The wire encoding (``docs/wire-format.md``): the header, packed by the C++ core,
+        then the payload."""
+        head = _core.wire_header(
+            _KINDS[self.kind], _DTYPES[self.dtype], _VALUE_DTYPES[self.value_dtype], self.dim,
+            self._param(), self.bucket, self.shared, self.seed,
         )
-        if self.kind in ("topk", "randk"):
-            head += _U64S.pack(self.k)
-            if self.shared:
-                head += _U64S.pack(self.seed)
-        elif self.kind == "qsgd":
-            head += _U64S.pack(self.levels) + _U64S.pack(self.bucket)
         return head + self.payload.tobytes()
 
     @staticmethod
@@ -399,77 +350,20 @@ class Message:
         except TypeError as exc:
             msg = f"data must be bytes-like, got {type(data).__name__}"
             raise TypeError(msg) from exc
-        if len(buf) < _BASE.size:
-            msg = f"malformed message: {len(buf)} bytes is shorter than the 16-byte header"
-            raise ValueError(msg)
-        magic, version, kcode, dcode, vcode, flags, reserved, d = _BASE.unpack_from(buf, 0)
-        if magic != _MAGIC:
-            msg = f"malformed message: bad magic {magic!r} (expected {_MAGIC!r})"
-            raise ValueError(msg)
-        if version != _VERSION:
-            msg = f"malformed message: unsupported version {version} (this reader: {_VERSION})"
-            raise ValueError(msg)
-        if kcode not in _KIND_NAMES:
-            msg = f"malformed message: unknown kind code {kcode} (allowed 0..4)"
-            raise ValueError(msg)
-        if dcode not in _DTYPE_OF_CODE:
-            msg = f"malformed message: unknown dtype code {dcode} (allowed 1, 2)"
-            raise ValueError(msg)
-        if vcode not in _VALUE_OF_CODE:
-            msg = f"malformed message: unknown value dtype code {vcode} (allowed 1..3)"
-            raise ValueError(msg)
-        kind = _KIND_NAMES[kcode]
-        shared = bool(flags & _FLAG_SHARED)
-        if flags & ~_FLAG_SHARED or (shared and kind != "randk") or reserved != 0:
-            msg = f"malformed message: invalid flags {flags:#x} / reserved {reserved} for {kind}"
-            raise ValueError(msg)
-        if not 1 <= d <= _MAX_DIM:
-            msg = f"malformed message: D must be in [1, 2^32 - 1], got {d}"
-            raise ValueError(msg)
-        if want_dim is not None and d != want_dim:
-            msg = f"message has D={d}, expected dim={want_dim}"
-            raise ValueError(msg)
-        if limit is not None and d > limit:
-            msg = (
-                f"message has D={d}, above max_dim={limit}; pass the expected dimension as "
-                f"dim= (or a larger max_dim=) to accept it"
-            )
-            raise ValueError(msg)
-        mdtype = _DTYPE_OF_CODE[dcode]
-        if want_dtype is not None and mdtype != want_dtype:
-            msg = f"message has dtype {mdtype.name}, expected dtype={want_dtype.name}"
-            raise ValueError(msg)
-        hsize = _header_size(kind, shared)
-        if len(buf) < hsize:
-            msg = f"malformed message: {len(buf)} bytes is shorter than the {hsize}-byte header"
-            raise ValueError(msg)
-        k = levels = bucket = seed = 0
-        if kind in ("topk", "randk"):
-            (k,) = _U64S.unpack_from(buf, 16)
-            if shared:
-                (seed,) = _U64S.unpack_from(buf, 24)
-        elif kind == "qsgd":
-            (levels,) = _U64S.unpack_from(buf, 16)
-            (bucket,) = _U64S.unpack_from(buf, 24)
-        param = levels if kind == "qsgd" else k
-        try:
-            size = int(_core.wire_payload_size(kcode, vcode, d, param, bucket, shared))
-        except ValueError as exc:
-            msg = f"malformed message: {exc}"
-            raise ValueError(msg) from None
-        if len(buf) != hsize + size:
-            what = "truncated" if len(buf) < hsize + size else "trailing bytes"
-            msg = (
-                f"malformed message ({what}): {len(buf)} bytes, the header implies "
-                f"{hsize} + {size}"
-            )
-            raise ValueError(msg)
-        payload = np.frombuffer(buf, dtype=np.uint8, offset=hsize)
-        _core.wire_validate(
-            payload, kcode, vcode, d, param, bucket, shared, mdtype == np.float64, threads=t
+        # One pass in C++: header, receiver limits, exact length, payload (docs/wire-format.md).
+        kcode, dcode, vcode, d, param, bucket, shared, seed, hsize = _core.wire_parse(
+            buf,
+            dim=0 if want_dim is None else want_dim,
+            max_dim=0 if limit is None else limit,
+            dense=0 if want_dtype is None else _DTYPES[want_dtype],
+            threads=t,
         )
-        return Message(
-            kind, mdtype, _VALUE_OF_CODE[vcode], d, k, levels, bucket, shared, seed, payload
+        kind = _KIND_NAMES[kcode]
+        sparse = kind in ("topk", "randk")
+        payload = np.frombuffer(buf, dtype=np.uint8, offset=hsize)
+        return Message._valid(
+            kind, _DTYPE_OF_CODE[dcode], _VALUE_OF_CODE[vcode], d, param if sparse else 0,
+            param if kind == "qsgd" else 0, bucket, shared, seed, payload,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -492,13 +386,18 @@ class Message:
         )
 
 
+_FIELDS = tuple(f.name for f in fields(Message))
+
+
 def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
     """Dense vector of any valid message (no check of which compressor made it).
 
-    The payload is validated again before the output is allocated. The output is exactly
-    ``msg.dim`` elements of ``msg.dtype``; besides it, top-k / rand-k allocate ``k`` indices
-    (and a shared rand-k mask a ``D/8``-byte bitmap), QSGD and sign a few KiB per thread. Bound
-    ``msg.dim`` when parsing (``Message.from_bytes(..., dim=...)``), not here.
+    A message from :meth:`Message.from_bytes` (validated there) or from ``compress`` (valid by
+    construction) is decoded without a second validation pass; a message built by hand is
+    validated first. The output is exactly ``msg.dim`` elements of ``msg.dtype``; besides it,
+    top-k / rand-k allocate ``k`` indices (and a shared rand-k mask a ``D/8``-byte bitmap), QSGD
+    and sign a few KiB per thread. Bound ``msg.dim`` when parsing
+    (``Message.from_bytes(..., dim=...)``), not here.
 
     Every element is finite except where the message carries a NaN or +-Inf raw value (top-k,
     rand-k, identity): QSGD norms, the sign scale and finite raw values (times ``D/k`` for
@@ -520,13 +419,14 @@ def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
     TypeError
         If ``msg`` is not a :class:`Message`.
     ValueError
-        If the payload is malformed.
+        If the payload of a hand-built message is malformed.
     """
     if not isinstance(msg, Message):
         m = f"msg must be a cyclad.compression.Message, got {type(msg).__name__}"
         raise TypeError(m)
     t = check_threads(threads)
-    out = _core.wire_decompress(
+    decode = _core.wire_decode if msg._validated else _core.wire_decompress
+    out: FloatArray = decode(
         msg.payload, _KINDS[msg.kind], _VALUE_DTYPES[msg.value_dtype], msg.dim, msg._param(),
         msg.bucket, msg.shared, msg.seed, msg.dtype == np.float64, threads=t,
     )
@@ -639,7 +539,7 @@ class Compressor:
         payload.flags.writeable = False
         k = param if self.kind in ("topk", "randk") else 0
         levels = param if self.kind == "qsgd" else 0
-        return Message(
+        return Message._valid(
             self.kind, arr.dtype, vdt, d, k, levels, bucket, shared, s if shared else 0, payload
         )
 

@@ -4,7 +4,9 @@ The input is a whole message (the corpus is shared with tests/native/fuzz_wire.c
 (DESIGN.md section 4): parsing either raises ValueError or returns a message that
 
 * re-encodes to exactly the input bytes (one encoding per message), ``nbytes == len(data)``;
-* decompresses (threads 1 and 2, bit-identical) to a ``(dim,)`` vector of ``msg.dtype``;
+* decompresses (threads 1 and 2, bit-identical) to a ``(dim,)`` vector of ``msg.dtype``, the
+  same as a hand-built copy of the message gives (which ``decompress`` validates first: the
+  parsed message is not validated twice);
 * decompresses through every compressor: the matching configuration gives the same vector,
   every other raises ValueError;
 * for QSGD and sign messages (validated finite norms / scale), decodes to a finite vector.
@@ -18,6 +20,7 @@ anything is allocated, and an accepted message must parse the same either way.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import warnings
 
@@ -96,6 +99,12 @@ def one_input(data: bytes) -> None:
             raise PropertyFailure(text)
         if out1.tobytes() != out2.tobytes():
             text = "decompress differs between threads=1 and threads=2"
+            raise PropertyFailure(text)
+        # The parsed message is decoded without a second validation pass; a hand-built copy of
+        # it is validated by decompress and must decode to the same vector.
+        copy = comp.Message(*(getattr(msg, f.name) for f in dataclasses.fields(msg)))
+        if comp.decompress(copy, threads=1).tobytes() != out1.tobytes():
+            text = "a validated copy decodes differently from the parsed message"
             raise PropertyFailure(text)
         if msg.kind in ("qsgd", "sign"):
             bad = ~np.isfinite(out1)

@@ -457,7 +457,7 @@ void run(unsigned op, Reader& r, const std::uint8_t flags, std::size_t n, std::s
   c.extra = extra;
   c.seed = seed;
   fill(c, r, scale_c, p, which, density);
-  // Known defect "topk-ctz": topk_select's candidate filter (compress.hpp, filter_block) calls
+  // Known defect "topk-ctz": topk_select's candidate filter (select.hpp, filter_block) calls
   // __builtin_ctzll(0) -- undefined behaviour -- whenever a 32-element block has at most two
   // candidates. UBSan stops the run there, so while the defect is listed as known, top-k
   // inputs are skipped (and counted) so the rest of the target keeps running.

@@ -22,9 +22,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "cyclad/aggregate.hpp"
+#include "cyclad/codec.hpp"
 #include "cyclad/coding.hpp"
-#include "cyclad/compress.hpp"
+#include "cyclad/coordinatewise.hpp"
+#include "cyclad/distance.hpp"
 
 namespace harness {
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The kernels the fuzz_kernels target calls, behind out-of-line wrappers. Their instantiations
 // live in ops_f32.cpp and ops_f64.cpp, so the heavy kernel templates (the sorting networks of
-// aggregate.hpp above all) compile as two translation units in parallel, and the target itself
+// coordinatewise.hpp above all) compile as two translation units in parallel, and the target itself
 // stays quick to rebuild.
 #pragma once
 

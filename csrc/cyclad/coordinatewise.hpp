@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Robust aggregation rules over an (n, D) row-major block: (n, D) -> (D,), and pre-aggregations
-// (n, D) -> (n', D). NaN policy (DESIGN §4): coordinate-wise rules order NaN above +Inf;
-// distance-based rules give a row with any non-finite entry an infinite distance.
+// Coordinate-wise aggregation rules over an (n, D) row-major block, (n, D) -> (D,): the mean and
+// the order statistics median, trimmed mean and meamed (vectorised sorting networks across
+// coordinates). NaN policy (DESIGN §4): NaN orders above +Inf. Distance-based rules and
+// pre-aggregations live in distance.hpp.
 #pragma once
 
 #include <algorithm>
@@ -16,8 +17,6 @@
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
-// Distance-based rules (Krum, geometric median, NNM, clipping, ...) live beside this file.
-#include "cyclad/aggregate_distance.hpp"
 
 namespace cyclad::kernels {
 
@@ -179,20 +178,29 @@ struct Comparator {
 };
 
 /// Batcher's odd-even merge sort on n wires (the power-of-two network with every comparator
-/// touching a wire >= n dropped, which is exact: those wires act as +Inf padding).
-inline std::vector<Comparator> batcher_network(std::size_t n) {
-  std::vector<Comparator> net;
+/// touching a wire >= n dropped, which is exact: those wires act as +Inf padding). Calls
+/// emit(lo, hi) for each comparator in network order. This is the one generator of the network:
+/// batcher_network (run time, any n) and StaticNetwork<N> (compile time, the register path)
+/// both take their comparators from it, so the two can never disagree.
+template <typename Emit>
+constexpr void batcher_comparators(std::size_t n, Emit&& emit) {
   for (std::size_t p = 1; p < n; p <<= 1) {
     for (std::size_t k = p; k >= 1; k >>= 1) {
       for (std::size_t j = k % p; j + k < n; j += 2 * k) {
         for (std::size_t i = 0; i < std::min(k, n - j - k); ++i) {
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) {
-            net.push_back({static_cast<std::uint32_t>(i + j), static_cast<std::uint32_t>(i + j + k)});
-          }
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) emit(i + j, i + j + k);
         }
       }
     }
   }
+}
+
+/// The comparators of Batcher's network on n wires, in order (see batcher_comparators).
+inline std::vector<Comparator> batcher_network(std::size_t n) {
+  std::vector<Comparator> net;
+  batcher_comparators(n, [&net](std::size_t lo, std::size_t hi) {
+    net.push_back({static_cast<std::uint32_t>(lo), static_cast<std::uint32_t>(hi)});
+  });
   return net;
 }
 
@@ -200,16 +208,27 @@ inline std::vector<Comparator> batcher_network(std::size_t n) {
 /// needs them as a multiset, e.g. the kept middle of a trimmed mean or the discarded tails). A
 /// comparator whose two outputs carry the same label is a label-preserving permutation and is
 /// dropped; a kept comparator makes its two inputs interchangeable (a fresh shared label).
+/// Returns `keep[c]` = 1 for the comparators that survive.
+inline std::vector<unsigned char> prune_flags(const std::vector<Comparator>& net,
+                                              std::vector<std::size_t> label) {
+  std::size_t fresh = label.empty() ? 0 : *std::max_element(label.begin(), label.end()) + 1;
+  std::vector<unsigned char> keep(net.size(), 0);
+  for (std::size_t c = net.size(); c-- > 0;) {
+    if (label[net[c].lo] == label[net[c].hi]) continue;
+    keep[c] = 1;
+    label[net[c].lo] = label[net[c].hi] = fresh++;
+  }
+  return keep;
+}
+
+/// The subsequence of `net` that prune_flags keeps.
 inline std::vector<Comparator> prune_network(const std::vector<Comparator>& net,
                                              std::vector<std::size_t> label) {
-  std::size_t fresh = label.empty() ? 0 : *std::max_element(label.begin(), label.end()) + 1;
+  const std::vector<unsigned char> keep = prune_flags(net, std::move(label));
   std::vector<Comparator> kept;
-  for (auto it = net.rbegin(); it != net.rend(); ++it) {
-    if (label[it->lo] == label[it->hi]) continue;
-    kept.push_back(*it);
-    label[it->lo] = label[it->hi] = fresh++;
+  for (std::size_t c = 0; c < net.size(); ++c) {
+    if (keep[c] != 0) kept.push_back(net[c]);
   }
-  std::reverse(kept.begin(), kept.end());
   return kept;
 }
 
@@ -218,8 +237,8 @@ enum class CoordRule { kMedian, kTrimmedMean, kMeamed };
 /// Rows above which the per-column path replaces the network.
 inline constexpr std::size_t kNetworkMaxRows = 1024;
 
-/// The pruned network that leaves the ranks `rule` needs on their rows.
-inline std::vector<Comparator> coordinate_network(CoordRule rule, std::size_t n, std::size_t f) {
+/// Labels of the output ranks for `rule` (see prune_flags).
+inline std::vector<std::size_t> coordinate_labels(CoordRule rule, std::size_t n, std::size_t f) {
   const std::size_t lo = (n - 1) / 2, hi = n / 2;
   std::vector<std::size_t> label(n, 0);
   switch (rule) {
@@ -234,7 +253,12 @@ inline std::vector<Comparator> coordinate_network(CoordRule rule, std::size_t n,
       label[lo] = label[hi] = 1;
       break;
   }
-  return prune_network(batcher_network(n), std::move(label));
+  return label;
+}
+
+/// The pruned network that leaves the ranks `rule` needs on their rows.
+inline std::vector<Comparator> coordinate_network(CoordRule rule, std::size_t n, std::size_t f) {
+  return prune_network(batcher_network(n), coordinate_labels(rule, n, f));
 }
 
 /// Lanes per block: 256 bytes of each row, so an (n x kLanes) key block of up to ~100 rows
@@ -289,52 +313,11 @@ inline void compare_exchange(K* CYCLAD_RESTRICT a, K* CYCLAD_RESTRICT b) {
 /// Rows up to which a register-resident network path replaces the scratch-buffer network.
 inline constexpr std::size_t kRegisterMaxRows = 32;
 
-/// `keep[c]` = 1 when comparator c of batcher_network(n) survives prune_network with the same
-/// labels (the pruned network is this subsequence of the full one).
-inline std::vector<unsigned char> prune_flags(const std::vector<Comparator>& net,
-                                              std::vector<std::size_t> label) {
-  std::size_t fresh = label.empty() ? 0 : *std::max_element(label.begin(), label.end()) + 1;
-  std::vector<unsigned char> keep(net.size(), 0);
-  for (std::size_t c = net.size(); c-- > 0;) {
-    if (label[net[c].lo] == label[net[c].hi]) continue;
-    keep[c] = 1;
-    label[net[c].lo] = label[net[c].hi] = fresh++;
-  }
-  return keep;
-}
-
-/// Labels of the output ranks for `rule` (see coordinate_network).
-inline std::vector<std::size_t> coordinate_labels(CoordRule rule, std::size_t n, std::size_t f) {
-  const std::size_t lo = (n - 1) / 2, hi = n / 2;
-  std::vector<std::size_t> label(n, 0);
-  switch (rule) {
-    case CoordRule::kMedian:
-      label[lo] = label[hi] = 1;
-      break;
-    case CoordRule::kTrimmedMean:
-      for (std::size_t r = f; r < n - f; ++r) label[r] = 1;
-      break;
-    case CoordRule::kMeamed:
-      for (std::size_t r = 0; r < n; ++r) label[r] = (r >= f && r < n - f) ? 2 : 3 + r;
-      label[lo] = label[hi] = 1;
-      break;
-  }
-  return label;
-}
-
-/// Compile-time copy of batcher_network(N) (same loops, same comparator order).
+/// Number of comparators of Batcher's network on N wires, at compile time.
 template <std::size_t N>
 constexpr std::size_t batcher_size() {
   std::size_t c = 0;
-  for (std::size_t p = 1; p < N; p <<= 1) {
-    for (std::size_t k = p; k >= 1; k >>= 1) {
-      for (std::size_t j = k % p; j + k < N; j += 2 * k) {
-        for (std::size_t i = 0; i < std::min(k, N - j - k); ++i) {
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) ++c;
-        }
-      }
-    }
-  }
+  batcher_comparators(N, [&c](std::size_t, std::size_t) { ++c; });
   return c;
 }
 
@@ -344,23 +327,16 @@ struct StaticNetwork {
   std::uint8_t hi[batcher_size<N>() + 1];
 };
 
+/// Batcher's network on N wires as compile-time tables (the register path unrolls over them).
 template <std::size_t N>
 constexpr StaticNetwork<N> make_static_network() {
   StaticNetwork<N> net{};
   std::size_t c = 0;
-  for (std::size_t p = 1; p < N; p <<= 1) {
-    for (std::size_t k = p; k >= 1; k >>= 1) {
-      for (std::size_t j = k % p; j + k < N; j += 2 * k) {
-        for (std::size_t i = 0; i < std::min(k, N - j - k); ++i) {
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) {
-            net.lo[c] = static_cast<std::uint8_t>(i + j);
-            net.hi[c] = static_cast<std::uint8_t>(i + j + k);
-            ++c;
-          }
-        }
-      }
-    }
-  }
+  batcher_comparators(N, [&net, &c](std::size_t lo, std::size_t hi) {
+    net.lo[c] = static_cast<std::uint8_t>(lo);
+    net.hi[c] = static_cast<std::uint8_t>(hi);
+    ++c;
+  });
   return net;
 }
 

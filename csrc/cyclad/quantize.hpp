@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: Apache-2.0
+// Quantisation for compression: QSGD (stochastic levels per bucket) and the scaled sign.
+// Encode, payload validation and decode of the two quantised kinds; the payload layout is in
+// docs/wire-format.md.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cyclad/common.hpp"
+#include "cyclad/parallel.hpp"
+#include "cyclad/random.hpp"
+#include "cyclad/wire.hpp"
+
+namespace cyclad::kernels {
+
+namespace detail {
+
+/// The largest magnitude a QSGD bucket with stored norm `norm` decodes to, computed exactly as
+/// decompress does (level s: T(s * (norm / s))).
+inline double qsgd_max_decoded(double norm, std::uint64_t s) {
+  const auto sd = static_cast<double>(s);
+  return sd * (norm / sd);
+}
+
+// --- encode ---------------------------------------------------------------------------------
+
+/// Sum of x[i]^2 (square = true) or |x[i]| in double over 8 interleaved lanes combined in a
+/// fixed order: vectorisable, and the same bits for any thread count (callers sum fixed ranges).
+template <typename T, bool square>
+CYCLAD_MULTIVERSION double lane_sum(const T* CYCLAD_RESTRICT x, std::size_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (std::size_t j = 0; j < 8; ++j) {
+      const auto v = static_cast<double>(x[i + j]);
+      acc[j] += square ? v * v : std::fabs(v);
+    }
+  }
+  for (std::size_t j = 0; i < n; ++i, ++j) {
+    const auto v = static_cast<double>(x[i]);
+    acc[j] += square ? v * v : std::fabs(v);
+  }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/// Norm of one bucket in double; for double input with extreme magnitudes it is computed on
+/// scaled values so that neither the squares overflow nor they underflow to zero.
+template <typename T>
+double bucket_norm(const T* x, std::size_t n) {
+  const double s = lane_sum<T, true>(x, n);
+  if (std::is_same<T, float>::value || (s > 1e-290 && s < 1e290) || std::isnan(s)) {
+    return std::sqrt(s);
+  }
+  double m = 0.0;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(x[i])));
+  if (!std::isfinite(m) || m == 0.0) return m;
+  double t = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(x[i]) / m;
+    t += v * v;
+  }
+  return m * std::sqrt(t);
+}
+
+/// QSGD levels and sign bits of x[lo, hi), which lie in bucket(s) with quantization norms
+/// `norms`. Level = floor(r) + [u < r - floor(r)], r = min(|x| * (s / norm), s), with u the
+/// counter-based uniform of coordinate i (24 bits for float, 53 bits for double).
+template <typename T>
+CYCLAD_MULTIVERSION void qsgd_levels(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
+                                     T inv, T s, std::uint64_t key,
+                                     std::uint32_t* CYCLAD_RESTRICT lev,
+                                     std::uint32_t* CYCLAD_RESTRICT sgn) {
+  for (std::size_t i = lo; i < hi; ++i) {
+    const T v = x[i];
+    const T r = std::min(std::fabs(v) * inv, s);
+    // r is in [0, s], s < 2^16: truncation is floor, and unlike std::floor it vectorises
+    // without -fno-trapping-math.
+    using I = std::conditional_t<std::is_same<T, float>::value, std::int32_t, std::int64_t>;
+    const auto li = static_cast<I>(r);
+    const T p = r - static_cast<T>(li);
+    const std::uint64_t h = random_at(key, i);
+    T u;
+    if constexpr (std::is_same<T, float>::value) {
+      u = uniform24(h);
+    } else {
+      u = uniform53(h);
+    }
+    lev[i - lo] = static_cast<std::uint32_t>(li + static_cast<I>(u < p));
+    sgn[i - lo] = sign_bit(v);
+  }
+}
+
+/// qsgd_levels for a bucket whose s / norm overflows T (subnormal-range norms): the same rule
+/// with r = min(|x| / norm * s, s) evaluated in double.
+template <typename T>
+void qsgd_levels_tiny(const T* x, std::size_t lo, std::size_t hi, double norm, double s,
+                      std::uint64_t key, std::uint32_t* lev, std::uint32_t* sgn) {
+  for (std::size_t i = lo; i < hi; ++i) {
+    const double r = std::min(std::fabs(static_cast<double>(x[i])) / norm * s, s);
+    const double l = std::floor(r);
+    const double u = uniform53(random_at(key, i));
+    lev[i - lo] = static_cast<std::uint32_t>(l) + static_cast<std::uint32_t>(u < r - l);
+    sgn[i - lo] = sign_bit(x[i]);
+  }
+}
+
+template <typename T>
+void qsgd_compress(const WireSpec& spec, const T* x, unsigned char* payload, int threads) {
+  const std::size_t D = static_cast<std::size_t>(spec.dim);
+  const std::size_t b = static_cast<std::size_t>(spec.bucket);
+  const std::size_t nb = (D + b - 1) / b;
+  const std::size_t vb = value_bytes(spec.vcode);
+  std::vector<double> norms(nb);
+  parallel_for(nb, threads, std::max<std::size_t>(1, 65536 / b), [&](std::size_t b0, std::size_t b1) {
+    for (std::size_t j = b0; j < b1; ++j) {
+      const std::size_t lo = j * b, hi = std::min(D, lo + b);
+      const double nrm = bucket_norm(x + lo, hi - lo);
+      if (!std::isfinite(nrm)) {
+        throw std::invalid_argument(
+            "QSGD cannot quantize non-finite values: bucket " + std::to_string(j) +
+            " (coordinates " + std::to_string(lo) + ".." + std::to_string(hi - 1) +
+            ") has norm " + std::to_string(nrm) + "; NaN/Inf inputs need top-k, rand-k or identity");
+      }
+      norms[j] = store_value_up(nrm, spec.vcode, payload + j * vb);
+      if (!finite_in(dense_code_of<T>, qsgd_max_decoded(norms[j], spec.param))) {
+        throw std::invalid_argument(
+            "QSGD bucket " + std::to_string(j) + " has norm " + std::to_string(norms[j]) +
+            ", whose quantized values overflow " + dense_name(dense_code_of<T>) +
+            "; use float64 input");
+      }
+    }
+  });
+  unsigned char* signs = payload + nb * vb;
+  unsigned char* levels = signs + packed_bytes(D, 1);
+  const unsigned wl = level_bits(spec.param);
+  const std::uint64_t key = stream_key(spec.seed, Stream::qsgd);
+  const auto s = static_cast<T>(spec.param);
+  const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
+  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+    std::vector<std::uint32_t> lev(kPackBlock), sgn(kPackBlock);
+    for (std::size_t blk = b0; blk < b1; ++blk) {
+      const std::size_t lo = blk * kPackBlock, hi = std::min(D, lo + kPackBlock);
+      for (std::size_t a = lo; a < hi;) {
+        const std::size_t j = a / b;
+        const std::size_t e = std::min(hi, (j + 1) * b);
+        const double invd = norms[j] > 0.0 ? static_cast<double>(spec.param) / norms[j] : 0.0;
+        if (invd <= static_cast<double>(std::numeric_limits<T>::max())) {
+          qsgd_levels(x, a, e, static_cast<T>(invd), s, key, lev.data() + (a - lo),
+                      sgn.data() + (a - lo));
+        } else {
+          qsgd_levels_tiny(x, a, e, norms[j], static_cast<double>(spec.param), key,
+                           lev.data() + (a - lo), sgn.data() + (a - lo));
+        }
+        a = e;
+      }
+      pack_block(sgn.data(), hi - lo, 1, signs + lo / 8);
+      pack_block(lev.data(), hi - lo, wl, levels + lo / 8 * wl);
+    }
+  });
+}
+
+template <typename T>
+void sign_compress(const WireSpec& spec, const T* x, unsigned char* payload, int threads) {
+  const std::size_t D = static_cast<std::size_t>(spec.dim);
+  double scale = 1.0;
+  if (spec.scaled) {
+    std::vector<double> part(num_blocks(D));
+    parallel_blocks(D, threads, [&](std::size_t blk, std::size_t lo, std::size_t hi) {
+      part[blk] = lane_sum<T, false>(x + lo, hi - lo);
+    });
+    double total = 0.0;
+    for (double p : part) total += p;
+    scale = total / static_cast<double>(D);
+    require(std::isfinite(scale),
+            "sign compression needs a finite ||x||_1 (NaN/Inf input or overflow); got scale " +
+                std::to_string(scale));
+  }
+  store_value(scale, spec.vcode, payload);
+  require(finite_in(dense_code_of<T>, load_value(payload, spec.vcode)),
+          "sign compression: scale " + std::to_string(scale) + " overflows " +
+              dense_name(dense_code_of<T>));
+  unsigned char* signs = payload + value_bytes(spec.vcode);
+  pack_parallel(D, 1, signs, threads, [&](std::size_t lo, std::size_t hi, std::uint32_t* buf) {
+    for (std::size_t i = lo; i < hi; ++i) buf[i - lo] = sign_bit(x[i]);
+  });
+}
+
+
+// --- validate -------------------------------------------------------------------------------
+
+CYCLAD_MULTIVERSION inline std::uint32_t max_u32(const std::uint32_t* v, std::size_t n) {
+  std::uint32_t mx = 0;
+  for (std::size_t i = 0; i < n; ++i) mx = std::max(mx, v[i]);
+  return mx;
+}
+
+/// Validate a QSGD payload of the right size: finite non-negative norms whose decoded values
+/// stay finite in the dense dtype, zero padding, and level codes <= s.
+inline void validate_qsgd(const WireSpec& spec, const unsigned char* p, int threads) {
+  const std::size_t D = static_cast<std::size_t>(spec.dim);
+  const std::size_t nb = (D + spec.bucket - 1) / spec.bucket;
+  const std::size_t vb = value_bytes(spec.vcode);
+  for (std::size_t j = 0; j < nb; ++j) {
+    const double nrm = load_value(p + j * vb, spec.vcode);
+    if (!(std::isfinite(nrm) && nrm >= 0.0)) {
+      throw std::invalid_argument("malformed message: QSGD norm " + std::to_string(nrm) + " of bucket " +
+                std::to_string(j) + " is not finite and >= 0");
+    }
+    if (!finite_in(spec.dense, qsgd_max_decoded(nrm, spec.param))) {
+      throw std::invalid_argument("malformed message: QSGD norm " + std::to_string(nrm) +
+                                  " of bucket " + std::to_string(j) +
+                                  " decodes to values outside the finite range of the dense "
+                                  "dtype " + dense_name(spec.dense));
+    }
+  }
+  const unsigned char* signs = p + nb * vb;
+  const unsigned char* levels = signs + packed_bytes(D, 1);
+  const unsigned wl = level_bits(spec.param);
+  require(padding_is_zero(signs, D, 1), "malformed message: nonzero padding after the sign bits");
+  require(padding_is_zero(levels, D, wl), "malformed message: nonzero padding after the levels");
+  // Every code is a valid level when s = 2^wl - 1.
+  if ((std::uint64_t{1} << wl) - 1 == spec.param) return;
+  const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
+  const auto s = static_cast<std::uint32_t>(spec.param);
+  parallel_for(nblocks, threads, 16, [&](std::size_t b0, std::size_t b1) {
+    std::vector<std::uint32_t> lev(kPackBlock);
+    for (std::size_t blk = b0; blk < b1; ++blk) {
+      const std::size_t lo = blk * kPackBlock, hi = std::min(D, lo + kPackBlock);
+      unpack_block(levels + lo / 8 * wl, hi - lo, wl, lev.data());
+      const std::uint32_t mx = max_u32(lev.data(), hi - lo);
+      if (!(mx <= s)) {
+        throw std::invalid_argument("malformed message: QSGD level code " + std::to_string(mx) +
+                           " above levels=" + std::to_string(s));
+      }
+    }
+  });
+}
+
+/// Validate a sign payload of the right size: a finite non-negative scale that stays finite in
+/// the dense dtype, and zero padding after the sign bits.
+inline void validate_sign(const WireSpec& spec, const unsigned char* p) {
+  const double scale = load_value(p, spec.vcode);
+  require(std::isfinite(scale) && scale >= 0.0,
+          "malformed message: sign scale " + std::to_string(scale) + " is not finite and >= 0");
+  require(finite_in(spec.dense, scale),
+          "malformed message: sign scale " + std::to_string(scale) +
+              " is outside the finite range of the dense dtype " + dense_name(spec.dense));
+  require(padding_is_zero(p + value_bytes(spec.vcode), spec.dim, 1),
+          "malformed message: nonzero padding after the sign bits");
+}
+
+// --- decode ---------------------------------------------------------------------------------
+
+/// out = (1 - 2 sign) * T(level * scale).
+template <typename T>
+CYCLAD_MULTIVERSION void qsgd_decode_block(const std::uint32_t* CYCLAD_RESTRICT lev,
+                                           const std::uint32_t* CYCLAD_RESTRICT sgn,
+                                           std::size_t n, double scale, T* CYCLAD_RESTRICT out) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto v = static_cast<T>(static_cast<double>(lev[i]) * scale);
+    out[i] = v * (T(1) - T(2) * static_cast<T>(sgn[i]));
+  }
+}
+
+/// out = (1 - 2 sign) * scale, branch-free.
+template <typename T>
+CYCLAD_MULTIVERSION void sign_decode_block(const std::uint32_t* CYCLAD_RESTRICT sgn,
+                                           std::size_t n, T scale, T* CYCLAD_RESTRICT out) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = scale * (T(1) - T(2) * static_cast<T>(sgn[i]));
+}
+
+
+/// Decode a QSGD payload of the right size into out (D,): sign * T(level * (norm / s)).
+/// Reads only inside the payload whatever its content; the values are checked by validate_qsgd.
+template <typename T>
+void qsgd_decode(const WireSpec& spec, const unsigned char* p, T* out, int threads) {
+  const std::size_t D = static_cast<std::size_t>(spec.dim);
+  const ValueCode vc = spec.vcode;
+  const std::size_t vb = value_bytes(vc);
+  const std::size_t b = static_cast<std::size_t>(spec.bucket);
+  const std::size_t nb = (D + b - 1) / b;
+  const unsigned char* signs = p + nb * vb;
+  const unsigned char* levels = signs + packed_bytes(D, 1);
+  const unsigned wl = level_bits(spec.param);
+  const auto s = static_cast<double>(spec.param);
+  const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
+  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+    std::vector<std::uint32_t> lev(kPackBlock), sgn(kPackBlock);
+    for (std::size_t blk = b0; blk < b1; ++blk) {
+      const std::size_t lo = blk * kPackBlock;
+      const std::size_t hi = std::min(D, lo + kPackBlock);
+      unpack_block(signs + lo / 8, hi - lo, 1, sgn.data());
+      unpack_block(levels + lo / 8 * wl, hi - lo, wl, lev.data());
+      for (std::size_t a = lo; a < hi;) {
+        const std::size_t j = a / b;
+        const std::size_t e = std::min(hi, (j + 1) * b);
+        const double scale = load_value(p + j * vb, vc) / s;
+        qsgd_decode_block(lev.data() + (a - lo), sgn.data() + (a - lo), e - a, scale, out + a);
+        a = e;
+      }
+    }
+  });
+}
+
+/// Decode a sign payload of the right size into out (D,): +-scale (sign bit 1 = negative).
+template <typename T>
+void sign_decode(const WireSpec& spec, const unsigned char* p, T* out, int threads) {
+  const std::size_t D = static_cast<std::size_t>(spec.dim);
+  const auto scale = static_cast<T>(load_value(p, spec.vcode));
+  const unsigned char* signs = p + value_bytes(spec.vcode);
+  const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
+  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+    std::vector<std::uint32_t> sgn(kPackBlock);
+    for (std::size_t blk = b0; blk < b1; ++blk) {
+      const std::size_t lo = blk * kPackBlock;
+      const std::size_t hi = std::min(D, lo + kPackBlock);
+      unpack_block(signs + lo / 8, hi - lo, 1, sgn.data());
+      sign_decode_block(sgn.data(), hi - lo, scale, out + lo);
+    }
+  });
+}
+
+}  // namespace detail
+
+}  // namespace cyclad::kernels
