@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -141,12 +140,13 @@ def main() -> int:
     stamp = datetime.date.today().strftime("%Y%m%d")
     out = HERE / "results" / f"distributed-{stamp}"
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    lines = [f"# Distributed round time split ({stamp})", "", machine_line(), "",
-             "Loopback (127.0.0.1), float64, one Byzantine device (ALIE), trimmed mean, "
-             "d = 2; seconds per round, mean over rounds 2.., and a gloo all_reduce mean of "
-             "the same P in the same run.", "",
-             "| P | processes | method | round s | compute | encode+compress | communication "
-             "| aggregation | uplink B/round | all_reduce s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    caption = ("Loopback (127.0.0.1), float64, one Byzantine device (ALIE), trimmed mean, "
+               "d = 2; seconds per round, mean over rounds 2.., and a gloo all_reduce mean of "
+               "the same P in the same run.")
+    header = ("| P | processes | method | round s | compute | encode+compress | communication "
+              "| aggregation | uplink B/round | all_reduce s |")
+    lines = [f"# Distributed round time split ({stamp})", "", machine_line(), "", caption, "",
+             header, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['P']:,} | {r['processes']} | {r['method']} | {r['seconds']:.4f} | "
                      f"{r['compute']:.4f} | {r['encode']:.4f} | {r['communication']:.4f} | "

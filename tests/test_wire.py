@@ -375,7 +375,7 @@ def test_extreme_size_fields_stay_within_a_memory_budget() -> None:
 
 def test_handmade_message_is_checked() -> None:
     ok = MESSAGES[0]
-    with pytest.raises(ValueError, match="header implies|inconsistent"):
+    with pytest.raises(ValueError, match=r"header implies|inconsistent"):
         comp.Message(ok.kind, ok.dtype, ok.value_dtype, ok.dim + 2**31, ok.k, ok.levels,
                      ok.bucket, ok.shared, ok.seed, ok.payload)
     with pytest.raises(ValueError, match="inconsistent"):
@@ -428,9 +428,9 @@ def test_payload_size_is_exact_at_the_extremes(kind, D, param, bucket, shared, v
         head += struct.pack("<Q", param) + (struct.pack("<Q", 7) if shared else b"")
     elif kind == "qsgd":
         head += struct.pack("<QQ", param, bucket)
-    with address_space_headroom():
-        with pytest.raises(ValueError, match=f"header implies {len(head)} \\+ {want}$"):
-            comp.Message.from_bytes(head + bytes(64), max_dim=_MAXD)
+    with address_space_headroom(), pytest.raises(ValueError,
+                                                 match=f"header implies {len(head)} \\+ {want}$"):
+        comp.Message.from_bytes(head + bytes(64), max_dim=_MAXD)
 
 
 @pytest.mark.parametrize(
@@ -582,7 +582,7 @@ def test_qsgd_compress_refuses_what_would_decode_to_inf() -> None:
     big = np.array([3e38, -3e38], np.float32)  # norm 4.2e38 > FLT_MAX
     with pytest.raises(ValueError, match="overflow"):
         comp.QSGD(levels=1, value_dtype="float64").compress(big)
-    with pytest.raises(ValueError, match="float32|overflow"):
+    with pytest.raises(ValueError, match=r"float32|overflow"):
         comp.QSGD(levels=1).compress(big)
     with pytest.raises(ValueError, match="overflow float64"):
         comp.QSGD(levels=3).compress(np.array([F64_MAX]))
