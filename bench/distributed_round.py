@@ -47,12 +47,20 @@ def _config(P: int, ranks: int, compressed: bool, rounds: int) -> dict[str, obje
     n = ranks - 1
     sizes = _mlp_for(P)
     values: dict[str, object] = {
-        "dataset": "synthetic", "model": "mlp", "hidden": sizes["hidden"],
-        "dataset_params": {"n_samples": 40 * n, "n_features": sizes["n_features"],
-                           "n_classes": 10},
-        "n_devices": n, "n_byzantine": 1, "d": 2, "aggregator": "trimmed_mean",
-        "attack": "alie", "rounds": rounds, "lr": 0.05, "eval_every": rounds,
-        "partition": "iid", "threads": 1,
+        "dataset": "synthetic",
+        "model": "mlp",
+        "hidden": sizes["hidden"],
+        "dataset_params": {"n_samples": 40 * n, "n_features": sizes["n_features"], "n_classes": 10},
+        "n_devices": n,
+        "n_byzantine": 1,
+        "d": 2,
+        "aggregator": "trimmed_mean",
+        "attack": "alie",
+        "rounds": rounds,
+        "lr": 0.05,
+        "eval_every": rounds,
+        "partition": "iid",
+        "threads": 1,
     }
     if compressed:
         values.update(compressor="topk:0.01", error_feedback="ef14")
@@ -64,15 +72,18 @@ def _launch(values: dict[str, object], out: Path) -> tuple[dict[str, float], int
     config = out / "config.toml"
     out.mkdir(parents=True, exist_ok=True)
     config.write_text(cfg.to_toml())
-    code = distributed.launch([str(config), "--out", str(out / "run"), "--quiet",
-                               "--round-timeout", "300"])
+    code = distributed.launch(
+        [str(config), "--out", str(out / "run"), "--quiet", "--round-timeout", "300"]
+    )
     if code != 0:
         msg = f"cyclad launch exited with {code}"
         raise RuntimeError(msg)
     with open(out / "run" / "rounds.csv") as fh:
         rows = list(csv.DictReader(fh))[1:]  # the first round warms up
-    split = {k: statistics.fmean(float(r[k]) for r in rows)
-             for k in ("seconds", "compute", "encode", "communication", "aggregation")}
+    split = {
+        k: statistics.fmean(float(r[k]) for r in rows)
+        for k in ("seconds", "compute", "encode", "communication", "aggregation")
+    }
     hist = json.loads((out / "run" / "history.json").read_text())
     return split, int(statistics.fmean(hist["bytes_up"][1:]))
 
@@ -99,8 +110,9 @@ def _allreduce(P: int, world: int, reps: int = 10) -> float:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = distributed._free_port()
-    procs = [ctx.Process(target=_allreduce_rank, args=(r, world, port, P, reps, q))
-             for r in range(world)]
+    procs = [
+        ctx.Process(target=_allreduce_rank, args=(r, world, port, P, reps, q)) for r in range(world)
+    ]
     for p in procs:
         p.start()
     try:
@@ -125,33 +137,58 @@ def main() -> int:
                 base = _allreduce(P, ranks)
                 for compressed in (False, True):
                     values = _config(P, ranks, compressed, args.rounds)
-                    P_real = models.get("mlp", int(_mlp_for(P)["n_features"]), 10,
-                                        hidden=int(values["hidden"])).n_params  # type: ignore[arg-type]
+                    P_real = models.get(
+                        "mlp", int(_mlp_for(P)["n_features"]), 10, hidden=int(values["hidden"])
+                    ).n_params  # type: ignore[arg-type]
                     split, up = _launch(values, Path(tmp) / f"{P}-{ranks}-{compressed}")
-                    rows.append({"P": P_real, "processes": ranks,
-                                 "method": "Com-LAD top-k 1% + EF14" if compressed else "LAD",
-                                 **split, "uplink_bytes": up, "allreduce_seconds": base})
+                    rows.append(
+                        {
+                            "P": P_real,
+                            "processes": ranks,
+                            "method": "Com-LAD top-k 1% + EF14" if compressed else "LAD",
+                            **split,
+                            "uplink_bytes": up,
+                            "allreduce_seconds": base,
+                        }
+                    )
                     r = rows[-1]
-                    print(f"P={P_real} procs={ranks} {r['method']}: round {r['seconds']:.4f} s "
-                          f"(compute {r['compute']:.4f}, encode {r['encode']:.4f}, comm "
-                          f"{r['communication']:.4f}, agg {r['aggregation']:.4f}), uplink "
-                          f"{up} B, all_reduce {base:.4f} s", flush=True)
+                    print(
+                        f"P={P_real} procs={ranks} {r['method']}: round {r['seconds']:.4f} s "
+                        f"(compute {r['compute']:.4f}, encode {r['encode']:.4f}, comm "
+                        f"{r['communication']:.4f}, agg {r['aggregation']:.4f}), uplink "
+                        f"{up} B, all_reduce {base:.4f} s",
+                        flush=True,
+                    )
     info = machine_info()
     stamp = datetime.date.today().strftime("%Y%m%d")
     out = HERE / "results" / f"distributed-{stamp}"
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    caption = ("Loopback (127.0.0.1), float64, one Byzantine device (ALIE), trimmed mean, "
-               "d = 2; seconds per round, mean over rounds 2.., and a gloo all_reduce mean of "
-               "the same P in the same run.")
-    header = ("| P | processes | method | round s | compute | encode+compress | communication "
-              "| aggregation | uplink B/round | all_reduce s |")
-    lines = [f"# Distributed round time split ({stamp})", "", machine_line(), "", caption, "",
-             header, "|---|---|---|---|---|---|---|---|---|---|"]
+    caption = (
+        "Loopback (127.0.0.1), float64, one Byzantine device (ALIE), trimmed mean, "
+        "d = 2; seconds per round, mean over rounds 2.., and a gloo all_reduce mean of "
+        "the same P in the same run."
+    )
+    header = (
+        "| P | processes | method | round s | compute | encode+compress | communication "
+        "| aggregation | uplink B/round | all_reduce s |"
+    )
+    lines = [
+        f"# Distributed round time split ({stamp})",
+        "",
+        machine_line(),
+        "",
+        caption,
+        "",
+        header,
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['P']:,} | {r['processes']} | {r['method']} | {r['seconds']:.4f} | "
-                     f"{r['compute']:.4f} | {r['encode']:.4f} | {r['communication']:.4f} | "
-                     f"{r['aggregation']:.4f} | {r['uplink_bytes']:,} | "
-                     f"{r['allreduce_seconds']:.4f} |")
+        lines.append(
+            f"| {r['P']:,} | {r['processes']} | {r['method']} | {r['seconds']:.4f} | "
+            f"{r['compute']:.4f} | {r['encode']:.4f} | {r['communication']:.4f} | "
+            f"{r['aggregation']:.4f} | {r['uplink_bytes']:,} | "
+            f"{r['allreduce_seconds']:.4f} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}.md and .json")
     return 0

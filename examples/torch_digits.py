@@ -30,8 +30,11 @@ def train(rule: str | None, steps: int, seed: int = 0) -> float:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    combine = (lambda G: torch.stack(G).mean(dim=0)) if rule is None else ctorch.RobustAggregator(
-        rule, f=BYZANTINE)
+    combine = (
+        (lambda G: torch.stack(G).mean(dim=0))
+        if rule is None
+        else ctorch.RobustAggregator(rule, f=BYZANTINE)
+    )
     g = torch.Generator().manual_seed(seed)
     shards = torch.randperm(len(ytr), generator=g).chunk(WORKERS)
     for _ in range(steps):

@@ -333,8 +333,9 @@ def unpack_bits(data: bytes, n: int, w: int) -> np.ndarray:
     return (bits.reshape(n, w).astype(np.int64) << np.arange(w)).sum(axis=1)
 
 
-def payload_size(kind: str, D: int, k: int = 0, s: int = 0, bucket: int = 0,
-                 vb: int = 4, shared: bool = False) -> int:
+def payload_size(
+    kind: str, D: int, k: int = 0, s: int = 0, bucket: int = 0, vb: int = 4, shared: bool = False
+) -> int:
     """The documented payload-size formulas (module docstring of cyclad.compression)."""
     wi = max(1, (D - 1).bit_length())
     if kind == "identity":

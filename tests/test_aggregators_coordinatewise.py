@@ -93,8 +93,9 @@ def test_strided_and_fortran_inputs(rng, dtype, rule) -> None:
     for X in (base[:, ::2], np.asfortranarray(base), base[::2], base.T.copy().T):
         out = run(rule, X, 2)
         assert out.dtype == dtype
-        np.testing.assert_allclose(out, reference(rule, np.ascontiguousarray(X), 2),
-                                   **TOL[np.dtype(dtype)])
+        np.testing.assert_allclose(
+            out, reference(rule, np.ascontiguousarray(X), 2), **TOL[np.dtype(dtype)]
+        )
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -192,8 +193,9 @@ def matrices(draw):
     dt = draw(st.sampled_from([np.float32, np.float64]))
     n = draw(st.integers(1, 12))
     d = draw(st.integers(1, 20))
-    elems = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False,
-                      width=32 if dt == np.float32 else 64)
+    elems = st.floats(
+        -1e6, 1e6, allow_nan=False, allow_infinity=False, width=32 if dt == np.float32 else 64
+    )
     X = draw(arrays(dt, (n, d), elements=elems))
     f = draw(st.integers(0, (n - 1) // 2))
     rule = draw(st.sampled_from(RULES))
@@ -271,5 +273,4 @@ def test_matches_byzfl(rule, case) -> None:
         f = int(z[f"c{case}_f"])
         expected = z[f"c{case}_{rule}"]
     np.testing.assert_allclose(run(rule, X, f), expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(run(rule, X.astype(np.float32), f), expected, rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(run(rule, X.astype(np.float32), f), expected, rtol=1e-5, atol=1e-5)

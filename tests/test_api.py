@@ -15,8 +15,10 @@ torch = pytest.importorskip("torch")
 RULES = {
     "mean": (lambda X, **kw: agg.mean(X, **kw), ref.mean),
     "median": (lambda X, **kw: agg.median(X, **kw), ref.median),
-    "trimmed_mean": (lambda X, **kw: agg.trimmed_mean(X, 1, **kw),
-                     lambda X: ref.trimmed_mean(X, 1)),
+    "trimmed_mean": (
+        lambda X, **kw: agg.trimmed_mean(X, 1, **kw),
+        lambda X: ref.trimmed_mean(X, 1),
+    ),
     "meamed": (lambda X, **kw: agg.meamed(X, 1, **kw), lambda X: ref.meamed(X, 1)),
 }
 NAMES = list(RULES)
@@ -208,7 +210,9 @@ def test_threads_wrong_type(name, threads, X) -> None:
 def test_f_out_of_range(rule, n, f) -> None:
     X = np.ones((n, 3))
     hi = (n - 1) // 2
-    with pytest.raises(ValueError, match=rf"f must be in \[0, {hi}\] \(n > 2f\) for n={n} rows, got f={f}"):
+    with pytest.raises(
+        ValueError, match=rf"f must be in \[0, {hi}\] \(n > 2f\) for n={n} rows, got f={f}"
+    ):
         getattr(agg, rule)(X, f)
 
 

@@ -27,8 +27,15 @@ def _ctx(rng, h=7, f=3, P=11, **kw) -> attacks.AttackContext:
 def test_every_attack_has_shape_and_dtype(rng, name) -> None:
     n, f, d = 10, 3, 2
     A = (np.arange(n)[:, None] + np.arange(d)[None, :]) % n
-    ctx = _ctx(rng, h=n - f, f=f, assignment=A, byzantine_idx=np.arange(f),
-               honest_idx=np.arange(f, n), aggregate=lambda X: np.median(X, axis=0))
+    ctx = _ctx(
+        rng,
+        h=n - f,
+        f=f,
+        assignment=A,
+        byzantine_idx=np.arange(f),
+        honest_idx=np.arange(f, n),
+        aggregate=lambda X: np.median(X, axis=0),
+    )
     out = attacks.get(name)(ctx)
     assert out.shape == (f, 11)
     assert out.dtype == np.float64
@@ -119,8 +126,14 @@ def test_coding_aware_targets_neighbours(rng) -> None:
     n, f, _d, P = 8, 2, 2, 5
     A = np.array([[0, 1], [4, 5], [1, 2], [2, 3], [3, 4], [5, 6], [6, 7], [7, 0]])
     honest = rng.standard_normal((n - f, P))
-    ctx = attacks.AttackContext(honest=honest, n=n, f=f, assignment=A,
-                                byzantine_idx=np.array([0, 1]), honest_idx=np.arange(2, n))
+    ctx = attacks.AttackContext(
+        honest=honest,
+        n=n,
+        f=f,
+        assignment=A,
+        byzantine_idx=np.array([0, 1]),
+        honest_idx=np.arange(2, n),
+    )
     out = attacks.get("coding_aware:2.0")(ctx)
     # device 0 holds {0, 1}: honest devices 2 ({1,2}) and 7 ({7,0}) share a subset
     np.testing.assert_allclose(out[0], -2.0 * honest[[0, 5]].mean(axis=0))

@@ -12,11 +12,31 @@ QUICK = ["--rounds", "3", "--n_devices", "6", "--n_byzantine", "1", "--d", "2"]
 
 
 def test_parse_overrides_toml_literals() -> None:
-    out = train.parse_overrides(["--d", "4", "--attack", "alie", "--lr=0.5", "--compressor",
-                                '"topk:0.1"', "--aggregator_params.tau", "1.5",
-                                "--error-feedback", "true", "--lr", "-0.25"])
-    assert out == {"d": 4, "attack": "alie", "lr": -0.25, "compressor": "topk:0.1",
-                   "aggregator_params": {"tau": 1.5}, "error_feedback": True}
+    out = train.parse_overrides(
+        [
+            "--d",
+            "4",
+            "--attack",
+            "alie",
+            "--lr=0.5",
+            "--compressor",
+            '"topk:0.1"',
+            "--aggregator_params.tau",
+            "1.5",
+            "--error-feedback",
+            "true",
+            "--lr",
+            "-0.25",
+        ]
+    )
+    assert out == {
+        "d": 4,
+        "attack": "alie",
+        "lr": -0.25,
+        "compressor": "topk:0.1",
+        "aggregator_params": {"tau": 1.5},
+        "error_feedback": True,
+    }
     with pytest.raises(ValueError, match="missing value for --d"):
         train.parse_overrides(["--d"])
     with pytest.raises(ValueError, match="expected --field value"):
@@ -47,8 +67,13 @@ def test_run_from_toml_with_flag_override(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("flags", "field"),
-    [(["--d", "9"], "d"), (["--lr", "-0.5"], "lr"), (["--learning_rate", "1"], "learning_rate"),
-     (["--compressor", "topk:k=99999"], "compressor"), (["--aggregator", "vote"], "aggregator")],
+    [
+        (["--d", "9"], "d"),
+        (["--lr", "-0.5"], "lr"),
+        (["--learning_rate", "1"], "learning_rate"),
+        (["--compressor", "topk:k=99999"], "compressor"),
+        (["--aggregator", "vote"], "aggregator"),
+    ],
 )
 def test_run_config_errors_exit_nonzero(tmp_path, capsys, flags, field) -> None:
     code = cli.main(["run", *QUICK, *flags, "--out", str(tmp_path / "x"), "--quiet"])
@@ -79,8 +104,10 @@ def test_run_ctrl_c_keeps_history_and_exits_130(tmp_path, monkeypatch) -> None:
 
 def test_sweep_over_two_values_and_plot(tmp_path, capsys) -> None:
     grid = tmp_path / "g.toml"
-    grid.write_text("rounds = 3\nn_devices = 6\nn_byzantine = 1\nd = [1, 6]\n"
-                    'attack = "sign_flip"\nseed = [0, 1]\n')
+    grid.write_text(
+        "rounds = 3\nn_devices = 6\nn_byzantine = 1\nd = [1, 6]\n"
+        'attack = "sign_flip"\nseed = [0, 1]\n'
+    )
     out = tmp_path / "s"
     assert cli.main(["sweep", str(grid), "--out", str(out), "--jobs", "1"]) == 0
     summary = (out / "summary.csv").read_text().splitlines()
@@ -98,8 +125,10 @@ def test_sweep_over_two_values_and_plot(tmp_path, capsys) -> None:
 
 def test_sweep_in_parallel_processes(tmp_path) -> None:
     grid = tmp_path / "g.toml"
-    grid.write_text('rounds = 2\nn_devices = 6\nn_byzantine = 1\nd = 2\n'
-                    'aggregator = ["median", "trimmed_mean"]\n')
+    grid.write_text(
+        "rounds = 2\nn_devices = 6\nn_byzantine = 1\nd = 2\n"
+        'aggregator = ["median", "trimmed_mean"]\n'
+    )
     out = tmp_path / "s"
     assert cli.main(["sweep", str(grid), "--out", str(out), "--jobs", "2"]) == 0
     lines = (out / "summary.csv").read_text().splitlines()

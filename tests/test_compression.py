@@ -82,13 +82,17 @@ def test_topk_adversarial_large(dtype, case) -> None:
         x[::1000] = 1.0
     for k in (1, 40, 3000, 30_000):
         for t in (1, 2):
-            np.testing.assert_array_equal(_core.topk_indices(x, k, threads=t),
-                                          ref.topk_indices(x, k))
+            np.testing.assert_array_equal(
+                _core.topk_indices(x, k, threads=t), ref.topk_indices(x, k)
+            )
 
 
 @given(
-    arrays(np.float32, st.integers(1, 300),
-           elements=st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, -7.0, np.inf, np.nan, 1e-40])),
+    arrays(
+        np.float32,
+        st.integers(1, 300),
+        elements=st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, -7.0, np.inf, np.nan, 1e-40]),
+    ),
     st.data(),
 )
 def test_topk_property_exact_k_largest(x, data) -> None:
@@ -102,8 +106,7 @@ def test_topk_property_exact_k_largest(x, data) -> None:
         assert keys[got].min() >= keys[rest].max()
 
 
-@given(arrays(np.float64, st.integers(1, 200), elements=st.floats(-1e6, 1e6, width=64)),
-       st.data())
+@given(arrays(np.float64, st.integers(1, 200), elements=st.floats(-1e6, 1e6, width=64)), st.data())
 def test_topk_compressor_keeps_values(x, data) -> None:
     k = data.draw(st.integers(1, x.size))
     out = comp.TopK(k=k)(x)
@@ -130,8 +133,9 @@ def test_topk_contractive_bound(rng, dtype) -> None:
 @pytest.mark.parametrize(("D", "k"), [(1, 1), (10, 3), (1000, 17), (1000, 999), (4099, 4099)])
 def test_randk_mask_matches_reference(D, k) -> None:
     for seed in (0, 1, 2**63 + 5):
-        np.testing.assert_array_equal(_core.randk_indices(D, k, seed),
-                                      ref.randk_indices(D, k, seed))
+        np.testing.assert_array_equal(
+            _core.randk_indices(D, k, seed), ref.randk_indices(D, k, seed)
+        )
 
 
 def test_randk_values_scaled(rng, dtype) -> None:
@@ -159,9 +163,16 @@ def test_randk_shared_same_mask_across_devices(rng) -> None:
     assert m1.seed == round_seed
 
 
-@pytest.mark.parametrize("c", [comp.RandK(k=5), comp.RandK(k=5, shared=True),
-                               comp.QSGD(levels=2, bucket=8), comp.QSGD(levels=7)],
-                         ids=["randk", "randk-shared", "qsgd2", "qsgd7"])
+@pytest.mark.parametrize(
+    "c",
+    [
+        comp.RandK(k=5),
+        comp.RandK(k=5, shared=True),
+        comp.QSGD(levels=2, bucket=8),
+        comp.QSGD(levels=7),
+    ],
+    ids=["randk", "randk-shared", "qsgd2", "qsgd7"],
+)
 def test_unbiased_and_variance_bound(c, dtype) -> None:
     rng = np.random.default_rng(5)
     D, n = 40, 4000
@@ -185,8 +196,10 @@ def test_unbiased_and_variance_bound(c, dtype) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("D", "s", "bucket"), [(1, 1, 1), (37, 3, 5), (1000, 16, 512),
-                                                (4096, 255, 4096), (777, 300, 100)])
+@pytest.mark.parametrize(
+    ("D", "s", "bucket"),
+    [(1, 1, 1), (37, 3, 5), (1000, 16, 512), (4096, 255, 4096), (777, 300, 100)],
+)
 def test_qsgd_matches_reference_stream(rng, dtype, threads, D, s, bucket) -> None:
     x = rng.standard_normal(D).astype(dtype)
     x[: min(D, bucket)] *= 1e-3
@@ -196,18 +209,19 @@ def test_qsgd_matches_reference_stream(rng, dtype, threads, D, s, bucket) -> Non
     nb = -(-D // b)
     vb = np.dtype(dtype).itemsize
     norms = np.frombuffer(msg.payload[: nb * vb].tobytes(), dtype=dtype)
-    true = np.array([np.linalg.norm(x[i:i + b].astype(np.float64)) for i in range(0, D, b)])
+    true = np.array([np.linalg.norm(x[i : i + b].astype(np.float64)) for i in range(0, D, b)])
     np.testing.assert_allclose(norms, true, rtol=1e-6 if dtype == np.float32 else 1e-13)
     assert np.all(norms.astype(np.float64) >= true * (1 - 1e-15))  # rounded up, never down
     levels, signs = ref.qsgd_levels(x, norms, s, b, 11)
     assert levels.max() <= s
     off = nb * vb
-    got_signs = ref.unpack_bits(msg.payload[off:off + -(-D // 8)].tobytes(), D, 1)
-    got_levels = ref.unpack_bits(msg.payload[off + -(-D // 8):].tobytes(), D, s.bit_length())
+    got_signs = ref.unpack_bits(msg.payload[off : off + -(-D // 8)].tobytes(), D, 1)
+    got_levels = ref.unpack_bits(msg.payload[off + -(-D // 8) :].tobytes(), D, s.bit_length())
     np.testing.assert_array_equal(got_levels, levels)
     np.testing.assert_array_equal(got_signs, signs)
-    np.testing.assert_array_equal(c.decompress(msg, threads=threads),
-                                  ref.qsgd_decompress(levels, signs, norms, s, b, dtype))
+    np.testing.assert_array_equal(
+        c.decompress(msg, threads=threads), ref.qsgd_decompress(levels, signs, norms, s, b, dtype)
+    )
 
 
 def test_qsgd_tiny_and_huge_norms() -> None:
@@ -269,8 +283,12 @@ def test_identity_value_dtypes(rng, dtype, vdt) -> None:
 
 
 def test_float16_rounding_matches_numpy(rng) -> None:
-    x = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-9, 4, 2000),
-                        [65504.0, -65504.0, 6.1e-5, 5.96e-8, 2.9e-8, 3.0e-8, -0.0]])
+    x = np.concatenate(
+        [
+            rng.standard_normal(2000) * 10.0 ** rng.integers(-9, 4, 2000),
+            [65504.0, -65504.0, 6.1e-5, 5.96e-8, 2.9e-8, 3.0e-8, -0.0],
+        ]
+    )
     out = comp.Identity(value_dtype="float16")(x)
     np.testing.assert_array_equal(out, x.astype(np.float16).astype(np.float64))
 
@@ -280,9 +298,16 @@ def test_float16_rounding_matches_numpy(rng) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("c", [comp.TopK(k=3), comp.Sign(), comp.QSGD(levels=1, bucket=4),
-                               comp.TopK(k=5, value_dtype="float16")],
-                         ids=["topk", "sign", "qsgd", "topk-f16"])
+@pytest.mark.parametrize(
+    "c",
+    [
+        comp.TopK(k=3),
+        comp.Sign(),
+        comp.QSGD(levels=1, bucket=4),
+        comp.TopK(k=5, value_dtype="float16"),
+    ],
+    ids=["topk", "sign", "qsgd", "topk-f16"],
+)
 def test_error_feedback_conserves_mass(rng, c) -> None:
     ef = comp.ErrorFeedback(c)
     D, T = 50, 30
@@ -345,8 +370,7 @@ def test_thread_count_bit_identity(c, dtype) -> None:
     for t in (2, 3, None):
         msg = c.compress(x, seed=5, threads=t)
         assert msg.to_bytes() == b1
-        np.testing.assert_array_equal(c.decompress(msg, threads=t),
-                                      c.decompress(msg, threads=1))
+        np.testing.assert_array_equal(c.decompress(msg, threads=t), c.decompress(msg, threads=1))
 
 
 @pytest.mark.parametrize("c", ALL, ids=IDS)

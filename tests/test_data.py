@@ -83,14 +83,46 @@ def test_idx_errors(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "exc", "match"),
     [
-        ((np.zeros(5), np.zeros(5, int), np.zeros((2, 1)), np.zeros(2, int)), ValueError, "X_train must be 2-D"),
-        ((np.zeros((5, 2)), np.zeros(4, int), np.zeros((2, 2)), np.zeros(2, int)), ValueError, "y_train has 4 labels but X_train has 5"),
-        ((np.zeros((5, 2)), np.zeros(5, int), np.zeros((2, 3)), np.zeros(2, int)), ValueError, "X_test has 3 features"),
-        ((np.full((5, 2), np.nan), np.zeros(5, int), np.zeros((2, 2)), np.zeros(2, int)), ValueError, "X_train must hold finite"),
-        ((np.zeros((5, 2)), np.full(5, 0.5), np.zeros((2, 2)), np.zeros(2, int)), ValueError, "y_train must hold integer"),
-        ((np.zeros((5, 2)), np.zeros(5, int), np.zeros((2, 2)), np.array(["a", "b"])), TypeError, "y_test must hold integer"),
-        ((np.zeros((0, 2)), np.zeros(0, int), np.zeros((2, 2)), np.zeros(2, int)), ValueError, "X_train must not be empty"),
-        ((np.zeros((5, 2)), -np.ones(5, int), np.zeros((2, 2)), np.zeros(2, int)), ValueError, "non-negative"),
+        (
+            (np.zeros(5), np.zeros(5, int), np.zeros((2, 1)), np.zeros(2, int)),
+            ValueError,
+            "X_train must be 2-D",
+        ),
+        (
+            (np.zeros((5, 2)), np.zeros(4, int), np.zeros((2, 2)), np.zeros(2, int)),
+            ValueError,
+            "y_train has 4 labels but X_train has 5",
+        ),
+        (
+            (np.zeros((5, 2)), np.zeros(5, int), np.zeros((2, 3)), np.zeros(2, int)),
+            ValueError,
+            "X_test has 3 features",
+        ),
+        (
+            (np.full((5, 2), np.nan), np.zeros(5, int), np.zeros((2, 2)), np.zeros(2, int)),
+            ValueError,
+            "X_train must hold finite",
+        ),
+        (
+            (np.zeros((5, 2)), np.full(5, 0.5), np.zeros((2, 2)), np.zeros(2, int)),
+            ValueError,
+            "y_train must hold integer",
+        ),
+        (
+            (np.zeros((5, 2)), np.zeros(5, int), np.zeros((2, 2)), np.array(["a", "b"])),
+            TypeError,
+            "y_test must hold integer",
+        ),
+        (
+            (np.zeros((0, 2)), np.zeros(0, int), np.zeros((2, 2)), np.zeros(2, int)),
+            ValueError,
+            "X_train must not be empty",
+        ),
+        (
+            (np.zeros((5, 2)), -np.ones(5, int), np.zeros((2, 2)), np.zeros(2, int)),
+            ValueError,
+            "non-negative",
+        ),
     ],
 )
 def test_dataset_validation(args, exc, match) -> None:

@@ -19,10 +19,13 @@ import torch.distributed  # noqa: F401  (the torch extra is part of the test ext
 
 from cyclad import train
 
-SMALL = {"n_devices": 4, "n_byzantine": 1, "d": 2, "rounds": 6, "attack": "alie",
-         "blas_threads": 1}
-LAUNCH = [sys.executable, "-c", "import sys; from cyclad.cli import main; sys.exit(main())",
-          "launch"]
+SMALL = {"n_devices": 4, "n_byzantine": 1, "d": 2, "rounds": 6, "attack": "alie", "blas_threads": 1}
+LAUNCH = [
+    sys.executable,
+    "-c",
+    "import sys; from cyclad.cli import main; sys.exit(main())",
+    "launch",
+]
 
 
 def _flags(values: dict) -> list[str]:
@@ -67,15 +70,20 @@ def test_lad_run_matches_the_simulation(tmp_path) -> None:
     assert res.returncode == 0, res.stderr
     _check_equal(tmp_path, SMALL, rtol=1e-9)
     rounds = (tmp_path / "rounds.csv").read_text().splitlines()
-    assert rounds[0].split(",")[:6] == ["round", "seconds", "compute", "encode",
-                                          "communication", "aggregation"]
+    assert rounds[0].split(",")[:6] == [
+        "round",
+        "seconds",
+        "compute",
+        "encode",
+        "communication",
+        "aggregation",
+    ]
     assert len(rounds) == 1 + SMALL["rounds"]
     assert json.loads((tmp_path / "faults.json").read_text()) == []
 
 
 def test_comlad_ef21_run_matches_the_simulation(tmp_path) -> None:
-    values = {**SMALL, "compressor": "topk:0.1", "error_feedback": "ef21",
-              "pre_aggregation": "nnm"}
+    values = {**SMALL, "compressor": "topk:0.1", "error_feedback": "ef21", "pre_aggregation": "nnm"}
     res = _launch(tmp_path, values)
     assert res.returncode == 0, res.stderr
     _check_equal(tmp_path, values, rtol=1e-9)
@@ -88,8 +96,19 @@ def test_torchrun_float32_run_matches_the_simulation(tmp_path) -> None:
     out = tmp_path / "out"
     # torchrun reads abbreviated options anywhere on its line (--d would be ambiguous): the
     # fields go in the TOML file
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=5",
-           "-m", "cyclad.distributed", str(config), "--out", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=5",
+        "-m",
+        "cyclad.distributed",
+        str(config),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     res = _run(cmd, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     _check_equal(out, values, rtol=1e-6)
@@ -97,8 +116,7 @@ def test_torchrun_float32_run_matches_the_simulation(tmp_path) -> None:
 
 def test_garbage_and_nan_payloads_are_faults_and_the_run_goes_on(tmp_path) -> None:
     values = {**SMALL, "n_devices": 6, "n_byzantine": 0, "f": 2, "attack": "none"}
-    res = _launch(tmp_path, values, "--inject-fault", "2:garbage:1", "--inject-fault",
-                  "4:nan:3")
+    res = _launch(tmp_path, values, "--inject-fault", "2:garbage:1", "--inject-fault", "4:nan:3")
     assert res.returncode == 0, res.stderr
     faults = json.loads((tmp_path / "faults.json").read_text())
     garbage = [f for f in faults if f["rank"] == 2]
@@ -114,8 +132,14 @@ def test_garbage_and_nan_payloads_are_faults_and_the_run_goes_on(tmp_path) -> No
 
 def test_a_device_that_dies_is_absent_and_the_run_goes_on(tmp_path) -> None:
     t0 = time.monotonic()
-    res = _launch(tmp_path, {**SMALL, "attack": "none"}, "--inject-fault", "3:exit:2",
-                  "--round-timeout", "1.5")
+    res = _launch(
+        tmp_path,
+        {**SMALL, "attack": "none"},
+        "--inject-fault",
+        "3:exit:2",
+        "--round-timeout",
+        "1.5",
+    )
     assert res.returncode == 0, res.stderr
     faults = json.loads((tmp_path / "faults.json").read_text())
     assert [(f["round"], f["rank"]) for f in faults] == [(r, 3) for r in range(2, 6)]
@@ -127,8 +151,16 @@ def test_a_device_that_dies_is_absent_and_the_run_goes_on(tmp_path) -> None:
 
 
 def test_too_few_vectors_end_the_run_with_the_history_saved(tmp_path) -> None:
-    res = _launch(tmp_path, {**SMALL, "attack": "none"}, "--inject-fault", "2:silent:3",
-                  "--inject-fault", "3:silent:3", "--round-timeout", "1")
+    res = _launch(
+        tmp_path,
+        {**SMALL, "attack": "none"},
+        "--inject-fault",
+        "2:silent:3",
+        "--inject-fault",
+        "3:silent:3",
+        "--round-timeout",
+        "1",
+    )
     assert res.returncode == 3
     assert "round 3: 2 of 4 vectors arrived" in res.stderr
     assert "needs 3" in res.stderr
@@ -138,8 +170,9 @@ def test_too_few_vectors_end_the_run_with_the_history_saved(tmp_path) -> None:
 
 def test_the_server_dying_ends_every_device(tmp_path) -> None:
     t0 = time.monotonic()
-    res = _launch(tmp_path, {**SMALL, "rounds": 50}, "--inject-fault", "0:exit:2",
-                  "--server-timeout", "10")
+    res = _launch(
+        tmp_path, {**SMALL, "rounds": 50}, "--inject-fault", "0:exit:2", "--server-timeout", "10"
+    )
     assert res.returncode == 1
     assert time.monotonic() - t0 < 60
     # every device stopped on its own (none had to be killed by the launcher)
@@ -170,12 +203,27 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_history(tmp_path) -> None:
 
 def test_the_world_size_must_fit_the_config(tmp_path) -> None:
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "3"}
-    cmd = [sys.executable, "-m", "cyclad.distributed", "--n_devices", "4", "--n_byzantine", "1", "--out",
-           str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cyclad.distributed",
+        "--n_devices",
+        "4",
+        "--n_byzantine",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 2
     assert "needs 5 ranks" in res.stderr
-    res = subprocess.run([*cmd[:3], "--inject-fault", "1:explode"], capture_output=True,
-                         text=True, timeout=60, env=env, check=False)
+    res = subprocess.run(
+        [*cmd[:3], "--inject-fault", "1:explode"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert res.returncode == 2
     assert "RANK:KIND[:ROUND]" in res.stderr

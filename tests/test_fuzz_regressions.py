@@ -80,8 +80,10 @@ def test_wire_narrow_values_still_decode(vcode: int) -> None:
     """Control: a float16 / float32 scale within range decodes to finite values."""
     vb = {1: struct.pack("<e", 2.0), 2: struct.pack("<f", 2.0)}[vcode]
     b = header(4, 1, vcode, 3) + vb + bytes([0b101])
-    np.testing.assert_array_equal(comp.decompress(comp.Message.from_bytes(b, dim=3)),
-                                  np.array([-2.0, 2.0, -2.0], dtype=np.float32))
+    np.testing.assert_array_equal(
+        comp.decompress(comp.Message.from_bytes(b, dim=3)),
+        np.array([-2.0, 2.0, -2.0], dtype=np.float32),
+    )
 
 
 # --------------------------------------------------------------------------------------------

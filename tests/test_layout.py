@@ -28,8 +28,13 @@ def test_kernel_headers_exist() -> None:
 
 
 def test_old_header_names_are_not_referenced() -> None:
-    paths = [*(ROOT / "csrc").rglob("*.[ch]pp"), *(ROOT / "tests" / "native").glob("*"),
-             ROOT / "CMakeLists.txt", ROOT / "README.md", ROOT / "tests" / "fuzz" / "README.md"]
+    paths = [
+        *(ROOT / "csrc").rglob("*.[ch]pp"),
+        *(ROOT / "tests" / "native").glob("*"),
+        ROOT / "CMakeLists.txt",
+        ROOT / "README.md",
+        ROOT / "tests" / "fuzz" / "README.md",
+    ]
     for path in paths:
         text = path.read_text()
         for old in ("aggregate.hpp", "aggregate_distance.hpp", "compress.hpp"):
@@ -40,7 +45,9 @@ def test_batcher_network_is_generated_once() -> None:
     # The comparator condition of Batcher's odd-even merge network: one generator, used at run
     # time (batcher_network) and at compile time (StaticNetwork).
     rule = "(i + j) / (2 * p) == (i + j + k) / (2 * p)"
-    hits = [p.name for p in (ROOT / "csrc").rglob("*.[ch]pp") for _ in range(p.read_text().count(rule))]
+    hits = [
+        p.name for p in (ROOT / "csrc").rglob("*.[ch]pp") for _ in range(p.read_text().count(rule))
+    ]
     assert hits == ["coordinatewise.hpp"]
 
 
@@ -70,14 +77,31 @@ def test_kernels_free_of_python(path: Path) -> None:
 
 
 def test_only_one_binding_file() -> None:
-    users = [p for p in (ROOT / "csrc").rglob("*") if p.is_file() and "#include <pybind11" in p.read_text()]
+    users = [
+        p
+        for p in (ROOT / "csrc").rglob("*")
+        if p.is_file() and "#include <pybind11" in p.read_text()
+    ]
     assert [p.name for p in users] == ["bindings.cpp"]
 
 
 FLOAT_OPS = [
-    "mean", "median", "trimmed_mean", "meamed", "pairwise_sq_distances", "krum", "multi_krum",
-    "geometric_median", "centered_clipping", "nnm", "bucketing", "clip", "arc", "encode",
-    "wire_compress", "topk_indices",
+    "mean",
+    "median",
+    "trimmed_mean",
+    "meamed",
+    "pairwise_sq_distances",
+    "krum",
+    "multi_krum",
+    "geometric_median",
+    "centered_clipping",
+    "nnm",
+    "bucketing",
+    "clip",
+    "arc",
+    "encode",
+    "wire_compress",
+    "topk_indices",
 ]
 
 

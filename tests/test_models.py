@@ -108,14 +108,20 @@ def test_init_is_seeded() -> None:
         (lambda: models.get("softmax", 3, 2, hidden=3), "takes no parameters"),
         (lambda: models.get("mlp", 3, 2, activation="gelu"), "activation"),
         (lambda: models.get("mlp", 3, 2, hidden=0), "hidden"),
-        (lambda: models.get("softmax", 3, 2).loss(np.zeros(5), np.zeros((2, 3)), np.zeros(2, int)),
-         "theta must have shape"),
-        (lambda: models.get("softmax", 3, 2).subset_grads(
-            np.zeros(8), np.zeros((4, 3)), np.zeros(4, int), [slice(0, 2), slice(2, 2)]),
-         r"subsets\[1\] is empty"),
+        (
+            lambda: models.get("softmax", 3, 2).loss(
+                np.zeros(5), np.zeros((2, 3)), np.zeros(2, int)
+            ),
+            "theta must have shape",
+        ),
+        (
+            lambda: models.get("softmax", 3, 2).subset_grads(
+                np.zeros(8), np.zeros((4, 3)), np.zeros(4, int), [slice(0, 2), slice(2, 2)]
+            ),
+            r"subsets\[1\] is empty",
+        ),
     ],
 )
 def test_model_errors(call, match) -> None:
     with pytest.raises(ValueError, match=match):
         call()
-

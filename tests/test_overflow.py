@@ -165,15 +165,27 @@ def test_krum_and_nnm_ignore_huge_rows(rng) -> None:
     assert any(np.array_equal(k, h) for h in H)
     # Each honest output row is the mean of the honest rows only (its 6 nearest).
     out = agg.nnm(X, 3)
-    np.testing.assert_allclose(out[:6], np.repeat(H.mean(axis=0, keepdims=True), 6, axis=0),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        out[:6], np.repeat(H.mean(axis=0, keepdims=True), 6, axis=0), rtol=1e-12
+    )
 
 
 def test_training_survives_gaussian_noise_of_1e200() -> None:
     cfg = train.Config(
-        dataset="digits", model="softmax", n_devices=7, n_byzantine=1, d=1,
-        assignment="fixed", partition="iid", aggregator="geometric_median", attack="gaussian",
-        attack_params={"sigma": 1e200}, rounds=3, lr=0.5, seed=0, dtype="float64",
+        dataset="digits",
+        model="softmax",
+        n_devices=7,
+        n_byzantine=1,
+        d=1,
+        assignment="fixed",
+        partition="iid",
+        aggregator="geometric_median",
+        attack="gaussian",
+        attack_params={"sigma": 1e200},
+        rounds=3,
+        lr=0.5,
+        seed=0,
+        dtype="float64",
     )
     hist = train.run(cfg)
     assert np.isfinite(hist.loss).all()

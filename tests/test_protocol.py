@@ -23,38 +23,65 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_pinned_words() -> None:
     assert _random.words(0, 0, 0, 0, 3).tolist() == [
-        213000021201967259, 4455796210202625458, 2055444239878205049]
+        213000021201967259,
+        4455796210202625458,
+        2055444239878205049,
+    ]
     assert _random.words(12345, 7, 3, _random.BATCH, 2).tolist() == [
-        16834542283251895079, 5257972045654582422]
+        16834542283251895079,
+        5257972045654582422,
+    ]
     assert _random.seed_word(1, 2, _random.ALL, _random.COMPRESSION) == 14552251025255643680
     assert _random.seed_word(1, 2, 5, _random.COMPRESSION) == 9469729335214518399
 
 
 def test_pinned_integer_draws() -> None:
     assert _random.sample(9, _random.SETUP, _random.ALL, _random.BYZANTINE, 10, 3).tolist() == [
-        2, 7, 8]
+        2,
+        7,
+        8,
+    ]
     assert _random.permutation(0, 1, 0, _random.PERMUTATION, 6).tolist() == [5, 3, 2, 4, 1, 0]
 
 
 def test_pinned_float_draws() -> None:
     s = _random.Stream(3, 4, _random.ALL, _random.ATTACK)
-    np.testing.assert_allclose(s.standard_normal(3),
-                               [1.202675744711182, 0.06195971498375015, 0.4033772909907122],
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        s.standard_normal(3),
+        [1.202675744711182, 0.06195971498375015, 0.4033772909907122],
+        rtol=1e-14,
+    )
     # uniforms are exact: 53 bits of a word times 2**-53
     assert s.random(2).tolist() == [0.06524210797951668, 0.43921181098353257]
 
 
 def test_pinned_round_plan() -> None:
-    spec = protocol.RoundSpec(n=5, d=2, seed=9, device_seed=4, n_byzantine=2,
-                              byzantine="random", subset_sizes=(8,) * 5, batch_size=3)
+    spec = protocol.RoundSpec(
+        n=5,
+        d=2,
+        seed=9,
+        device_seed=4,
+        n_byzantine=2,
+        byzantine="random",
+        subset_sizes=(8,) * 5,
+        batch_size=3,
+    )
     p = protocol.plan_round(spec, 6)
     assert p.assignment.tolist() == [[0, 4], [4, 3], [3, 2], [2, 1], [1, 0]]
-    assert [b.tolist() for b in p.batches] == [[0, 6, 7], [3, 4, 7], [0, 2, 7], [0, 5, 6],
-                                               [0, 1, 4]]
-    assert p.compression_seeds == (14445743061858751062, 5228854505809054821,
-                                   17667143787677405130, 2121050166846604779,
-                                   3429530420175539512)
+    assert [b.tolist() for b in p.batches] == [
+        [0, 6, 7],
+        [3, 4, 7],
+        [0, 2, 7],
+        [0, 5, 6],
+        [0, 1, 4],
+    ]
+    assert p.compression_seeds == (
+        14445743061858751062,
+        5228854505809054821,
+        17667143787677405130,
+        2121050166846604779,
+        3429530420175539512,
+    )
     assert p.byzantine.tolist() == [1, 2]
     assert p.honest.tolist() == [0, 3, 4]
     assert p.bucketing_seed == 15285420482419202499
@@ -118,8 +145,16 @@ def test_stream_keys_are_checked(bad) -> None:
 
 
 def test_plan_is_a_pure_function_of_spec_and_round() -> None:
-    spec = protocol.RoundSpec(n=6, d=2, seed=3, n_byzantine=1, byzantine="random",
-                              subset_sizes=(10,) * 6, batch_size=4, shared_compression=True)
+    spec = protocol.RoundSpec(
+        n=6,
+        d=2,
+        seed=3,
+        n_byzantine=1,
+        byzantine="random",
+        subset_sizes=(10,) * 6,
+        batch_size=4,
+        shared_compression=True,
+    )
     a, b = protocol.plan_round(spec, 5), protocol.plan_round(spec, 5)
     np.testing.assert_array_equal(a.assignment, b.assignment)
     assert [x.tolist() for x in a.batches] == [x.tolist() for x in b.batches]
@@ -163,8 +198,14 @@ VARIANTS = [
 @pytest.mark.parametrize(("spec", "ef"), VARIANTS, ids=[f"{s}-{e}" for s, e in VARIANTS])
 def test_simulated_payloads_are_device_step_bytes(spec, ef, batch_size) -> None:
     dtype = "float32" if spec == "qsgd:16" else "float64"
-    cfg = train.Config(**FAST, compressor=spec, error_feedback=ef, batch_size=batch_size,
-                       dtype=dtype, attack="sign_flip")
+    cfg = train.Config(
+        **FAST,
+        compressor=spec,
+        error_feedback=ef,
+        batch_size=batch_size,
+        dtype=dtype,
+        attack="sign_flip",
+    )
     sim = train._Simulation(cfg)
     mine = {i: train.device_compressor(cfg, sim.P) for i in sim.honest.tolist()}
     for t in range(cfg.rounds):
@@ -172,8 +213,17 @@ def test_simulated_payloads_are_device_step_bytes(spec, ef, batch_size) -> None:
         sim.round(t)
         plan = protocol.plan_round(sim.spec, t)
         for i in sim.honest.tolist():
-            p = protocol.device_step(sim.model, theta, sim.X, sim.y, sim.slices, plan, i,
-                                     compressor=mine[i], threads=cfg.threads)
+            p = protocol.device_step(
+                sim.model,
+                theta,
+                sim.X,
+                sim.y,
+                sim.slices,
+                plan,
+                i,
+                compressor=mine[i],
+                threads=cfg.threads,
+            )
             assert p == sim.payloads[i], (t, i)
 
 
@@ -202,29 +252,53 @@ def _protocol_only_run(cfg: train.Config) -> np.ndarray:
     ref = train._Simulation(cfg)  # data, model and attack set-up only
     spec, n, P = ref.spec, cfg.n_devices, ref.P
     base = None if cfg.compressor is None else train.build_compressor(cfg.compressor, P)
-    srv = protocol.Server(n, P, ref.dtype, cfg.aggregator_name, f=cfg.f_rule,
-                          rule_params=cfg.aggregator_params, seed=cfg.seed, compressor=base,
-                          ef21=cfg.error_feedback == "ef21", lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    srv = protocol.Server(
+        n,
+        P,
+        ref.dtype,
+        cfg.aggregator_name,
+        f=cfg.f_rule,
+        rule_params=cfg.aggregator_params,
+        seed=cfg.seed,
+        compressor=base,
+        ef21=cfg.error_feedback == "ef21",
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
     plan0 = protocol.plan_round(spec, 0)
     devices = {i: train.device_compressor(cfg, P) for i in plan0.honest.tolist()}
-    senders = ({i: compression.EF21(base) for i in plan0.byzantine.tolist()}
-               if cfg.error_feedback == "ef21" else {})
+    senders = (
+        {i: compression.EF21(base) for i in plan0.byzantine.tolist()}
+        if cfg.error_feedback == "ef21"
+        else {}
+    )
     theta = ref.theta.copy()
     for t in range(cfg.rounds):
         plan = protocol.plan_round(spec, t)
         srv.begin(t)
         for i in plan.honest.tolist():
-            srv.receive(i, protocol.device_step(ref.model, theta, ref.X, ref.y, ref.slices, plan,
-                                                i, compressor=devices[i]))
+            srv.receive(
+                i,
+                protocol.device_step(
+                    ref.model, theta, ref.X, ref.y, ref.slices, plan, i, compressor=devices[i]
+                ),
+            )
         sels = [ref.slices[j] for j in range(n)]
         G = ref.model.subset_grads(theta, ref.X, ref.y, plan.selections(sels))
         from cyclad import coding
 
         Z = np.asarray(coding.encode(G, plan.assignment[plan.byzantine]))
-        sent = protocol.byzantine_step(ref.attack, plan, honest=srv.received(plan.honest), n=n,
-                                       byzantine_honest=Z, aggregate=srv.aggregate,
-                                       compressor=base, senders=senders)
+        sent = protocol.byzantine_step(
+            ref.attack,
+            plan,
+            honest=srv.received(plan.honest),
+            n=n,
+            byzantine_honest=Z,
+            aggregate=srv.aggregate,
+            compressor=base,
+            senders=senders,
+        )
         for i, p in zip(plan.byzantine.tolist(), sent, strict=True):
             srv.receive(i, p)
         theta = srv.finish(theta)
@@ -233,10 +307,21 @@ def _protocol_only_run(cfg: train.Config) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"compressor": "topk:0.1", "error_feedback": "ef21"}, {"compressor": "qsgd:8"},
-     {"pre_aggregation": "bucketing", "aggregator_params": {"s": 2}, "attack": "gaussian",
-      "n_byzantine": 1, "batch_size": 12, "momentum": 0.5}],
-    ids=["lad", "topk-ef21", "qsgd", "bucketing-gaussian-batches"])
+    [
+        {},
+        {"compressor": "topk:0.1", "error_feedback": "ef21"},
+        {"compressor": "qsgd:8"},
+        {
+            "pre_aggregation": "bucketing",
+            "aggregator_params": {"s": 2},
+            "attack": "gaussian",
+            "n_byzantine": 1,
+            "batch_size": 12,
+            "momentum": 0.5,
+        },
+    ],
+    ids=["lad", "topk-ef21", "qsgd", "bucketing-gaussian-batches"],
+)
 def test_a_protocol_only_runtime_reproduces_the_simulation(extra) -> None:
     cfg = train.Config(**{**FAST, "rounds": 4, "attack": "alie", **extra})
     hist = train.run(cfg)
@@ -349,8 +434,10 @@ def test_user_dataset_is_standardised_like_a_bundled_one() -> None:
     assert not np.isfinite(as_given.final_loss) or as_given.final_loss > 10 * bundled.final_loss
 
 
-@pytest.mark.parametrize(("field", "value"), [("test_fraction", 0.5), ("data_path", "/x"),
-                                              ("dataset_params", {"n_samples": 9})])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("test_fraction", 0.5), ("data_path", "/x"), ("dataset_params", {"n_samples": 9})],
+)
 def test_loading_fields_with_a_user_dataset_are_errors(field, value) -> None:
     ds = data.load("digits")
     with pytest.raises(train.ConfigError, match=f"'{field}': applies to bundled datasets only"):

@@ -173,8 +173,9 @@ def test_flatten_errors_name_the_argument() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("rule", ["mean", "median", "trimmed_mean", "krum", "nnm+trimmed_mean",
-                                  "geometric_median"])
+@pytest.mark.parametrize(
+    "rule", ["mean", "median", "trimmed_mean", "krum", "nnm+trimmed_mean", "geometric_median"]
+)
 def test_every_rule_takes_a_list_of_tensors(rule, dtype) -> None:
     g = torch.Generator().manual_seed(1)
     rows = [torch.randn(7, generator=g, dtype=dtype) for _ in range(6)]
@@ -213,8 +214,17 @@ def test_torch_model_trains_with_lad_in_float32() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10))
     model = ctorch.TorchModel(net)
-    cfg = train.Config(model=model, dtype="float32", rounds=15, n_devices=8, n_byzantine=2,
-                       d=3, lr=0.5, attack="alie", blas_threads=1)
+    cfg = train.Config(
+        model=model,
+        dtype="float32",
+        rounds=15,
+        n_devices=8,
+        n_byzantine=2,
+        d=3,
+        lr=0.5,
+        attack="alie",
+        blas_threads=1,
+    )
     hist = train.run(cfg)
     assert hist.theta is not None
     assert hist.theta.dtype == np.float32
@@ -234,8 +244,9 @@ def test_torch_model_gradients_match_autograd_on_each_subset() -> None:
     G = model.subset_grads(theta, X, y, [slice(0, 4), np.array([5, 7, 11])])
     for row, sel in zip(G, [slice(0, 4), np.array([5, 7, 11])], strict=True):
         net.zero_grad()
-        torch.nn.functional.cross_entropy(net(torch.from_numpy(X[sel])),
-                                          torch.from_numpy(y[sel])).backward()
+        torch.nn.functional.cross_entropy(
+            net(torch.from_numpy(X[sel])), torch.from_numpy(y[sel])
+        ).backward()
         np.testing.assert_array_equal(row, ctorch.flatten_grads(net).numpy())
 
 
@@ -285,8 +296,9 @@ def test_ddp_robust_hook_equals_the_rule_applied_by_hand(rule, world) -> None:
     q = ctx.Queue()
     port = _free_port()
     f = 1 if rule == "trimmed_mean" else 0
-    procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, rule, f, q))
-             for r in range(world)]
+    procs = [
+        ctx.Process(target=_ddp_worker, args=(r, world, port, rule, f, q)) for r in range(world)
+    ]
     for p in procs:
         p.start()
     try:
@@ -304,9 +316,17 @@ def test_the_digits_example_runs_and_the_robust_rule_wins() -> None:
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "examples" / "torch_digits.py"
-    res = subprocess.run([sys.executable, str(script), "--steps", "120"], capture_output=True,
-                         text=True, timeout=300, check=True)
-    acc = {line.split(":")[0].strip(): float(line.rsplit(" ", 1)[1])
-           for line in res.stdout.splitlines() if "test accuracy" in line}
+    res = subprocess.run(
+        [sys.executable, str(script), "--steps", "120"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    acc = {
+        line.split(":")[0].strip(): float(line.rsplit(" ", 1)[1])
+        for line in res.stdout.splitlines()
+        if "test accuracy" in line
+    }
     assert acc["mean"] < 0.3
     assert acc["nnm+trimmed_mean"] > 0.8

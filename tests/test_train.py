@@ -29,8 +29,9 @@ def _plain_gd(cfg: train.Config, ds: data.Dataset, subsets, rounds: int):
     for _ in range(rounds):
         g = np.mean([model.grad(theta, ds.X_train[s], ds.y_train[s]) for s in subsets], axis=0)
         theta = theta - cfg.lr * (g + cfg.weight_decay * theta)
-        losses.append(model.loss(theta, ds.X_train, ds.y_train)
-                      + 0.5 * cfg.weight_decay * theta @ theta)
+        losses.append(
+            model.loss(theta, ds.X_train, ds.y_train) + 0.5 * cfg.weight_decay * theta @ theta
+        )
     return theta, np.array(losses)
 
 
@@ -38,8 +39,14 @@ def _plain_gd(cfg: train.Config, ds: data.Dataset, subsets, rounds: int):
 @pytest.mark.parametrize("aggregator", ["trimmed_mean", "median"])
 def test_lad_with_d_equal_n_follows_honest_gradient_descent(attack, aggregator) -> None:
     """At d = N every honest coded vector equals g, so a robust rule with f < n/2 returns g."""
-    cfg = train.Config(**{**FAST, "n_byzantine": 4}, d=10, attack=attack, aggregator=aggregator,
-                       partition="extreme", weight_decay=1e-3)
+    cfg = train.Config(
+        **{**FAST, "n_byzantine": 4},
+        d=10,
+        attack=attack,
+        aggregator=aggregator,
+        partition="extreme",
+        weight_decay=1e-3,
+    )
     hist = train.run(cfg)
     ds = data.load("digits")
     subsets = data.partition(ds.y_train, 10, "extreme", seed=cfg.seed)
@@ -52,9 +59,21 @@ def test_lad_with_d_equal_n_follows_honest_gradient_descent(attack, aggregator) 
 @pytest.mark.parametrize("assignment", ["permute", "shift"])
 def test_lad_with_mean_and_no_attack_is_centralised_gd(d, assignment) -> None:
     ds = _equal_split_dataset()
-    cfg = train.Config(dataset=ds, standardize=False, n_devices=10, n_byzantine=0, d=d,
-                       attack="none", aggregator="mean", assignment=assignment, partition="dirichlet",
-                       alpha=0.5, rounds=15, lr=0.3, momentum=0.5)
+    cfg = train.Config(
+        dataset=ds,
+        standardize=False,
+        n_devices=10,
+        n_byzantine=0,
+        d=d,
+        attack="none",
+        aggregator="mean",
+        assignment=assignment,
+        partition="dirichlet",
+        alpha=0.5,
+        rounds=15,
+        lr=0.3,
+        momentum=0.5,
+    )
     hist = train.run(cfg)
     model = models.get("softmax", ds.n_features, ds.n_classes)
     theta = model.init(0)
@@ -70,8 +89,18 @@ def test_lad_with_mean_and_no_attack_is_centralised_gd(d, assignment) -> None:
 
 def test_lad_iid_equal_subsets_matches_full_data_gradient() -> None:
     ds = _equal_split_dataset()
-    cfg = train.Config(dataset=ds, standardize=False, n_devices=10, n_byzantine=0, d=2,
-                       attack="none", aggregator="mean", partition="iid", rounds=10, lr=0.2)
+    cfg = train.Config(
+        dataset=ds,
+        standardize=False,
+        n_devices=10,
+        n_byzantine=0,
+        d=2,
+        attack="none",
+        aggregator="mean",
+        partition="iid",
+        rounds=10,
+        lr=0.2,
+    )
     hist = train.run(cfg)
     model = models.get("softmax", ds.n_features, ds.n_classes)
     theta = model.init(0)
@@ -91,8 +120,9 @@ def test_lad_redundancy_helps_under_attack() -> None:
 
 
 def test_spread_matches_coding_formula_on_average() -> None:
-    cfg = train.Config(**{**FAST, "rounds": 30, "n_byzantine": 0}, d=3, attack="none",
-                       aggregator="mean")
+    cfg = train.Config(
+        **{**FAST, "rounds": 30, "n_byzantine": 0}, d=3, attack="none", aggregator="mean"
+    )
     h = train.run(cfg)
     ratio = np.mean(np.array(h.spread) / np.array(h.heterogeneity))
     N, d = 10, 3
@@ -122,8 +152,9 @@ def test_comlad_bytes_are_message_lengths(monkeypatch) -> None:
         return out
 
     monkeypatch.setattr(protocol, "encode_payload", spy)
-    cfg = train.Config(**FAST, d=2, attack="sign_flip", compressor="topk:k=20",
-                       error_feedback="ef14")
+    cfg = train.Config(
+        **FAST, d=2, attack="sign_flip", compressor="topk:k=20", error_feedback="ef14"
+    )
     h = train.run(cfg)
     assert sum(h.bytes_up) == sum(sent)
     assert len(sent) == 10 * cfg.rounds
@@ -146,8 +177,9 @@ COMPRESSORS = [
 
 @pytest.mark.parametrize(("spec", "ef"), COMPRESSORS, ids=[f"{s}-{e}" for s, e in COMPRESSORS])
 def test_comlad_runs_with_each_compressor(spec, ef) -> None:
-    cfg = train.Config(**{**FAST, "rounds": 25}, d=5, attack="alie", compressor=spec,
-                       error_feedback=ef, lr=0.3)
+    cfg = train.Config(
+        **{**FAST, "rounds": 25}, d=5, attack="alie", compressor=spec, error_feedback=ef, lr=0.3
+    )
     h = train.run(cfg)
     assert len(h) == 25
     assert np.isfinite(h.final_loss)
@@ -196,8 +228,9 @@ def test_device_step_equals_simulated_coding() -> None:
 
 
 def test_label_flip_random_placement_batches_and_determinism() -> None:
-    cfg = train.Config(**FAST, d=2, attack="label_flip", byzantine="random", batch_size=16,
-                       device_seed=3)
+    cfg = train.Config(
+        **FAST, d=2, attack="label_flip", byzantine="random", batch_size=16, device_seed=3
+    )
     a, b = train.run(cfg), train.run(cfg)
     assert a.loss == b.loss
     c = train.run(train.Config(**{**cfg.to_dict(), "device_seed": 4}))
@@ -221,8 +254,11 @@ def test_eval_every_records_nan_between_evaluations() -> None:
 @pytest.mark.parametrize("name", ["logistic", "least_squares", "mlp"])
 def test_other_models_train(name) -> None:
     ds = "breast_cancer" if name == "logistic" else "digits"
-    h = train.run(train.Config(**{**FAST, "rounds": 20}, dataset=ds, model=name, d=3,
-                               aggregator="median", lr=0.1))
+    h = train.run(
+        train.Config(
+            **{**FAST, "rounds": 20}, dataset=ds, model=name, d=3, aggregator="median", lr=0.1
+        )
+    )
     assert h.final_loss < h.loss[0]
 
 

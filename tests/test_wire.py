@@ -111,7 +111,8 @@ def test_round_trip(kind, vdt, D, dtype) -> None:
     vb = VB[msg.value_dtype]
     base = ref.payload_size(msg.kind, D, msg.k, msg.levels, msg.bucket, vb, msg.shared)
     header = {"identity": 16, "sign": 16, "topk": 24, "qsgd": 32}.get(
-        msg.kind, 32 if msg.shared else 24)
+        msg.kind, 32 if msg.shared else 24
+    )
     assert msg.nbytes == header + base
     if kind == "topk-all" and vdt in (None, "float64"):
         np.testing.assert_array_equal(out, x)
@@ -128,8 +129,8 @@ def test_layout_topk(dtype) -> None:
     idx = np.arange(295, 300)
     wi = (300 - 1).bit_length()
     nidx = -(-5 * wi // 8)
-    assert b[24:24 + nidx] == ref.pack_bits(idx, wi)
-    assert b[24 + nidx:] == x[idx].tobytes()
+    assert b[24 : 24 + nidx] == ref.pack_bits(idx, wi)
+    assert b[24 + nidx :] == x[idx].tobytes()
 
 
 def test_layout_qsgd_and_sign() -> None:
@@ -143,7 +144,9 @@ def test_layout_qsgd_and_sign() -> None:
     assert len(b) == 32 + 12 + 1 + 2
     s = comp.Sign().compress(x).to_bytes()
     assert len(s) == 16 + 4 + 1
-    assert np.frombuffer(s[16:20], np.float32)[0] == np.float32(np.abs(x).astype(np.float64).sum() / 5)
+    assert np.frombuffer(s[16:20], np.float32)[0] == np.float32(
+        np.abs(x).astype(np.float64).sum() / 5
+    )
     assert s[20:] == bytes([0b10010])
 
 
@@ -199,7 +202,7 @@ def test_random_bytes(b) -> None:
 def test_random_overwrites(i, patch, data) -> None:
     b = bytearray(MESSAGES[i].to_bytes())
     pos = data.draw(st.integers(0, len(b) - 1))
-    b[pos:pos + len(patch)] = patch
+    b[pos : pos + len(patch)] = patch
     accept_or_value_error(bytes(b))
 
 
@@ -270,8 +273,12 @@ def test_index_validation() -> None:
 
 def _qsgd_bytes(norms, signs, levels, s, bucket, D) -> bytes:
     head = struct.pack("<2sBBBBBBQQQ", b"CZ", 1, 3, 1, 2, 0, 0, D, s, bucket)
-    return (head + np.asarray(norms, np.float32).tobytes() + ref.pack_bits(signs, 1)
-            + ref.pack_bits(levels, s.bit_length()))
+    return (
+        head
+        + np.asarray(norms, np.float32).tobytes()
+        + ref.pack_bits(signs, 1)
+        + ref.pack_bits(levels, s.bit_length())
+    )
 
 
 def test_qsgd_payload_validation() -> None:
@@ -376,17 +383,57 @@ def test_extreme_size_fields_stay_within_a_memory_budget() -> None:
 def test_handmade_message_is_checked() -> None:
     ok = MESSAGES[0]
     with pytest.raises(ValueError, match=r"header implies|inconsistent"):
-        comp.Message(ok.kind, ok.dtype, ok.value_dtype, ok.dim + 2**31, ok.k, ok.levels,
-                     ok.bucket, ok.shared, ok.seed, ok.payload)
+        comp.Message(
+            ok.kind,
+            ok.dtype,
+            ok.value_dtype,
+            ok.dim + 2**31,
+            ok.k,
+            ok.levels,
+            ok.bucket,
+            ok.shared,
+            ok.seed,
+            ok.payload,
+        )
     with pytest.raises(ValueError, match="inconsistent"):
-        comp.Message("randk", np.dtype(np.float64), "float32", 2**40, 3, 0, 0, True, 0,
-                     np.zeros(12, np.uint8))
+        comp.Message(
+            "randk",
+            np.dtype(np.float64),
+            "float32",
+            2**40,
+            3,
+            0,
+            0,
+            True,
+            0,
+            np.zeros(12, np.uint8),
+        )
     with pytest.raises(ValueError, match="inconsistent"):
-        comp.Message(ok.kind, np.dtype(np.int32), ok.value_dtype, ok.dim, ok.k, ok.levels,
-                     ok.bucket, ok.shared, ok.seed, ok.payload)
+        comp.Message(
+            ok.kind,
+            np.dtype(np.int32),
+            ok.value_dtype,
+            ok.dim,
+            ok.k,
+            ok.levels,
+            ok.bucket,
+            ok.shared,
+            ok.seed,
+            ok.payload,
+        )
     with pytest.raises(ValueError, match="inconsistent"):
-        comp.Message(ok.kind, ok.dtype, ok.value_dtype, ok.dim, ok.k, ok.levels, ok.bucket,
-                     ok.shared, ok.seed, ok.payload.astype(np.int8))
+        comp.Message(
+            ok.kind,
+            ok.dtype,
+            ok.value_dtype,
+            ok.dim,
+            ok.k,
+            ok.levels,
+            ok.bucket,
+            ok.shared,
+            ok.seed,
+            ok.payload.astype(np.int8),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,8 +475,10 @@ def test_payload_size_is_exact_at_the_extremes(kind, D, param, bucket, shared, v
         head += struct.pack("<Q", param) + (struct.pack("<Q", 7) if shared else b"")
     elif kind == "qsgd":
         head += struct.pack("<QQ", param, bucket)
-    with address_space_headroom(), pytest.raises(ValueError,
-                                                 match=f"header implies {len(head)} \\+ {want}$"):
+    with (
+        address_space_headroom(),
+        pytest.raises(ValueError, match=f"header implies {len(head)} \\+ {want}$"),
+    ):
         comp.Message.from_bytes(head + bytes(64), max_dim=_MAXD)
 
 
@@ -463,7 +512,8 @@ F64_MAX = float(np.finfo(np.float64).max)
 
 def _head(kind: int, dcode: int, vcode: int, D: int, *extra: int, flags: int = 0) -> bytes:
     return struct.pack("<2sBBBBBBQ", b"CZ", 1, kind, dcode, vcode, flags, 0, D) + b"".join(
-        struct.pack("<Q", e) for e in extra)
+        struct.pack("<Q", e) for e in extra
+    )
 
 
 def _decode(b: bytes) -> np.ndarray:
@@ -497,8 +547,12 @@ def _decode_or_dense_dtype_error(b: bytes, ok: bool) -> np.ndarray | None:
 )
 def test_qsgd_norm_must_decode_finite_in_the_dense_dtype(norm, dcode, s, ok) -> None:
     # one bucket of 2 coordinates, both at level s
-    b = (_head(3, dcode, 3, 2, s, 2) + np.float64(norm).tobytes() + b"\x00"
-         + ref.pack_bits(np.array([s, s]), s.bit_length()))
+    b = (
+        _head(3, dcode, 3, 2, s, 2)
+        + np.float64(norm).tobytes()
+        + b"\x00"
+        + ref.pack_bits(np.array([s, s]), s.bit_length())
+    )
     out = _decode_or_dense_dtype_error(b, ok)
     if out is None:
         return
@@ -524,8 +578,11 @@ def _sparse_bytes(kind: int, dcode: int, vals, D: int = 100, shared: bool = Fals
     k = vals.size
     if shared:
         return _head(kind, dcode, 3, D, k, 7, flags=1) + vals.tobytes()
-    return (_head(kind, dcode, 3, D, k) + ref.pack_bits(np.arange(k), (D - 1).bit_length())
-            + vals.tobytes())
+    return (
+        _head(kind, dcode, 3, D, k)
+        + ref.pack_bits(np.arange(k), (D - 1).bit_length())
+        + vals.tobytes()
+    )
 
 
 @pytest.mark.parametrize("kind", [0, 1, 2])  # identity, top-k, private rand-k (k = D: no scale)
@@ -554,9 +611,9 @@ def test_randk_scaled_value_must_not_overflow(shared) -> None:
     b32 = _sparse_bytes(2, 1, [1.0, 3e37], D=200, shared=shared)
     with pytest.raises(ValueError, match=r"D/k = 100.*dense dtype float32"):
         comp.Message.from_bytes(b32)
-    np.testing.assert_array_equal(np.sort(_decode(_sparse_bytes(2, 2, [1.0, 3e37], D=200,
-                                                                shared=shared)))[-2:],
-                                  [100.0, 3e39])
+    np.testing.assert_array_equal(
+        np.sort(_decode(_sparse_bytes(2, 2, [1.0, 3e37], D=200, shared=shared)))[-2:], [100.0, 3e39]
+    )
     b64 = _sparse_bytes(2, 2, [1.0, 1e307], D=200, shared=shared)
     with pytest.raises(ValueError, match=r"D/k = 100.*dense dtype float64"):
         comp.Message.from_bytes(b64)
@@ -610,8 +667,9 @@ def test_from_bytes_dtype() -> None:
 def _server(dtype, compressor, P=4, ef21=False):
     from cyclad import protocol
 
-    return protocol.Server(2, P, dtype, lambda X: np.nanmedian(X, axis=0),
-                           compressor=compressor, ef21=ef21)
+    return protocol.Server(
+        2, P, dtype, lambda X: np.nanmedian(X, axis=0), compressor=compressor, ef21=ef21
+    )
 
 
 def _server_vector(srv, device, payload):
@@ -717,12 +775,21 @@ def _le(v: int) -> bytes:
         (comp.Identity(), np.float32, b"CZ\x01\x00\x01\x02\x00\x00" + _le(1000)),
         (comp.Sign(value_dtype="float16"), np.float64, b"CZ\x01\x04\x02\x01\x00\x00" + _le(1000)),
         (comp.TopK(k=10), np.float64, b"CZ\x01\x01\x02\x03\x00\x00" + _le(1000) + _le(10)),
-        (comp.RandK(k=7, value_dtype="float32"), np.float64,
-         b"CZ\x01\x02\x02\x02\x00\x00" + _le(1000) + _le(7)),
-        (comp.RandK(k=7, shared=True), np.float32,
-         b"CZ\x01\x02\x01\x02\x01\x00" + _le(1000) + _le(7) + _le(2**64 - 3)),
-        (comp.QSGD(levels=300, bucket=64), np.float32,
-         b"CZ\x01\x03\x01\x02\x00\x00" + _le(1000) + _le(300) + _le(64)),
+        (
+            comp.RandK(k=7, value_dtype="float32"),
+            np.float64,
+            b"CZ\x01\x02\x02\x02\x00\x00" + _le(1000) + _le(7),
+        ),
+        (
+            comp.RandK(k=7, shared=True),
+            np.float32,
+            b"CZ\x01\x02\x01\x02\x01\x00" + _le(1000) + _le(7) + _le(2**64 - 3),
+        ),
+        (
+            comp.QSGD(levels=300, bucket=64),
+            np.float32,
+            b"CZ\x01\x03\x01\x02\x00\x00" + _le(1000) + _le(300) + _le(64),
+        ),
     ],
 )
 def test_header_bytes_match_the_documented_layout(compressor, dtype, literal) -> None:
@@ -731,10 +798,19 @@ def test_header_bytes_match_the_documented_layout(compressor, dtype, literal) ->
     b = msg.to_bytes()
     assert msg.header_nbytes == len(literal)
     assert b[: len(literal)] == literal
-    assert _core.wire_header(
-        comp._KINDS[msg.kind], comp._DTYPES[msg.dtype], comp._VALUE_DTYPES[msg.value_dtype],
-        msg.dim, msg._param(), msg.bucket, msg.shared, msg.seed,
-    ) == literal
+    assert (
+        _core.wire_header(
+            comp._KINDS[msg.kind],
+            comp._DTYPES[msg.dtype],
+            comp._VALUE_DTYPES[msg.value_dtype],
+            msg.dim,
+            msg._param(),
+            msg.bucket,
+            msg.shared,
+            msg.seed,
+        )
+        == literal
+    )
     assert _core.wire_header_size(comp._KINDS[msg.kind], msg.shared) == len(literal)
     # and the parser reads the same fields back
     kcode, dcode, vcode, d, param, bucket, shared, seed, hsize = _core.wire_parse(b)
@@ -803,8 +879,9 @@ def test_compressed_and_parsed_messages_carry_their_validated_state(monkeypatch)
             np.testing.assert_array_equal(o, outs[0])
 
 
-def _handmade(kind: str, payload: bytes, dim: int, k: int = 0, levels: int = 0,
-              bucket: int = 0) -> comp.Message:
+def _handmade(
+    kind: str, payload: bytes, dim: int, k: int = 0, levels: int = 0, bucket: int = 0
+) -> comp.Message:
     p = np.frombuffer(payload, dtype=np.uint8)
     return comp.Message(kind, np.dtype(np.float32), "float32", dim, k, levels, bucket, False, 0, p)
 

@@ -45,15 +45,29 @@ def bucketing(
 ) -> NDArray[np.floating]: ...
 def clip(x: NDArray[np.floating], tau: float, threads: int = 0) -> NDArray[np.floating]: ...
 def arc(x: NDArray[np.floating], f: int, threads: int = 0) -> NDArray[np.floating]: ...
+
 # compression (the wire format: docs/wire-format.md)
 wire_format: dict[str, Any]  # codes and limits: magic, version, kinds, dtypes, max_dim, ...
 
 def wire_compress(
-    x: NDArray[np.floating], kind: int, vcode: int, param: int, bucket: int, shared: bool,
-    seed: int, scaled: bool, threads: int = 0,
+    x: NDArray[np.floating],
+    kind: int,
+    vcode: int,
+    param: int,
+    bucket: int,
+    shared: bool,
+    seed: int,
+    scaled: bool,
+    threads: int = 0,
 ) -> NDArray[np.uint8]: ...
 def wire_header(
-    kind: int, dense: int, vcode: int, dim: int, param: int, bucket: int, shared: bool,
+    kind: int,
+    dense: int,
+    vcode: int,
+    dim: int,
+    param: int,
+    bucket: int,
+    shared: bool,
     seed: int,
 ) -> bytes: ...
 def wire_header_size(kind: int, shared: bool) -> int: ...
@@ -61,12 +75,28 @@ def wire_parse(
     data: bytes, dim: int = 0, max_dim: int = 0, dense: int = 0, threads: int = 0
 ) -> tuple[int, int, int, int, int, int, bool, int, int]: ...
 def wire_decompress(
-    payload: NDArray[np.uint8], kind: int, vcode: int, dim: int, param: int, bucket: int,
-    shared: bool, seed: int, float64: bool, threads: int = 0,
+    payload: NDArray[np.uint8],
+    kind: int,
+    vcode: int,
+    dim: int,
+    param: int,
+    bucket: int,
+    shared: bool,
+    seed: int,
+    float64: bool,
+    threads: int = 0,
 ) -> NDArray[np.floating]: ...
 def wire_decode(
-    payload: NDArray[np.uint8], kind: int, vcode: int, dim: int, param: int, bucket: int,
-    shared: bool, seed: int, float64: bool, threads: int = 0,
+    payload: NDArray[np.uint8],
+    kind: int,
+    vcode: int,
+    dim: int,
+    param: int,
+    bucket: int,
+    shared: bool,
+    seed: int,
+    float64: bool,
+    threads: int = 0,
 ) -> NDArray[np.floating]: ...
 def wire_payload_size(
     kind: int, vcode: int, dim: int, param: int, bucket: int, shared: bool

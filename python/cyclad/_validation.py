@@ -274,9 +274,7 @@ def check_threads(threads: Any) -> int:
         return 0
     t = check_int(threads, "threads", lo=1, hi=INT_MAX)
     if t > 1 and not _core._has_openmp:
-        warnings.warn(
-            "cyclad was built without OpenMP; running single-threaded", stacklevel=3
-        )
+        warnings.warn("cyclad was built without OpenMP; running single-threaded", stacklevel=3)
     return t
 
 
@@ -336,9 +334,6 @@ def as_index_array(
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= bound:
-            msg = (
-                f"{name} must be in [0, {bound_name}) = [0, {bound}), "
-                f"got values in [{lo}, {hi}]"
-            )
+            msg = f"{name} must be in [0, {bound_name}) = [0, {bound}), got values in [{lo}, {hi}]"
             raise ArgumentError(msg, argument=name)
     return as_c_aligned(arr, np.int64)

@@ -337,9 +337,7 @@ def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = No
     x, wrap = as_matrix(X)
     n = x.shape[0]
     f = _check_f(f, n, 3, "multi_krum")
-    m = n - f if m is None else check_int(
-        m, "m", 1, n, label=f"m (for multi_krum with n={n} rows)"
-    )
+    m = n - f if m is None else check_int(m, "m", 1, n, label=f"m (for multi_krum with n={n} rows)")
     return wrap(_core.multi_krum(x, f, m, threads=check_threads(threads)))
 
 

@@ -284,8 +284,21 @@ class CodingAware(Attack):
 
 _REGISTRY: dict[str, type[Attack]] = {
     c.name: c
-    for c in (NoAttack, SignFlip, IPM, FOE, ALIE, Gaussian, Mimic, Inf, NaN, LabelFlip,
-              OptimalALIE, OptimalIPM, CodingAware)
+    for c in (
+        NoAttack,
+        SignFlip,
+        IPM,
+        FOE,
+        ALIE,
+        Gaussian,
+        Mimic,
+        Inf,
+        NaN,
+        LabelFlip,
+        OptimalALIE,
+        OptimalIPM,
+        CodingAware,
+    )
 }
 ATTACKS = tuple(_REGISTRY)
 

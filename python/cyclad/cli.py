@@ -137,6 +137,7 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
 # demo
 # --------------------------------------------------------------------------------------------
 
+
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """Final test accuracy of LAD for d in DEMO_D under a few attacks (a table)."""
     from cyclad import experiment

@@ -256,8 +256,12 @@ class Message:
             raise ValueError(msg)
         try:
             size = _core.wire_payload_size(
-                _KINDS[self.kind], _VALUE_DTYPES[self.value_dtype], self.dim, self._param(),
-                self.bucket, self.shared,
+                _KINDS[self.kind],
+                _VALUE_DTYPES[self.value_dtype],
+                self.dim,
+                self._param(),
+                self.bucket,
+                self.shared,
             )
         except (TypeError, ValueError) as exc:
             msg = f"inconsistent Message fields: {exc}"
@@ -283,8 +287,14 @@ class Message:
         """The wire encoding (``docs/wire-format.md``): the header, packed by the C++ core,
         then the payload."""
         head = _core.wire_header(
-            _KINDS[self.kind], _DTYPES[self.dtype], _VALUE_DTYPES[self.value_dtype], self.dim,
-            self._param(), self.bucket, self.shared, self.seed,
+            _KINDS[self.kind],
+            _DTYPES[self.dtype],
+            _VALUE_DTYPES[self.value_dtype],
+            self.dim,
+            self._param(),
+            self.bucket,
+            self.shared,
+            self.seed,
         )
         return head + self.payload.tobytes()
 
@@ -362,8 +372,16 @@ class Message:
         sparse = kind in ("topk", "randk")
         payload = np.frombuffer(buf, dtype=np.uint8, offset=hsize)
         return Message._valid(
-            kind, _DTYPE_OF_CODE[dcode], _VALUE_OF_CODE[vcode], d, param if sparse else 0,
-            param if kind == "qsgd" else 0, bucket, shared, seed, payload,
+            kind,
+            _DTYPE_OF_CODE[dcode],
+            _VALUE_OF_CODE[vcode],
+            d,
+            param if sparse else 0,
+            param if kind == "qsgd" else 0,
+            bucket,
+            shared,
+            seed,
+            payload,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -427,8 +445,16 @@ def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
     t = check_threads(threads)
     decode = _core.wire_decode if msg._validated else _core.wire_decompress
     out: FloatArray = decode(
-        msg.payload, _KINDS[msg.kind], _VALUE_DTYPES[msg.value_dtype], msg.dim, msg._param(),
-        msg.bucket, msg.shared, msg.seed, msg.dtype == np.float64, threads=t,
+        msg.payload,
+        _KINDS[msg.kind],
+        _VALUE_DTYPES[msg.value_dtype],
+        msg.dim,
+        msg._param(),
+        msg.bucket,
+        msg.shared,
+        msg.seed,
+        msg.dtype == np.float64,
+        threads=t,
     )
     return out
 
@@ -533,8 +559,15 @@ class Compressor:
         vdt = self.value_dtype or arr.dtype.name
         param, bucket, shared = self._param(d), self._bucket(d), self._shared()
         payload = _core.wire_compress(
-            arr, _KINDS[self.kind], _VALUE_DTYPES[vdt], param, bucket, shared, s,
-            self._scaled(), threads=t,
+            arr,
+            _KINDS[self.kind],
+            _VALUE_DTYPES[vdt],
+            param,
+            bucket,
+            shared,
+            s,
+            self._scaled(),
+            threads=t,
         )
         payload.flags.writeable = False
         k = param if self.kind in ("topk", "randk") else 0

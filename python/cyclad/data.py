@@ -165,8 +165,11 @@ def _standardize(Xtr: NDArray[Any], Xte: NDArray[Any]) -> tuple[NDArray[Any], ND
 def _synthetic(
     n_samples: int, n_features: int, n_classes: int, separation: float, seed: int
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    for name, v, lo in (("n_samples", n_samples, 2), ("n_features", n_features, 1),
-                        ("n_classes", n_classes, 2)):
+    for name, v, lo in (
+        ("n_samples", n_samples, 2),
+        ("n_features", n_features, 1),
+        ("n_classes", n_classes, 2),
+    ):
         if int(v) != v or v < lo:
             msg = f"{name} must be an integer >= {lo}, got {v!r}"
             raise ValueError(msg)
@@ -221,7 +224,12 @@ def read_idx(path: str | Path) -> NDArray[Any]:
 
 
 def _find_idx(root: Path, stem: str) -> Path:
-    for name in (stem, f"{stem}.gz", stem.replace("-idx", ".idx"), f"{stem.replace('-idx', '.idx')}.gz"):
+    for name in (
+        stem,
+        f"{stem}.gz",
+        stem.replace("-idx", ".idx"),
+        f"{stem.replace('-idx', '.idx')}.gz",
+    ):
         if (root / name).is_file():
             return root / name
     msg = f"path: no IDX file {stem}[.gz] in {root} (cyclad never downloads data)"
@@ -321,7 +329,9 @@ def load(
 # --------------------------------------------------------------------------------------------
 
 
-def _sorted_by_label(idx: NDArray[np.int64], y: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.int64]:
+def _sorted_by_label(
+    idx: NDArray[np.int64], y: NDArray[np.int64], rng: np.random.Generator
+) -> NDArray[np.int64]:
     idx = rng.permutation(idx)
     return idx[np.argsort(y[idx], kind="stable")]
 
@@ -428,7 +438,9 @@ def partition(
     return out
 
 
-def label_histogram(y: Any, subsets: Sequence[NDArray[np.int64]], n_classes: int) -> NDArray[np.int64]:
+def label_histogram(
+    y: Any, subsets: Sequence[NDArray[np.int64]], n_classes: int
+) -> NDArray[np.int64]:
     """Counts of each label in each subset, shape ``(len(subsets), n_classes)``."""
     yy = np.asarray(y).astype(np.int64)
     return np.stack([np.bincount(yy[s], minlength=n_classes) for s in subsets])

@@ -156,8 +156,13 @@ def _connect(rank: int, world: int, timeout: float) -> Any:
     port = int(os.environ.get("MASTER_PORT", "29500"))
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
     store = dist.TCPStore(  # type: ignore[attr-defined]
-        host, port, world, is_master=(rank == 0 and not agent),
-        timeout=datetime.timedelta(seconds=timeout), wait_for_workers=False)
+        host,
+        port,
+        world,
+        is_master=(rank == 0 and not agent),
+        timeout=datetime.timedelta(seconds=timeout),
+        wait_for_workers=False,
+    )
     return dist.PrefixStore("cyclad/", store)  # type: ignore[attr-defined]
 
 
@@ -225,15 +230,24 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
             if plan.byzantine.size:
                 view = srv.received(plan.honest)
                 store.set(f"view/{t}", _le(view).tobytes())
-                _collect(store, srv, t, plan.byzantine.tolist(), time.perf_counter() + timeout,
-                         timeout, got)
+                _collect(
+                    store,
+                    srv,
+                    t,
+                    plan.byzantine.tolist(),
+                    time.perf_counter() + timeout,
+                    timeout,
+                    got,
+                )
             arrived = n - len(srv.faulty)
             wait_s = time.perf_counter() - r0 - got.decode
             a0 = time.perf_counter()
             if arrived < _needed(cfg):
                 code = EXIT_TOO_FEW
-                message = (f"round {t}: {arrived} of {n} vectors arrived, the rule "
-                           f"{cfg.aggregator_name!r} with f={cfg.f_rule} needs {_needed(cfg)}")
+                message = (
+                    f"round {t}: {arrived} of {n} vectors arrived, the rule "
+                    f"{cfg.aggregator_name!r} with f={cfg.f_rule} needs {_needed(cfg)}"
+                )
                 break
             theta = srv.finish(theta)
             agg_s = time.perf_counter() - a0 + got.decode
@@ -241,8 +255,11 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
             # its payload late: keys are kept for two rounds.
             if t >= 2:
                 old = t - 2
-                for key in [f"theta/{old}", f"view/{old}",
-                            *(f"{k}/{old}/{i}" for k in ("up", "time") for i in range(n))]:
+                for key in [
+                    f"theta/{old}",
+                    f"view/{old}",
+                    *(f"{k}/{old}/{i}" for k in ("up", "time") for i in range(n)),
+                ]:
                     store.delete_key(key)
             evaluate = (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.rounds
             loss = sim.objective(theta) if evaluate else float("nan")
@@ -257,17 +274,26 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
             hist.theta = theta
             compute = max((c for c, _ in got.times.values()), default=0.0)
             encode = max((e for _, e in got.times.values()), default=0.0)
-            rounds.append({
-                "round": t + 1, "seconds": time.perf_counter() - r0, "compute": compute,
-                "encode": encode, "communication": max(wait_s - compute - encode, 0.0),
-                "aggregation": agg_s, "arrived": arrived,
-                "faulty": [[e.device, e.reason] for e in srv.faults if e.round == t]})
+            rounds.append(
+                {
+                    "round": t + 1,
+                    "seconds": time.perf_counter() - r0,
+                    "compute": compute,
+                    "encode": encode,
+                    "communication": max(wait_s - compute - encode, 0.0),
+                    "aggregation": agg_s,
+                    "arrived": arrived,
+                    "faulty": [[e.device, e.reason] for e in srv.faults if e.round == t],
+                }
+            )
             for e in srv.faults:
                 if e.round == t:
                     _log(f"round {t}: device {e.device} (rank {e.device + 1}): {e.reason}")
             if not quiet:
-                _log(f"round {t + 1}/{cfg.rounds}  loss {loss:.4f}  acc {acc:.3f}  "
-                     f"{arrived}/{n} arrived  {rounds[-1]['seconds']:.3f} s")
+                _log(
+                    f"round {t + 1}/{cfg.rounds}  loss {loss:.4f}  acc {acc:.3f}  "
+                    f"{arrived}/{n} arrived  {rounds[-1]['seconds']:.3f} s"
+                )
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
         message = f"interrupted after {len(hist)} rounds"
@@ -292,8 +318,15 @@ class _Received:
     times: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
-def _collect(store: Any, srv: protocol.Server, t: int, devices: Sequence[int], deadline: float,
-             timeout: float, got: _Received) -> None:
+def _collect(
+    store: Any,
+    srv: protocol.Server,
+    t: int,
+    devices: Sequence[int],
+    deadline: float,
+    timeout: float,
+    got: _Received,
+) -> None:
     """Wait until ``deadline`` for the devices' payloads of round ``t`` and hand them to the
     server (a device with none by then is absent)."""
     keys = [f"up/{t}/{i}" for i in devices]
@@ -319,8 +352,13 @@ def _le(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
 
 
-def _write(out: Path, hist: train.History, cfg: train.Config, rounds: list[dict[str, Any]],
-           faults: Sequence[protocol.Fault]) -> None:
+def _write(
+    out: Path,
+    hist: train.History,
+    cfg: train.Config,
+    rounds: list[dict[str, Any]],
+    faults: Sequence[protocol.Fault],
+) -> None:
     train.write_run(hist, cfg, out)
     if hist.theta is not None:
         np.save(out / "theta.npy", hist.theta)
@@ -330,9 +368,15 @@ def _write(out: Path, hist: train.History, cfg: train.Config, rounds: list[dict[
         faulty = " ".join(str(d) for d, _ in r["faulty"])
         lines.append(",".join([*(repr(r[c]) for c in cols), faulty]))
     (out / "rounds.csv").write_text("\n".join(lines) + "\n")
-    (out / "faults.json").write_text(json.dumps(
-        [{"round": e.round, "device": e.device, "rank": e.device + 1, "reason": e.reason}
-         for e in faults], indent=1))
+    (out / "faults.json").write_text(
+        json.dumps(
+            [
+                {"round": e.round, "device": e.device, "rank": e.device + 1, "reason": e.reason}
+                for e in faults
+            ],
+            indent=1,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,23 +398,38 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
     for t in range(cfg.rounds):
         if not _wait(store, [f"theta/{t}"], wait_s):
             stopped = store.check(["stop"])
-            _log(f"device {device}: " + ("the server stopped" if stopped else
-                                          f"no model from the server within {wait_s:g} s"))
+            _log(
+                f"device {device}: "
+                + (
+                    "the server stopped"
+                    if stopped
+                    else f"no model from the server within {wait_s:g} s"
+                )
+            )
             return EXIT_OK if stopped else EXIT_NO_SERVER
         frame = store.get(f"theta/{t}")
         rt, flags = _FRAME.unpack(frame[: _FRAME.size])
         if flags & _STOP or rt != t:
             return EXIT_OK
-        theta = np.frombuffer(frame[_FRAME.size:], dtype=dtype.newbyteorder("<")).astype(dtype)
+        theta = np.frombuffer(frame[_FRAME.size :], dtype=dtype.newbyteorder("<")).astype(dtype)
         plan = protocol.plan_round(spec, t)
         fault = opts.fault(rank, t)
         if fault == "exit":
             os._exit(EXIT_ERROR)
         if honest:
             tm: dict[str, float] = {}
-            payload = protocol.device_step(sim.model, theta, sim.X, sim.y, sim.slices, plan,
-                                           device, compressor=comp, threads=cfg.threads,
-                                           timings=tm)
+            payload = protocol.device_step(
+                sim.model,
+                theta,
+                sim.X,
+                sim.y,
+                sim.slices,
+                plan,
+                device,
+                compressor=comp,
+                threads=cfg.threads,
+                timings=tm,
+            )
             store.set(f"time/{t}/{device}", _TIMES.pack(tm["compute"], tm["encode"]))
         else:
             c0 = time.perf_counter()
@@ -385,13 +444,27 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
             raw = store.get(f"view/{t}")
             view = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
             view = view.reshape(plan.honest.size, P)
-            rule = protocol.round_rule(cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params,
-                                       seed=cfg.seed, t=t, threads=cfg.threads)
+            rule = protocol.round_rule(
+                cfg.aggregator_name,
+                cfg.f_rule,
+                cfg.aggregator_params,
+                seed=cfg.seed,
+                t=t,
+                threads=cfg.threads,
+            )
             e0 = time.perf_counter()
-            payload = protocol.byzantine_step(sim.attack, plan, honest=view, n=n,
-                                              byzantine_honest=Z, aggregate=rule, compressor=base,
-                                              senders=senders, devices=[device],
-                                              threads=cfg.threads)[0]
+            payload = protocol.byzantine_step(
+                sim.attack,
+                plan,
+                honest=view,
+                n=n,
+                byzantine_honest=Z,
+                aggregate=rule,
+                compressor=base,
+                senders=senders,
+                devices=[device],
+                threads=cfg.threads,
+            )[0]
             store.set(f"time/{t}/{device}", _TIMES.pack(e0 - c0, time.perf_counter() - e0))
         if fault == "silent":
             continue
@@ -399,8 +472,11 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
             payload = os.urandom(len(payload) + 3)  # malformed, and of the wrong size
         elif fault == "nan":
             nan = np.full(P, np.nan, dtype=dtype)
-            payload = (protocol.encode_payload(nan, None, 0) if base is None else
-                       compression.Identity().compress(nan).to_bytes())
+            payload = (
+                protocol.encode_payload(nan, None, 0)
+                if base is None
+                else compression.Identity().compress(nan).to_bytes()
+            )
         store.set(f"up/{t}/{device}", payload)
     return EXIT_OK
 
@@ -415,16 +491,25 @@ def _log(text: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def run_rank(cfg: train.Config, rank: int, world: int, out: Path, opts: Options | None = None,
-             *, quiet: bool = False) -> int:
+def run_rank(
+    cfg: train.Config,
+    rank: int,
+    world: int,
+    out: Path,
+    opts: Options | None = None,
+    *,
+    quiet: bool = False,
+) -> int:
     """Run rank ``rank`` of ``world = n_devices + 1`` ranks; returns its exit code."""
     import torch.distributed as dist
 
     opts = opts or Options()
     cfg.validate()
     if world != cfg.n_devices + 1:
-        msg = (f"a run of n_devices={cfg.n_devices} needs {cfg.n_devices + 1} ranks (one server "
-               f"and one per device), got a world size of {world}")
+        msg = (
+            f"a run of n_devices={cfg.n_devices} needs {cfg.n_devices + 1} ranks (one server "
+            f"and one per device), got a world size of {world}"
+        )
         name = "n_devices"
         raise train.ConfigError(name, msg)
     if cfg.threads is None:
@@ -455,32 +540,56 @@ def _fields(cfg: train.Config) -> dict[str, Any]:
     return {f: getattr(cfg, f) for f in train.Config.fields()}
 
 
-_OPTIONS = {"--out": True, "--round-timeout": True, "--server-timeout": True,
-            "--init-timeout": True, "--inject-fault": True, "--quiet": False}
+_OPTIONS = {
+    "--out": True,
+    "--round-timeout": True,
+    "--server-timeout": True,
+    "--init-timeout": True,
+    "--inject-fault": True,
+    "--quiet": False,
+}
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, allow_abbrev=False,
+        prog=prog,
+        allow_abbrev=False,
         description="Run LAD / Com-LAD with one server rank and one rank per device "
         "(n_devices + 1 ranks); rank 0 writes history.csv, history.json, config.toml, "
         "rounds.csv (time split and faults per round), faults.json and theta.npy to --out.",
-        epilog="Any other --FIELD VALUE sets a Config field, as in cyclad run.")
+        epilog="Any other --FIELD VALUE sets a Config field, as in cyclad run.",
+    )
     p.add_argument("config", nargs="?", help="TOML file of Config fields")
     p.add_argument("--out", help="output directory of rank 0 (default runs/<timestamp>)")
-    p.add_argument("--round-timeout", type=float, default=None,
-                   help="seconds the server waits for a round's payloads (default 60 s plus "
-                   "1 s per 10^6 parameters per device)")
-    p.add_argument("--server-timeout", type=float, default=None,
-                   help="seconds a device waits for the server (default 2 x round timeout "
-                   "+ 60 s)")
-    p.add_argument("--init-timeout", type=float, default=120.0,
-                   help="seconds to wait for every rank to start (default 120)")
-    p.add_argument("--inject-fault", action="append", default=[], metavar="RANK:KIND[:ROUND]",
-                   help="make a rank misbehave from ROUND on (testing a deployment): KIND is "
-                   "garbage (random bytes of the wrong size), silent (sends nothing), nan (an "
-                   "all-NaN vector) or exit (the process dies); rank 0 (the server) takes exit "
-                   "only; repeatable")
+    p.add_argument(
+        "--round-timeout",
+        type=float,
+        default=None,
+        help="seconds the server waits for a round's payloads (default 60 s plus "
+        "1 s per 10^6 parameters per device)",
+    )
+    p.add_argument(
+        "--server-timeout",
+        type=float,
+        default=None,
+        help="seconds a device waits for the server (default 2 x round timeout + 60 s)",
+    )
+    p.add_argument(
+        "--init-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for every rank to start (default 120)",
+    )
+    p.add_argument(
+        "--inject-fault",
+        action="append",
+        default=[],
+        metavar="RANK:KIND[:ROUND]",
+        help="make a rank misbehave from ROUND on (testing a deployment): KIND is "
+        "garbage (random bytes of the wrong size), silent (sends nothing), nan (an "
+        "all-NaN vector) or exit (the process dies); rank 0 (the server) takes exit "
+        "only; repeatable",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
     return p
 
@@ -492,9 +601,12 @@ def _parse(argv: Sequence[str], prog: str) -> tuple[argparse.Namespace, train.Co
     own, positional, extra = train.split_field_flags(list(argv), _OPTIONS)
     args = p.parse_args(positional + own)
     cfg = train.Config.from_dict(train.load_values(args.config, train.parse_overrides(extra)))
-    opts = Options(round_timeout=args.round_timeout, server_timeout=args.server_timeout,
-                   init_timeout=args.init_timeout,
-                   faults=tuple(parse_fault(f) for f in args.inject_fault))
+    opts = Options(
+        round_timeout=args.round_timeout,
+        server_timeout=args.server_timeout,
+        init_timeout=args.init_timeout,
+        faults=tuple(parse_fault(f) for f in args.inject_fault),
+    )
     return args, cfg, opts
 
 
@@ -537,8 +649,12 @@ def launch(argv: Sequence[str], *, grace: float = 10.0) -> int:
         _log(f"error: {exc}")
         return EXIT_CONFIG
     world = cfg.n_devices + 1
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "WORLD_SIZE": str(world)}
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(world),
+    }
     env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
@@ -553,9 +669,12 @@ def launch(argv: Sequence[str], *, grace: float = 10.0) -> int:
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for r in range(world):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "cyclad.distributed", *argv],
-                env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "cyclad.distributed", *argv],
+                    env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                )
+            )
         server = procs[0]
         while server.poll() is None:
             time.sleep(0.05)

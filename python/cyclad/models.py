@@ -228,7 +228,7 @@ class Logistic(Model):
         super().__init__([(n_features, 1)])
 
     def logits(self, theta: Array, X: Array) -> Array:
-        (W, b), = self.unpack(theta)
+        ((W, b),) = self.unpack(theta)
         return X @ W + b
 
     def predict(self, theta: Array, X: Array) -> Array:
@@ -255,7 +255,7 @@ class _Linear(Model):
         self.n_classes = int(n_classes)
 
     def logits(self, theta: Array, X: Array) -> Array:
-        (W, b), = self.unpack(theta)
+        ((W, b),) = self.unpack(theta)
         return X @ W + b
 
 
@@ -363,7 +363,10 @@ def get(name: str, n_features: int, n_classes: int, **params: Any) -> Model:
         classes.
     """
     classes: dict[str, Any] = {
-        "logistic": Logistic, "softmax": Softmax, "least_squares": LeastSquares, "mlp": MLP
+        "logistic": Logistic,
+        "softmax": Softmax,
+        "least_squares": LeastSquares,
+        "mlp": MLP,
     }
     if name not in classes:
         msg = f"model must be one of {', '.join(MODELS)}, got {name!r}"
@@ -373,4 +376,3 @@ def get(name: str, n_features: int, n_classes: int, **params: Any) -> Model:
         raise ValueError(msg)
     model: Model = classes[name](n_features, n_classes, **params)
     return model
-

@@ -229,9 +229,16 @@ def plan_round(spec: RoundSpec, t: int) -> RoundPlan:
             if spec.batch_size < size:
                 batches[j] = _random.sample(ds, t, j, _random.BATCH, size, spec.batch_size)
     byz = byzantine_devices(spec)
-    return RoundPlan(t=t, assignment=A, batches=tuple(batches), byzantine=byz,
-                     honest=_honest_devices(spec), bucketing_seed=bucketing_seed(spec.seed, t),
-                     device_seed=ds, shared_compression=spec.shared_compression)
+    return RoundPlan(
+        t=t,
+        assignment=A,
+        batches=tuple(batches),
+        byzantine=byz,
+        honest=_honest_devices(spec),
+        bucketing_seed=bucketing_seed(spec.seed, t),
+        device_seed=ds,
+        shared_compression=spec.shared_compression,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,8 +246,9 @@ def plan_round(spec: RoundSpec, t: int) -> RoundPlan:
 # --------------------------------------------------------------------------------------------
 
 
-def encode_payload(z: Array, compressor: Any | None, seed: int, *,
-                   threads: int | None = None) -> bytes:
+def encode_payload(
+    z: Array, compressor: Any | None, seed: int, *, threads: int | None = None
+) -> bytes:
     """What a device puts on the wire for its coded vector ``z`` (shape ``(P,)``).
 
     LAD (``compressor=None``): the raw little-endian vector. Com-LAD: the compressor's
@@ -252,10 +260,20 @@ def encode_payload(z: Array, compressor: Any | None, seed: int, *,
     return bytes(compressor.compress(z, seed=seed, threads=threads).to_bytes())
 
 
-def device_step(model: models.Model, theta: Array, X: Array, y: Array, subsets: Sequence[Any],
-                plan: RoundPlan, device: int, *, compressor: Any | None = None,
-                weights: Array | None = None, threads: int | None = None,
-                timings: dict[str, float] | None = None) -> bytes:
+def device_step(
+    model: models.Model,
+    theta: Array,
+    X: Array,
+    y: Array,
+    subsets: Sequence[Any],
+    plan: RoundPlan,
+    device: int,
+    *,
+    compressor: Any | None = None,
+    weights: Array | None = None,
+    threads: int | None = None,
+    timings: dict[str, float] | None = None,
+) -> bytes:
     """One honest device's round: its window's subset gradients at ``theta``, encoded, sent.
 
     Parameters
@@ -298,11 +316,19 @@ def device_step(model: models.Model, theta: Array, X: Array, y: Array, subsets: 
     return out
 
 
-def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n: int,
-                   byzantine_honest: Array | None = None, aggregate: Rule | None = None,
-                   compressor: Any | None = None, senders: dict[int, Any] | None = None,
-                   devices: Sequence[int] | None = None,
-                   threads: int | None = None) -> list[bytes]:
+def byzantine_step(
+    attack: attacks.Attack,
+    plan: RoundPlan,
+    *,
+    honest: Array,
+    n: int,
+    byzantine_honest: Array | None = None,
+    aggregate: Rule | None = None,
+    compressor: Any | None = None,
+    senders: dict[int, Any] | None = None,
+    devices: Sequence[int] | None = None,
+    threads: int | None = None,
+) -> list[bytes]:
     """The Byzantine devices' payloads of one round, in ``plan.byzantine`` order.
 
     Parameters
@@ -335,9 +361,16 @@ def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n:
         malformed payload :data:`MALFORMED`.
     """
     ctx = attacks.AttackContext(
-        honest=honest, n=n, f=int(plan.byzantine.size), byzantine_honest=byzantine_honest,
-        assignment=plan.assignment, honest_idx=plan.honest, byzantine_idx=plan.byzantine,
-        aggregate=aggregate, rng=plan.attack_stream())
+        honest=honest,
+        n=n,
+        f=int(plan.byzantine.size),
+        byzantine_honest=byzantine_honest,
+        assignment=plan.assignment,
+        honest_idx=plan.honest,
+        byzantine_idx=plan.byzantine,
+        aggregate=aggregate,
+        rng=plan.attack_stream(),
+    )
     B = np.asarray(attack(ctx), dtype=honest.dtype)
     out = []
     wanted = None if devices is None else {int(i) for i in devices}
@@ -357,8 +390,14 @@ def byzantine_step(attack: attacks.Attack, plan: RoundPlan, *, honest: Array, n:
 # --------------------------------------------------------------------------------------------
 
 
-def make_rule(name: str, f: int, params: dict[str, Any] | None = None, *, seed: int = 0,
-              threads: int | None = None) -> Rule:
+def make_rule(
+    name: str,
+    f: int,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    threads: int | None = None,
+) -> Rule:
     """The aggregation ``(n, P) -> (P,)`` for a registry name (``"nnm+trimmed_mean"``).
 
     ``f``, the bucketing ``seed`` and ``params`` go to the components that take them;
@@ -379,8 +418,15 @@ def make_rule(name: str, f: int, params: dict[str, Any] | None = None, *, seed: 
     return aggregators.get(name, threads=threads, **kw)
 
 
-def round_rule(name: str, f: int, params: dict[str, Any] | None, *, seed: int, t: int,
-               threads: int | None = None) -> Rule:
+def round_rule(
+    name: str,
+    f: int,
+    params: dict[str, Any] | None,
+    *,
+    seed: int,
+    t: int,
+    threads: int | None = None,
+) -> Rule:
     """The server's rule of round ``t`` (:func:`make_rule`; bucketing draws its buckets with
     :func:`bucketing_seed` of ``seed``): what an omniscient coalition is told the server runs."""
     bseed = bucketing_seed(seed, t) if "bucketing" in name else 0
@@ -422,11 +468,23 @@ class Server:
     threads : int, optional
     """
 
-    def __init__(self, n_devices: int, n_params: int, dtype: Any, rule: str | Rule, *,
-                 f: int = 0, rule_params: dict[str, Any] | None = None, seed: int = 0,
-                 compressor: Any | None = None, ef21: bool = False, lr: float = 0.1,
-                 momentum: float = 0.0, weight_decay: float = 0.0,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        n_devices: int,
+        n_params: int,
+        dtype: Any,
+        rule: str | Rule,
+        *,
+        f: int = 0,
+        rule_params: dict[str, Any] | None = None,
+        seed: int = 0,
+        compressor: Any | None = None,
+        ef21: bool = False,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        threads: int | None = None,
+    ) -> None:
         self.n, self.P, self.dtype = int(n_devices), int(n_params), np.dtype(dtype)
         if compressor is not None and self.dtype not in (np.float32, np.float64):
             msg = f"dtype must be float32 or float64 with a compressor, got {self.dtype}"
@@ -440,8 +498,11 @@ class Server:
             self.aggregate = make_rule(rule, self._f, self._params, seed=0, threads=threads)
         else:
             self.aggregate = rule
-        self.receivers = ([compression.EF21Receiver(compressor) for _ in range(self.n)]
-                          if ef21 and compressor is not None else None)
+        self.receivers = (
+            [compression.EF21Receiver(compressor) for _ in range(self.n)]
+            if ef21 and compressor is not None
+            else None
+        )
         self.velocity = np.zeros(self.P, dtype=self.dtype)
         self.faults: list[Fault] = []  # every round's
         self.t = -1
@@ -459,18 +520,22 @@ class Server:
         self._V.fill(np.nan)
         self._got[:] = False
         if self._rebuild:
-            self.aggregate = round_rule(self._name, self._f, self._params, seed=self.seed,
-                                        t=self.t, threads=self.threads)
+            self.aggregate = round_rule(
+                self._name, self._f, self._params, seed=self.seed, t=self.t, threads=self.threads
+            )
 
     def _decode(self, payload: bytes) -> Any:
         """The raw vector (LAD) or the parsed and validated Message (Com-LAD)."""
         if self.compressor is None:
             if len(payload) != self.P * self.dtype.itemsize:
-                msg = f"raw payload of {len(payload)} bytes, expected {self.P * self.dtype.itemsize}"
+                msg = (
+                    f"raw payload of {len(payload)} bytes, expected {self.P * self.dtype.itemsize}"
+                )
                 raise ValueError(msg)
             return np.frombuffer(payload, dtype=self.dtype.newbyteorder("<")).astype(self.dtype)
-        return compression.Message.from_bytes(payload, dim=self.P, dtype=self.dtype,
-                                              threads=self.threads)
+        return compression.Message.from_bytes(
+            payload, dim=self.P, dtype=self.dtype, threads=self.threads
+        )
 
     def receive(self, device: int, payload: bytes | None, *, reason: str = "missing") -> bool:
         """Take device ``device``'s payload of the current round; False if it is absent

@@ -162,8 +162,7 @@ def _as_view(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
         if t.storage_offset() != off:
             return None
         off += t.numel()
-    return first.detach().as_strided((off - first.storage_offset(),), (1,),
-                                     first.storage_offset())
+    return first.detach().as_strided((off - first.storage_offset(),), (1,), first.storage_offset())
 
 
 def _flatten(tensors: Sequence[torch.Tensor], empty_dtype: torch.dtype) -> torch.Tensor:
@@ -287,8 +286,9 @@ class RobustAggregator:
     >>> unflatten_grads_(model, g); optimizer.step()
     """
 
-    def __init__(self, rule: str, f: int | None = None, *, threads: int | None = None,
-                 **params: Any) -> None:
+    def __init__(
+        self, rule: str, f: int | None = None, *, threads: int | None = None, **params: Any
+    ) -> None:
         if f is not None:
             params["f"] = f
         self.rule = rule
@@ -307,8 +307,9 @@ class RobustAggregator:
         return f"RobustAggregator({self.rule!r}{', ' if kw else ''}{kw})"
 
 
-def robust_hook(rule: str, f: int | None = None, *, threads: int | None = None,
-                **params: Any) -> Callable[[Any, Any], Any]:
+def robust_hook(
+    rule: str, f: int | None = None, *, threads: int | None = None, **params: Any
+) -> Callable[[Any, Any], Any]:
     """A DDP communication hook: every gradient bucket is all-gathered from the workers and
     replaced by the cyclad rule over them (instead of the all-reduce mean).
 
@@ -345,14 +346,23 @@ def robust_hook(rule: str, f: int | None = None, *, threads: int | None = None,
 
     # DDP inspects the hook's annotations and wants the objects themselves, not the strings
     # that postponed evaluation leaves
-    hook.__annotations__ = {"state": object, "bucket": dist.GradBucket,  # type: ignore[attr-defined]
-                            "return": torch.futures.Future[torch.Tensor]}
+    hook.__annotations__ = {
+        "state": object,
+        "bucket": dist.GradBucket,  # type: ignore[attr-defined]
+        "return": torch.futures.Future[torch.Tensor],
+    }
     return hook
 
 
-def register_robust_hook(ddp_model: Any, rule: str, f: int | None = None, *,
-                         process_group: Any = None, threads: int | None = None,
-                         **params: Any) -> None:
+def register_robust_hook(
+    ddp_model: Any,
+    rule: str,
+    f: int | None = None,
+    *,
+    process_group: Any = None,
+    threads: int | None = None,
+    **params: Any,
+) -> None:
     """``ddp_model.register_comm_hook(process_group, robust_hook(rule, f, ...))``."""
     ddp_model.register_comm_hook(process_group, robust_hook(rule, f, threads=threads, **params))
 
@@ -378,9 +388,11 @@ class TorchModel:
         ``"mse"``, or ``loss(outputs, labels) -> scalar tensor`` (a mean over the batch).
     """
 
-    def __init__(self, module: torch.nn.Module,
-                 loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy"
-                 ) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "cross_entropy",
+    ) -> None:
         self.module = module
         self.params = _trainable(module)
         for p in self.params:
@@ -394,10 +406,13 @@ class TorchModel:
         self.n_params = int(sum(p.numel() for p in self.params))
         if loss == "cross_entropy":
             self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
-                torch.nn.functional.cross_entropy)
+                torch.nn.functional.cross_entropy
+            )
         elif loss == "mse":
+
             def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                 return torch.nn.functional.mse_loss(out.reshape(-1), y.to(out.dtype))
+
             self.loss_fn = mse
         elif callable(loss):
             self.loss_fn = loss

@@ -194,8 +194,15 @@ class Config:
                 msg = f"unknown field; valid fields: {', '.join(sorted(known))}"
                 raise ConfigError(key, msg)
         vals = dict(values)
-        for key in ("compressor", "pre_aggregation", "f", "device_seed", "batch_size",
-                    "threads", "data_path"):
+        for key in (
+            "compressor",
+            "pre_aggregation",
+            "f",
+            "device_seed",
+            "batch_size",
+            "threads",
+            "data_path",
+        ):
             if isinstance(vals.get(key), str) and vals[key].lower() in ("none", ""):
                 vals[key] = None
         return cls(**vals)
@@ -247,7 +254,9 @@ class Config:
     @property
     def aggregator_name(self) -> str:
         """Registry name: ``pre_aggregation + "+" + aggregator``."""
-        return f"{self.pre_aggregation}+{self.aggregator}" if self.pre_aggregation else self.aggregator
+        return (
+            f"{self.pre_aggregation}+{self.aggregator}" if self.pre_aggregation else self.aggregator
+        )
 
     def validate(self, n_params: int | None = None) -> None:
         """Check every field; raise :class:`ConfigError` naming the first bad one.
@@ -255,8 +264,10 @@ class Config:
         ``n_params`` (the model size, known once the data is loaded) enables the compressor
         ``k <= P`` check.
         """
-        def int_field(name: str, lo: int | None = None, hi: int | None = None,
-                      optional: bool = False) -> None:
+
+        def int_field(
+            name: str, lo: int | None = None, hi: int | None = None, optional: bool = False
+        ) -> None:
             v = getattr(self, name)
             if v is None and optional:
                 return
@@ -265,7 +276,9 @@ class Config:
             except (ArgumentError, ArgumentTypeError) as exc:
                 raise ConfigError(exc.argument, str(exc)) from None
 
-        def float_field(name: str, lo: float, strict: bool = False, hi: float | None = None) -> None:
+        def float_field(
+            name: str, lo: float, strict: bool = False, hi: float | None = None
+        ) -> None:
             try:
                 v = check_float(getattr(self, name), name, lo, strict_lo=strict)
             except (ArgumentError, ArgumentTypeError) as exc:
@@ -282,17 +295,24 @@ class Config:
             choice("dataset", data.DATASETS)
         else:
             # a Dataset arrives split and loaded: the loading fields would be silently ignored
-            for name, default in (("test_fraction", 0.25), ("data_path", None),
-                                  ("dataset_params", {})):
+            for name, default in (
+                ("test_fraction", 0.25),
+                ("data_path", None),
+                ("dataset_params", {}),
+            ):
                 if getattr(self, name) != default:
-                    raise ConfigError(name, "applies to bundled datasets only; a Dataset "
-                                            "arrives split and loaded")
+                    raise ConfigError(
+                        name, "applies to bundled datasets only; a Dataset arrives split and loaded"
+                    )
         if isinstance(self.model, str):
             choice("model", models.MODELS)
         elif not isinstance(self.model, models.ModelLike):
             name = "model"
-            raise ConfigError(name, f"must be a model name or a model object (init, "
-                                    f"subset_grads, loss, accuracy), got {self.model!r}")
+            raise ConfigError(
+                name,
+                f"must be a model name or a model object (init, "
+                f"subset_grads, loss, accuracy), got {self.model!r}",
+            )
         int_field("n_devices", lo=1)
         n = self.n_devices
         int_field("n_byzantine", lo=0, hi=n - 1)
@@ -316,11 +336,17 @@ class Config:
         int_field("eval_every", lo=1)
         choice("dtype", ("float32", "float64"))
         model_dtype = getattr(self.model, "dtype", None)
-        if not isinstance(self.model, str) and model_dtype is not None and (
-                np.dtype(model_dtype) != np.dtype(self.dtype)):
+        if (
+            not isinstance(self.model, str)
+            and model_dtype is not None
+            and (np.dtype(model_dtype) != np.dtype(self.dtype))
+        ):
             name = "dtype"
-            raise ConfigError(name, f"the model computes in {np.dtype(model_dtype)}; set "
-                                    f"dtype = '{np.dtype(model_dtype)}'")
+            raise ConfigError(
+                name,
+                f"the model computes in {np.dtype(model_dtype)}; set "
+                f"dtype = '{np.dtype(model_dtype)}'",
+            )
         int_field("hidden", lo=1)
         choice("activation", ("tanh", "relu"))
         float_field("test_fraction", 0.0, strict=True, hi=1.0)
@@ -331,8 +357,9 @@ class Config:
                 raise ConfigError(name, f"must be a table / dict, got {getattr(self, name)!r}")
         if self.error_feedback not in (False, True, "ef14", "ef21", "none"):
             name = "error_feedback"
-            raise ConfigError(name, f"must be false, true, 'ef14' or 'ef21', got "
-                                                f"{self.error_feedback!r}")
+            raise ConfigError(
+                name, f"must be false, true, 'ef14' or 'ef21', got {self.error_feedback!r}"
+            )
         if self.error_feedback not in (False, "none") and self.compressor is None:
             name = "error_feedback"
             raise ConfigError(name, "needs a compressor (compressor is None)")
@@ -345,8 +372,9 @@ class Config:
         # Byzantine majority: no robust rule can work with f >= n/2.
         if self.aggregator != "mean" and 2 * self.n_byzantine >= n:
             name = "n_byzantine"
-            raise ConfigError(name, f"must be < n_devices / 2 = {n / 2} for a robust "
-                                             f"rule, got {self.n_byzantine}")
+            raise ConfigError(
+                name, f"must be < n_devices / 2 = {n / 2} for a robust rule, got {self.n_byzantine}"
+            )
         # aggregator: build it and dry-run it on n zero vectors so its own checks fire now
         try:
             rule = build_aggregator(self, seed=0)
@@ -456,18 +484,26 @@ def _toml_value(v: Any) -> str:
 def build_aggregator(cfg: Config, seed: int = 0) -> Callable[[Array], Array]:
     """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (:func:`protocol.make_rule`:
     ``f`` defaults to ``n_byzantine``; parameters no component takes are dropped)."""
-    return protocol.make_rule(cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params, seed=seed,
-                              threads=cfg.threads)
+    return protocol.make_rule(
+        cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params, seed=seed, threads=cfg.threads
+    )
 
 
 def round_spec(cfg: Config, subset_sizes: Sequence[int]) -> protocol.RoundSpec:
     """The :class:`protocol.RoundSpec` of a run of ``cfg`` whose subsets have these sizes."""
     return protocol.RoundSpec(
-        n=cfg.n_devices, d=cfg.d, mode=cfg.assignment, seed=cfg.seed,
-        device_seed=cfg.device_seed, n_byzantine=cfg.n_byzantine, byzantine=cfg.byzantine,
-        subset_sizes=tuple(int(m) for m in subset_sizes), batch_size=cfg.batch_size,
+        n=cfg.n_devices,
+        d=cfg.d,
+        mode=cfg.assignment,
+        seed=cfg.seed,
+        device_seed=cfg.device_seed,
+        n_byzantine=cfg.n_byzantine,
+        byzantine=cfg.byzantine,
+        subset_sizes=tuple(int(m) for m in subset_sizes),
+        batch_size=cfg.batch_size,
         shared_compression=cfg.compressor is not None
-        and bool(getattr(build_compressor(cfg.compressor), "shared", False)))
+        and bool(getattr(build_compressor(cfg.compressor), "shared", False)),
+    )
 
 
 def device_compressor(cfg: Config, n_params: int | None = None) -> Any:
@@ -508,7 +544,9 @@ def build_compressor(spec: str, n_params: int | None = None) -> Any:
     if name in ("topk", "randk"):
         if args:
             a = args[0]
-            kwargs["k" if isinstance(a, int) and a >= 1 and not isinstance(a, bool) else "ratio"] = a
+            kwargs[
+                "k" if isinstance(a, int) and a >= 1 and not isinstance(a, bool) else "ratio"
+            ] = a
         k = kwargs.get("k")
         if k is not None and n_params is not None and k > n_params:
             msg = f"k={k} exceeds the number of model parameters D={n_params}"
@@ -607,8 +645,12 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {s: list(getattr(self, s)) for s in _SERIES}
-        out.update(config=self.config, interrupted=self.interrupted,
-                   final_accuracy=self.final_accuracy, final_loss=self.final_loss)
+        out.update(
+            config=self.config,
+            interrupted=self.interrupted,
+            final_accuracy=self.final_accuracy,
+            final_loss=self.final_loss,
+        )
         return out
 
     def to_json(self, path: str | Path) -> None:
@@ -643,8 +685,14 @@ def _resolve_dataset(cfg: Config) -> data.Dataset:
     if isinstance(cfg.dataset, data.Dataset):
         return cfg.dataset.standardized() if cfg.standardize else cfg.dataset
     params = dict(cfg.dataset_params)
-    return data.load(cfg.dataset, test_fraction=cfg.test_fraction, seed=cfg.seed,
-                     standardize=cfg.standardize, path=cfg.data_path, **params)
+    return data.load(
+        cfg.dataset,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        standardize=cfg.standardize,
+        path=cfg.data_path,
+        **params,
+    )
 
 
 class _Simulation:
@@ -679,8 +727,9 @@ class _Simulation:
         if cfg.compressor is not None:
             _check_compressor(cfg, P)
         try:
-            subsets = data.partition(ds.y_train, n, cfg.partition, alpha=cfg.alpha,
-                                     gamma=cfg.gamma, seed=cfg.seed)
+            subsets = data.partition(
+                ds.y_train, n, cfg.partition, alpha=cfg.alpha, gamma=cfg.gamma, seed=cfg.seed
+            )
         except ValueError as exc:
             name = "partition"
             raise ConfigError(name, str(exc)) from None
@@ -689,12 +738,15 @@ class _Simulation:
         self.X = np.ascontiguousarray(ds.X_train[order], dtype=self.dtype)
         self.y = ds.y_train[order]
         ends = np.cumsum([s.shape[0] for s in subsets])
-        self.slices = [slice(int(e - s.shape[0]), int(e)) for s, e in zip(subsets, ends, strict=True)]
+        self.slices = [
+            slice(int(e - s.shape[0]), int(e)) for s, e in zip(subsets, ends, strict=True)
+        ]
         self.Xte = np.ascontiguousarray(ds.X_test, dtype=self.dtype)
         self.yte = ds.y_test
         self.attack = attacks.get(cfg.attack, **cfg.attack_params)
-        self.y_flip = (attacks.LabelFlip.flip(self.y, ds.n_classes)
-                       if self.attack.data_level else None)
+        self.y_flip = (
+            attacks.LabelFlip.flip(self.y, ds.n_classes) if self.attack.data_level else None
+        )
         self.base = None if cfg.compressor is None else build_compressor(cfg.compressor, P)
         self.spec = round_spec(cfg, [s.stop - s.start for s in self.slices])
         byz = protocol.byzantine_devices(self.spec)
@@ -712,10 +764,20 @@ class _Simulation:
             if ef == "ef21":
                 self.byz_senders = {i: compression.EF21(self.base) for i in byz.tolist()}
         self.server = protocol.Server(
-            n, P, self.dtype, cfg.aggregator_name, f=cfg.f_rule,
-            rule_params=cfg.aggregator_params, seed=cfg.seed, compressor=self.base,
-            ef21=ef == "ef21", lr=cfg.lr, momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay, threads=cfg.threads)
+            n,
+            P,
+            self.dtype,
+            cfg.aggregator_name,
+            f=cfg.f_rule,
+            rule_params=cfg.aggregator_params,
+            seed=cfg.seed,
+            compressor=self.base,
+            ef21=ef == "ef21",
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            threads=cfg.threads,
+        )
         self.P = P
         self.payloads: list[bytes | None] = [None] * n  # the last round's, for inspection
 
@@ -738,19 +800,28 @@ class _Simulation:
         srv.begin(t)
         for i in self.honest.tolist():
             seed = plan.compression_seed(i) if self.base is not None else 0
-            payloads[i] = protocol.encode_payload(Z[i], self.device_comp[i], seed,
-                                                  threads=cfg.threads)
+            payloads[i] = protocol.encode_payload(
+                Z[i], self.device_comp[i], seed, threads=cfg.threads
+            )
             srv.receive(i, payloads[i])
         if self.byz.size:
             byz_honest = Z[self.byz]
             if self.y_flip is not None:
                 Gf = self.model.subset_grads(theta, self.X, self.y_flip, sels)
                 byz_honest = np.asarray(
-                    coding.encode(Gf, plan.assignment[self.byz], threads=cfg.threads))
+                    coding.encode(Gf, plan.assignment[self.byz], threads=cfg.threads)
+                )
             sent = protocol.byzantine_step(
-                self.attack, plan, honest=srv.received(self.honest), n=n,
-                byzantine_honest=byz_honest, aggregate=srv.aggregate, compressor=self.base,
-                senders=self.byz_senders, threads=cfg.threads)
+                self.attack,
+                plan,
+                honest=srv.received(self.honest),
+                n=n,
+                byzantine_honest=byz_honest,
+                aggregate=srv.aggregate,
+                compressor=self.base,
+                senders=self.byz_senders,
+                threads=cfg.threads,
+            )
             for i, p in zip(self.byz.tolist(), sent, strict=True):
                 payloads[i] = p
                 srv.receive(i, p)

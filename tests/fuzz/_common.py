@@ -48,8 +48,17 @@ def check_error(exc: BaseException, what: str) -> None:
         raise PropertyFailure(msg) from exc
 
 
-POISONS32 = [np.nan, -np.nan, np.inf, -np.inf, np.finfo(np.float32).max,
-             -np.finfo(np.float32).max, 3e38, -3e38, np.finfo(np.float32).smallest_subnormal]
+POISONS32 = [
+    np.nan,
+    -np.nan,
+    np.inf,
+    -np.inf,
+    np.finfo(np.float32).max,
+    -np.finfo(np.float32).max,
+    3e38,
+    -3e38,
+    np.finfo(np.float32).smallest_subnormal,
+]
 POISONS64 = [*POISONS32, np.finfo(np.float64).max, 1e300, -1e300]
 
 

@@ -33,18 +33,37 @@ def setup() -> None:
     agg = a
 
 
-RULES = ["mean", "median", "trimmed_mean", "meamed", "krum", "multi_krum", "geometric_median",
-         "centered_clipping"]
+RULES = [
+    "mean",
+    "median",
+    "trimmed_mean",
+    "meamed",
+    "krum",
+    "multi_krum",
+    "geometric_median",
+    "centered_clipping",
+]
 PRES = ["nnm", "bucketing", "clip", "arc"]
-DTYPES = [np.float32, np.float64, np.float32, np.float64, np.float16, np.int64, np.uint8,
-          np.bool_, np.complex64, object]
+DTYPES = [
+    np.float32,
+    np.float64,
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int64,
+    np.uint8,
+    np.bool_,
+    np.complex64,
+    object,
+]
 BAD_INTS = [-1, -(2**63), 2**63, 2**64, 1.5, True, None, "2", np.int64(1), np.float64(2.0)]
 BAD_FLOATS = [0.0, -1.0, np.nan, np.inf, -np.inf, 1e-300, 1e300, True, None, "1", 1j]
 
 
 def _matrix(fdp, rng):
-    n = fdp.PickValueInList([1, 2, 3, 4, 5, 7, 8, 16, 31, 32, 33, 64, 129, 1025, 1100,
-                             fdp.ConsumeIntInRange(1, 40)])
+    n = fdp.PickValueInList(
+        [1, 2, 3, 4, 5, 7, 8, 16, 31, 32, 33, 64, 129, 1025, 1100, fdp.ConsumeIntInRange(1, 40)]
+    )
     D = fdp.PickValueInList([1, 2, 3, 7, 8, 31, 64, 97, 512, fdp.ConsumeIntInRange(1, 100)])
     D = max(1, min(D, (1 << 16) // n))
     scale = fdp.PickValueInList([1.0, 1e-3, 1e20, 1e-30, 1e30, 3e37, 1e150, 1e300])
@@ -98,9 +117,13 @@ def _layout(fdp, X):
 
 def _params(fdp, n):
     """Parameters: valid most of the time, hostile otherwise."""
+
     def pint(lo, hi):
-        return fdp.ConsumeIntInRange(lo, max(lo, hi)) if fdp.ConsumeIntInRange(0, 9) else \
-            fdp.PickValueInList([*BAD_INTS, hi + 1, n, 2 * n])
+        return (
+            fdp.ConsumeIntInRange(lo, max(lo, hi))
+            if fdp.ConsumeIntInRange(0, 9)
+            else fdp.PickValueInList([*BAD_INTS, hi + 1, n, 2 * n])
+        )
 
     def pfloat(good):
         return good if fdp.ConsumeIntInRange(0, 9) else fdp.PickValueInList(BAD_FLOATS)
@@ -158,8 +181,11 @@ def one_input(data: bytes) -> None:
                     kw.pop("m", None)
                 out = fn(Xin, **kw, threads=threads)
             else:
-                kw = {k: v for k, v in prm.items() if any(
-                    k in agg._params_of(getattr(agg, part))[0] for part in [*pres, rule])}
+                kw = {
+                    k: v
+                    for k, v in prm.items()
+                    if any(k in agg._params_of(getattr(agg, part))[0] for part in [*pres, rule])
+                }
                 if kw.get("m") is None:
                     kw.pop("m", None)
                 out = agg.get(name, threads=threads, **kw)(Xin)
@@ -176,8 +202,7 @@ def one_input(data: bytes) -> None:
         want = xin.dtype if xin.dtype in (np.float32, np.float64) else np.dtype(np.float64)
         if not isinstance(out, np.ndarray) or out.dtype != want:
             msg = (
-                f"{name} returned {type(out).__name__} "
-                f"{getattr(out, 'dtype', '')}, expected {want}"
+                f"{name} returned {type(out).__name__} {getattr(out, 'dtype', '')}, expected {want}"
             )
             raise PropertyFailure(msg)
         if as_pre:
@@ -219,9 +244,12 @@ def _robustness(name, pres, rule, prm, x, honest, out):
         return  # the guarantee needs m <= n - f (m = n averages every row, poisoned ones too)
     bad = ~np.isfinite(out)
     if bad.any():
-        check(False, f"robust-finite/{rule}",
-              f"{name} (n={n}, D={x.shape[1]}, {x.dtype}, {p} poisoned rows, f={f}) returned "
-              f"{out[bad][0]} at coordinate {int(np.argmax(bad))}")
+        check(
+            False,
+            f"robust-finite/{rule}",
+            f"{name} (n={n}, D={x.shape[1]}, {x.dtype}, {p} poisoned rows, f={f}) returned "
+            f"{out[bad][0]} at coordinate {int(np.argmax(bad))}",
+        )
     if in_range and not pres:
         lo = x[honest].min(axis=0).astype(np.float64)
         hi = x[honest].max(axis=0).astype(np.float64)
@@ -236,6 +264,9 @@ def _robustness(name, pres, rule, prm, x, honest, out):
         outside = ~((o >= lo - slack * np.abs(lo)) & (o <= hi + slack * np.abs(hi)))
         if outside.any():
             j = int(np.argmax(outside))
-            check(False, f"robust-range/{rule}",
-                  f"{name} (n={n}, D={x.shape[1]}, {x.dtype}, {p} poisoned rows, f={f}) returned "
-                  f"{o[j]} at coordinate {j}, outside the honest range [{lo[j]}, {hi[j]}]")
+            check(
+                False,
+                f"robust-range/{rule}",
+                f"{name} (n={n}, D={x.shape[1]}, {x.dtype}, {p} poisoned rows, f={f}) returned "
+                f"{o[j]} at coordinate {j}, outside the honest range [{lo[j]}, {hi[j]}]",
+            )

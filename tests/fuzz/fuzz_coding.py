@@ -80,7 +80,8 @@ def one_input(data: bytes) -> None:
         for _ in range(fdp.ConsumeIntInRange(0, 2)):
             if A.size:
                 A.flat[rng.integers(A.size)] = fdp.PickValueInList(
-                    [-1, N, N + 1, 2**31, -(2**63), 2**63 - 1])
+                    [-1, N, N + 1, 2**31, -(2**63), 2**63 - 1]
+                )
         adt = A_DTYPES[fdp.ConsumeIntInRange(0, len(A_DTYPES) - 1)]
         with np.errstate(all="ignore"):
             A = A.astype(adt)
@@ -122,8 +123,7 @@ def one_input(data: bytes) -> None:
         a = np.asarray(A)
         if z.shape != (a.shape[0], g.shape[1]) or z.dtype != want:
             msg = (
-                f"encode returned {z.shape} {z.dtype}, expected "
-                f"({a.shape[0]}, {g.shape[1]}) {want}"
+                f"encode returned {z.shape} {z.dtype}, expected ({a.shape[0]}, {g.shape[1]}) {want}"
             )
             raise PropertyFailure(msg)
         w = np.full(a.shape[1], 1.0 / a.shape[1]) if W is None else np.asarray(W, dtype=np.float64)
@@ -165,15 +165,21 @@ def _codes(fdp) -> None:
         # the indices become floats).
         if not (isinstance(n, int) and n >= 2**63):
             raise
-        check(False, "coding-huge-n", f"CyclicCode({n!r}, {d!r}, mode={mode!r}).assignment"
-              f"({t!r}) raised {type(exc).__name__}: {exc}")
+        check(
+            False,
+            "coding-huge-n",
+            f"CyclicCode({n!r}, {d!r}, mode={mode!r}).assignment"
+            f"({t!r}) raised {type(exc).__name__}: {exc}",
+        )
     try:
         gc = coding.GradientCode(n, s)
     except (ValueError, TypeError) as exc:
         check_error(exc, "GradientCode")
         return
-    resp = [fdp.PickValueInList([0, 1, 2, 3, 4, -1, 64, 2.0, True])
-            for _ in range(fdp.ConsumeIntInRange(0, 8))]
+    resp = [
+        fdp.PickValueInList([0, 1, 2, 3, 4, -1, 64, 2.0, True])
+        for _ in range(fdp.ConsumeIntInRange(0, 8))
+    ]
     try:
         wts = gc.decode_weights(resp)
     except (ValueError, TypeError) as exc:

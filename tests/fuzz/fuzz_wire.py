@@ -61,8 +61,12 @@ def one_input(data: bytes) -> None:
         dim = D if 1 <= D <= MAX_DIM else MAX_DIM
         # The bytes-like kinds from_bytes accepts, chosen by the input so runs are reproducible.
         kind = (data[-1] if data else 0) % 4
-        arg = {0: bytes, 1: bytearray, 2: memoryview,
-               3: lambda b: np.frombuffer(b, dtype=np.uint8)}[kind](data)
+        arg = {
+            0: bytes,
+            1: bytearray,
+            2: memoryview,
+            3: lambda b: np.frombuffer(b, dtype=np.uint8),
+        }[kind](data)
         try:
             free = comp.Message.from_bytes(data, max_dim=MAX_DIM, threads=1)
         except ValueError as exc:
@@ -110,7 +114,8 @@ def one_input(data: bytes) -> None:
             bad = ~np.isfinite(out1)
             if bad.any():
                 check(
-                    False, "decode-overflow",
+                    False,
+                    "decode-overflow",
                     f"{msg!r} (validated finite norms/scale) decoded to "
                     f"{out1[bad][0]} at coordinate {int(np.argmax(bad))}",
                 )

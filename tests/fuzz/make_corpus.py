@@ -101,8 +101,18 @@ def native_kernel_seeds() -> list[bytes]:
                     continue
                 p = max(0, (n - 1) // 4)
                 b = struct.pack(
-                    "<BBHIBBHBBHQ", op, flags, n - 1, d - 1, min(p, 255), si % 6, p,
-                    (op + si) % 12, si % 2, op * 17 + flags, op * 1000 + flags * 10 + si,
+                    "<BBHIBBHBBHQ",
+                    op,
+                    flags,
+                    n - 1,
+                    d - 1,
+                    min(p, 255),
+                    si % 6,
+                    p,
+                    (op + si) % 12,
+                    si % 2,
+                    op * 17 + flags,
+                    op * 1000 + flags * 10 + si,
                 )
                 out.append(b + bytes([si, 3, 0, 0, 0, 0, 0, 0]))
     return out

@@ -93,8 +93,14 @@ def _run(target: str, args: argparse.Namespace) -> tuple[int, float, list[Path]]
     work = Path(args.workdir) / target
     scratch = work / "corpus"
     scratch.mkdir(parents=True, exist_ok=True)
-    lf = [f"-rss_limit_mb={args.rss_limit_mb}", f"-timeout={args.timeout}",
-          "-print_final_stats=1", "-keep_seed=1", f"-artifact_prefix={work}/", f"-seed={args.seed}"]
+    lf = [
+        f"-rss_limit_mb={args.rss_limit_mb}",
+        f"-timeout={args.timeout}",
+        "-print_final_stats=1",
+        "-keep_seed=1",
+        f"-artifact_prefix={work}/",
+        f"-seed={args.seed}",
+    ]
     if args.runs is not None:
         lf.append(f"-runs={args.runs}")
     if args.seconds is not None:
@@ -108,19 +114,26 @@ def _run(target: str, args: argparse.Namespace) -> tuple[int, float, list[Path]]
         lf += [str(scratch), str(HERE / "corpus" / target)]
     before = set(work.glob("crash-*")) | set(work.glob("timeout-*")) | set(work.glob("oom-*"))
     t0 = time.monotonic()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run", "--child", target, "--", *lf],
-        cwd=REPO, env=env, check=False,
+        cwd=REPO,
+        env=env,
+        check=False,
     )
     after = set(work.glob("crash-*")) | set(work.glob("timeout-*")) | set(work.glob("oom-*"))
     return proc.returncode, time.monotonic() - t0, sorted(after - before)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.fuzz.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--target", default="all", choices=[*TARGETS, "all"])
     ap.add_argument("--runs", type=int, default=None, help="executions per target")
     ap.add_argument("--seconds", type=int, default=None, help="time budget per target")

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, help="aggregators only: one size, n rows (with --D)")
     p.add_argument("--D", type=float, help="aggregators only: one size, D columns (with --n)")
     p.add_argument(
-        "--hostile", action="store_true",
+        "--hostile",
+        action="store_true",
         help="aggregators only: just the hostile-row cases (f = n/4 rows of NaN or +-1e300, "
         "float64) against the same rules on the clean matrix, at --n/--D (default 20, 1e6)",
     )

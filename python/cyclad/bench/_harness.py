@@ -101,9 +101,11 @@ def machine_info() -> dict[str, Any]:
 def machine_line() -> str:
     """One line naming the CPU, the ISA clone that ran and the thread count, for every table."""
     m = machine_info()
-    return (f"Machine: {m['cpu']}, kernels on the {m['isa_path']} clone, "
-            f"{m['hardware_threads']} hardware threads, OpenMP {'on' if m['openmp'] else 'off'}, "
-            f"NumPy {m['numpy']}, Python {m['python']}")
+    return (
+        f"Machine: {m['cpu']}, kernels on the {m['isa_path']} clone, "
+        f"{m['hardware_threads']} hardware threads, OpenMP {'on' if m['openmp'] else 'off'}, "
+        f"NumPy {m['numpy']}, Python {m['python']}"
+    )
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -127,10 +129,17 @@ def markdown_table(records: Sequence[Record], baselines: Sequence[str] | None = 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         params = ", ".join(f"{k}={v}" for k, v in r.params.items())
-        row = [r.name, params, str(r.threads), f"{r.seconds * 1e3:.2f}", f"{r.gbps:.1f}",
-               f"{r.read_ratio:.2f}"]
-        row += [_fmt(r.speedup(b), ".1f") + ("x" if r.speedup(b) is not None else "")
-                for b in baselines]
+        row = [
+            r.name,
+            params,
+            str(r.threads),
+            f"{r.seconds * 1e3:.2f}",
+            f"{r.gbps:.1f}",
+            f"{r.read_ratio:.2f}",
+        ]
+        row += [
+            _fmt(r.speedup(b), ".1f") + ("x" if r.speedup(b) is not None else "") for b in baselines
+        ]
         row += [str(r.extra.get(key, "")) for key in extra_keys]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -137,7 +137,9 @@ def _time(fn: Fn, notes: list[str], label: str) -> float:
     return best_time(fn, repeat=3, min_total=0.2)
 
 
-def _cases(X: np.ndarray, f: int, tau: float, s: int) -> list[tuple[str, str, Callable[[Any], Any]]]:
+def _cases(
+    X: np.ndarray, f: int, tau: float, s: int
+) -> list[tuple[str, str, Callable[[Any], Any]]]:
     """(rule name, call description, call(threads)) for every rule present in cyclad (looked up
     with getattr, so the bench runs before every rule has landed)."""
     table: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
@@ -162,8 +164,9 @@ def _cases(X: np.ndarray, f: int, tau: float, s: int) -> list[tuple[str, str, Ca
     return calls
 
 
-def _bind(rule: Callable[..., Any], X: np.ndarray, args: tuple[Any, ...], kw: dict[str, Any]
-          ) -> Callable[[Any], Any]:
+def _bind(
+    rule: Callable[..., Any], X: np.ndarray, args: tuple[Any, ...], kw: dict[str, Any]
+) -> Callable[[Any], Any]:
     def call(threads: Any) -> Any:
         return rule(X, *args, threads=threads, **kw)
 
@@ -225,8 +228,9 @@ def _byzfl_baselines(byz: Any, X: np.ndarray, f: int, tau: float, s: int) -> dic
 # --------------------------------------------------------------------------------------------
 
 
-def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
-               ) -> list[Record]:
+def bench_size(
+    n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
+) -> list[Record]:
     """Time every rule and baseline on one (n, D) float32 matrix, threads in {1, all}."""
     torch = _load_torch()
     byz = _load_byzfl()
@@ -245,11 +249,16 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
     notes: dict[str, list[str]] = {name: [] for name in present}
     if n * d > BASELINE_MAX_ELEMS:
         for name in present:
-            notes[name].append(f"size cap {BASELINE_MAX_ELEMS:.0e} elements: some baselines skipped")
+            notes[name].append(
+                f"size cap {BASELINE_MAX_ELEMS:.0e} elements: some baselines skipped"
+            )
 
     # Single-threaded baselines once per size, only for rules cyclad has.
-    np_times = {name: _time(fn, notes[name], "numpy")
-                for name, fn in _numpy_baselines(X, f).items() if name in present}
+    np_times = {
+        name: _time(fn, notes[name], "numpy")
+        for name, fn in _numpy_baselines(X, f).items()
+        if name in present
+    }
     byz_times: dict[str, float] = {}
     if byz is not None:
         for name, fn in _byzfl_baselines(byz, X, f, tau, s).items():
@@ -273,24 +282,43 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
                 if log is not None:
                     log(f"skipped {name}: {type(exc).__name__}: {exc}")
                 continue
-            rec = Record(AREA, name, dict(params), threads, secs, nbytes, rp_before, {},
-                         {"call": desc})
+            rec = Record(
+                AREA, name, dict(params), threads, secs, nbytes, rp_before, {}, {"call": desc}
+            )
             pending.append(rec)
             if log is not None:
-                log(f"n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
-                    f"({rec.read_ratio:.2f}x read pass)")
+                log(
+                    f"n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
+                    f"({rec.read_ratio:.2f}x read pass)"
+                )
         # One Weiszfeld iteration, as the marginal cost of four more iterations (tol=0 keeps
         # them all), so the start point's distance pass is not counted as an iteration.
         gm = getattr(agg, "geometric_median", None)
         if gm is not None:
             label = f"cyclad t{threads}"
-            t1 = _time(functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads),
-                       notes.setdefault("weiszfeld_iteration", []), label)
-            t5 = _time(functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads),
-                       notes["weiszfeld_iteration"], label)
-            pending.append(Record(AREA, "weiszfeld_iteration", dict(params), threads,
-                                  max(t5 - t1, 1e-9) / 4, nbytes, rp_before, {},
-                                  {"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"}))
+            t1 = _time(
+                functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads),
+                notes.setdefault("weiszfeld_iteration", []),
+                label,
+            )
+            t5 = _time(
+                functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads),
+                notes["weiszfeld_iteration"],
+                label,
+            )
+            pending.append(
+                Record(
+                    AREA,
+                    "weiszfeld_iteration",
+                    dict(params),
+                    threads,
+                    max(t5 - t1, 1e-9) / 4,
+                    nbytes,
+                    rp_before,
+                    {},
+                    {"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"},
+                )
+            )
         # The read pass is timed before and after the kernels; the faster one is the reference
         # (on a shared machine a burst of other work can slow either).
         rp = min(rp_before, read_pass_time(X, threads=threads))
@@ -304,15 +332,16 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
             prev = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                torch_times = {name: _time(fn, notes[name], f"torch t{threads}")
-                               for name, fn in _torch_baselines(torch, X, f).items()
-                               if name in present}
+                torch_times = {
+                    name: _time(fn, notes[name], f"torch t{threads}")
+                    for name, fn in _torch_baselines(torch, X, f).items()
+                    if name in present
+                }
             finally:
                 torch.set_num_threads(prev)
             time.sleep(0.2)
         for rec in pending:
-            for label, table in (("numpy", np_times), ("torch", torch_times),
-                                 ("byzfl", byz_times)):
+            for label, table in (("numpy", np_times), ("torch", torch_times), ("byzfl", byz_times)):
                 if rec.name in table:
                     rec.baselines[label] = table[rec.name]
         records += pending
@@ -324,12 +353,21 @@ def bench_size(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | No
     return records
 
 
-HOSTILE_RULES = ("krum", "nnm", "geometric_median", "centered_clipping", "clip", "arc",
-                 "trimmed_mean", "mean")
+HOSTILE_RULES = (
+    "krum",
+    "nnm",
+    "geometric_median",
+    "centered_clipping",
+    "clip",
+    "arc",
+    "trimmed_mean",
+    "mean",
+)
 
 
-def bench_hostile(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
-                  ) -> list[Record]:
+def bench_hostile(
+    n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
+) -> list[Record]:
     """The price of hostile rows: float64, f = n // 4 rows poisoned with NaN or with +-1e300
     (finite, but their squared distances overflow double, so the distance rules take their
     overflow-safe second pass), each timed against the same rule on the clean matrix
@@ -357,12 +395,23 @@ def bench_hostile(n: int, d: int, *, seed: int = 0, log: Callable[[str], None] |
                 secs = _time(functools.partial(call, threads), notes, f"cyclad t{threads}")
                 base = _time(functools.partial(clean_cases[name], threads), notes, "clean")
                 params = {"n": n, "D": d, "f": f, "dtype": "float64", "poison": kind}
-                rec = Record(AREA, name, params, threads, secs, X.nbytes, rp, {"clean": base},
-                             {"call": desc, "notes": "; ".join(notes)})
+                rec = Record(
+                    AREA,
+                    name,
+                    params,
+                    threads,
+                    secs,
+                    X.nbytes,
+                    rp,
+                    {"clean": base},
+                    {"call": desc, "notes": "; ".join(notes)},
+                )
                 records.append(rec)
                 if log is not None:
-                    log(f"hostile {kind} n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
-                        f"({base / secs:.2f}x the clean call)")
+                    log(
+                        f"hostile {kind} n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
+                        f"({base / secs:.2f}x the clean call)"
+                    )
         del X
         gc.collect()
     return records

@@ -8,6 +8,7 @@ float32 vector) in ``extra["ratio"]``; baselines are timed in the same process o
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,11 @@ def np_qsgd(x: np.ndarray, s: int, bucket: int, rng: np.random.Generator) -> byt
     lev = (lo + (rng.random(xb.shape, dtype=np.float32) < (r - lo))).astype(np.uint16)
     w = s.bit_length()
     bits = ((lev.ravel()[:d, None] >> np.arange(w, dtype=np.uint16)) & 1).astype(np.uint8)
-    out: bytes = (norms.astype(np.float32).tobytes() + np.packbits(x < 0).tobytes()
-                  + np.packbits(bits.ravel(), bitorder="little").tobytes())
+    out: bytes = (
+        norms.astype(np.float32).tobytes()
+        + np.packbits(x < 0).tobytes()
+        + np.packbits(bits.ravel(), bitorder="little").tobytes()
+    )
     return out
 
 
@@ -98,41 +102,82 @@ def run(quick: bool) -> list[Record]:
     for d in sizes:
         x = rng.standard_normal(d).astype(np.float32)
         nbytes = x.nbytes
-        cases: list[tuple[str, comp.Compressor, dict[str, Any], Callable[[], Any] | None,
-                          Callable[[], Any] | None]] = []
+        cases: list[
+            tuple[
+                str,
+                comp.Compressor,
+                dict[str, Any],
+                Callable[[], Any] | None,
+                Callable[[], Any] | None,
+            ]
+        ] = []
         for ratio in (0.01, 0.001):
             k = max(1, round(ratio * d))
-            cases.append((
-                "topk", comp.TopK(ratio=ratio), {"D": d, "ratio": ratio},
-                lambda k=k: np_topk(x, k), _torch_topk(x, k),  # type: ignore[misc]
-            ))
+            cases.append(
+                (
+                    "topk",
+                    comp.TopK(ratio=ratio),
+                    {"D": d, "ratio": ratio},
+                    partial(np_topk, x, k),
+                    _torch_topk(x, k),
+                )
+            )
         k = max(1, round(0.01 * d))
-        cases.append(("randk", comp.RandK(ratio=0.01), {"D": d, "ratio": 0.01},
-                      lambda k=k: np_randk(x, k, rng), None))  # type: ignore[misc]
-        cases.append(("randk-shared", comp.RandK(ratio=0.01, shared=True),
-                      {"D": d, "ratio": 0.01}, lambda k=k: np_randk(x, k, rng), None))  # type: ignore[misc]
+        cases.append(
+            (
+                "randk",
+                comp.RandK(ratio=0.01),
+                {"D": d, "ratio": 0.01},
+                partial(np_randk, x, k, rng),
+                None,
+            )
+        )
+        cases.append(
+            (
+                "randk-shared",
+                comp.RandK(ratio=0.01, shared=True),
+                {"D": d, "ratio": 0.01},
+                partial(np_randk, x, k, rng),
+                None,
+            )
+        )
         for s in (4, 16):
-            cases.append(("qsgd", comp.QSGD(levels=s, bucket=512),
-                          {"D": d, "s": s, "bucket": 512},
-                          lambda s=s: np_qsgd(x, s, 512, rng), None))  # type: ignore[misc]
-        cases.append(("sign", comp.Sign(), {"D": d}, lambda: np_sign(x), None))
+            cases.append(
+                (
+                    "qsgd",
+                    comp.QSGD(levels=s, bucket=512),
+                    {"D": d, "s": s, "bucket": 512},
+                    partial(np_qsgd, x, s, 512, rng),
+                    None,
+                )
+            )
+        cases.append(("sign", comp.Sign(), {"D": d}, partial(np_sign, x), None))
         np_sign_bytes = np_sign(x)
         for t in _threads_list():
             rp = read_pass_time(x, threads=t, **kw)
             for name, c, params, np_fn, torch_fn in cases:
                 msg = c.compress(x, seed=1, threads=t)
                 ratio_bytes = msg.nbytes / (4 * d)
-                sec = best_time(lambda c=c, t=t: c.compress(x, seed=1, threads=t), **kw)  # type: ignore[misc]
+                sec = best_time(partial(c.compress, x, seed=1, threads=t), **kw)
                 base: dict[str, float] = {}
                 if np_fn is not None:
                     base["numpy"] = best_time(np_fn, **kw)
                 if torch_fn is not None:
                     base["torch"] = best_time(torch_fn, **kw)
-                records.append(Record(
-                    AREA, f"{name} compress", params, t, sec, nbytes, rp, base,
-                    {"ratio": round(ratio_bytes, 5), "bytes": msg.nbytes},
-                ))
-                dsec = best_time(lambda c=c, msg=msg, t=t: c.decompress(msg, threads=t), **kw)  # type: ignore[misc]
+                records.append(
+                    Record(
+                        AREA,
+                        f"{name} compress",
+                        params,
+                        t,
+                        sec,
+                        nbytes,
+                        rp,
+                        base,
+                        {"ratio": round(ratio_bytes, 5), "bytes": msg.nbytes},
+                    )
+                )
+                dsec = best_time(partial(c.decompress, msg, threads=t), **kw)
                 dbase: dict[str, float] = {}
                 if name == "sign":
                     dbase["numpy"] = best_time(lambda: np_sign_decompress(np_sign_bytes, d), **kw)
@@ -140,8 +185,17 @@ def run(quick: bool) -> list[Record]:
                     idx = np.sort(rng.choice(d, msg.k, replace=False))
                     vals = x[idx]
                     dbase["numpy"] = best_time(lambda: np_sparse_decompress(idx, vals, d), **kw)
-                records.append(Record(
-                    AREA, f"{name} decompress", params, t, dsec, nbytes, rp, dbase,
-                    {"ratio": round(ratio_bytes, 5)},
-                ))
+                records.append(
+                    Record(
+                        AREA,
+                        f"{name} decompress",
+                        params,
+                        t,
+                        dsec,
+                        nbytes,
+                        rp,
+                        dbase,
+                        {"ratio": round(ratio_bytes, 5)},
+                    )
+                )
     return records
