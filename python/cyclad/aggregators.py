@@ -82,10 +82,11 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from cyclad import _core
 from cyclad._validation import (
@@ -100,10 +101,30 @@ from cyclad._validation import (
 
 __all__ = ["meamed", "mean", "median", "trimmed_mean"]
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import torch
+
+    _Tensors: TypeAlias = torch.Tensor | Sequence[torch.Tensor]
+
+# The result has the input's kind and dtype: a float32 / float64 array gives the same dtype, a
+# torch tensor (or a list of 1-D tensors, one per row) gives a tensor, anything else array-like
+# gives a NumPy array of the dtype policy's choice.
+_F = TypeVar("_F", np.float32, np.float64)
+
 
 # --------------------------------------------------------------------------------------------
 # coordinate-wise rules
 # --------------------------------------------------------------------------------------------
+
+
+@overload
+def mean(X: _Tensors, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def mean(X: NDArray[_F], *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def mean(X: ArrayLike, *, threads: int | None = ...) -> NDArray[Any]: ...
 
 
 def mean(X: Any, *, threads: int | None = None) -> Any:
@@ -141,6 +162,14 @@ def _check_f_trim(f: Any, n: int) -> int:
     return v
 
 
+@overload
+def median(X: _Tensors, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def median(X: NDArray[_F], *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def median(X: ArrayLike, *, threads: int | None = ...) -> NDArray[Any]: ...
+
+
 def median(X: Any, *, threads: int | None = None) -> Any:
     """Coordinate-wise median (the mean of the two middle values when ``n`` is even).
 
@@ -167,6 +196,14 @@ def median(X: Any, *, threads: int | None = None) -> Any:
     """
     x, wrap = as_matrix(X)
     return wrap(_core.median(x, threads=check_threads(threads)))
+
+
+@overload
+def trimmed_mean(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def trimmed_mean(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def trimmed_mean(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
 
 
 def trimmed_mean(X: Any, f: int, *, threads: int | None = None) -> Any:
@@ -203,6 +240,14 @@ def trimmed_mean(X: Any, f: int, *, threads: int | None = None) -> Any:
     x, wrap = as_matrix(X)
     k = _check_f_trim(f, x.shape[0])
     return wrap(_core.trimmed_mean(x, k, threads=check_threads(threads)))
+
+
+@overload
+def meamed(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def meamed(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def meamed(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
 
 
 def meamed(X: Any, f: int, *, threads: int | None = None) -> Any:
@@ -263,6 +308,14 @@ def _check_f(f: Any, n: int, lo_rows: int, rule: str, hi: int | None = None) -> 
     return check_int(f, "f", 0, top, label=f"f (for {rule} with n={n} rows)")
 
 
+@overload
+def krum(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def krum(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def krum(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
+
+
 def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
     """Krum (Blanchard et al., 2017): the row with the lowest Krum score.
 
@@ -299,6 +352,20 @@ def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
     x, wrap = as_matrix(X)
     f = _check_f(f, x.shape[0], 3, "krum")
     return wrap(_core.krum(x, f, threads=check_threads(threads)))
+
+
+@overload
+def multi_krum(
+    X: _Tensors, f: int, m: int | None = ..., *, threads: int | None = ...
+) -> torch.Tensor: ...
+@overload
+def multi_krum(
+    X: NDArray[_F], f: int, m: int | None = ..., *, threads: int | None = ...
+) -> NDArray[_F]: ...
+@overload
+def multi_krum(
+    X: ArrayLike, f: int, m: int | None = ..., *, threads: int | None = ...
+) -> NDArray[Any]: ...
 
 
 def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = None) -> Any:
@@ -339,6 +406,35 @@ def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = No
     f = _check_f(f, n, 3, "multi_krum")
     m = n - f if m is None else check_int(m, "m", 1, n, label=f"m (for multi_krum with n={n} rows)")
     return wrap(_core.multi_krum(x, f, m, threads=check_threads(threads)))
+
+
+@overload
+def geometric_median(
+    X: _Tensors,
+    eps: float = ...,
+    max_iter: int = ...,
+    tol: float = ...,
+    *,
+    threads: int | None = ...,
+) -> torch.Tensor: ...
+@overload
+def geometric_median(
+    X: NDArray[_F],
+    eps: float = ...,
+    max_iter: int = ...,
+    tol: float = ...,
+    *,
+    threads: int | None = ...,
+) -> NDArray[_F]: ...
+@overload
+def geometric_median(
+    X: ArrayLike,
+    eps: float = ...,
+    max_iter: int = ...,
+    tol: float = ...,
+    *,
+    threads: int | None = ...,
+) -> NDArray[Any]: ...
 
 
 def geometric_median(
@@ -396,6 +492,20 @@ def geometric_median(
     tol = check_float(tol, "tol", 0.0)
     z, _ = _core.geometric_median(x, eps, max_iter, tol, threads=check_threads(threads))
     return wrap(z)
+
+
+@overload
+def centered_clipping(
+    X: _Tensors, tau: float, iters: int = ..., center: Any = ..., *, threads: int | None = ...
+) -> torch.Tensor: ...
+@overload
+def centered_clipping(
+    X: NDArray[_F], tau: float, iters: int = ..., center: Any = ..., *, threads: int | None = ...
+) -> NDArray[_F]: ...
+@overload
+def centered_clipping(
+    X: ArrayLike, tau: float, iters: int = ..., center: Any = ..., *, threads: int | None = ...
+) -> NDArray[Any]: ...
 
 
 def centered_clipping(
@@ -502,6 +612,14 @@ def bucket_permutation(n: int, seed: int) -> np.ndarray:
     return np.asarray(perm, dtype=np.int64)
 
 
+@overload
+def nnm(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def nnm(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def nnm(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
+
+
 def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
     """Nearest-neighbour mixing (Allouah et al., 2023), a pre-aggregation.
 
@@ -543,6 +661,14 @@ def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
     return wrap(_core.nnm(x, f, threads=check_threads(threads)))
 
 
+@overload
+def bucketing(X: _Tensors, s: int, seed: int, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def bucketing(X: NDArray[_F], s: int, seed: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def bucketing(X: ArrayLike, s: int, seed: int, *, threads: int | None = ...) -> NDArray[Any]: ...
+
+
 def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
     """Bucketing (Karimireddy et al., 2022), a pre-aggregation.
 
@@ -582,6 +708,14 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
     return wrap(_core.bucketing(x, perm, s, threads=check_threads(threads)))
 
 
+@overload
+def clip(X: _Tensors, tau: float, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def clip(X: NDArray[_F], tau: float, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def clip(X: ArrayLike, tau: float, *, threads: int | None = ...) -> NDArray[Any]: ...
+
+
 def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
     """Static norm clipping, a pre-aggregation: rows with norm ``> tau`` scaled to norm ``tau``.
 
@@ -614,6 +748,14 @@ def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
     x, wrap = as_matrix(X)
     tau = check_float(tau, "tau", 0.0, strict_lo=True)
     return wrap(_core.clip(x, tau, threads=check_threads(threads)))
+
+
+@overload
+def arc(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+@overload
+def arc(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+@overload
+def arc(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
 
 
 def arc(X: Any, f: int, *, threads: int | None = None) -> Any:

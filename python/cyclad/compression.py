@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -90,6 +90,7 @@ __all__ = [
     "EF21",
     "QSGD",
     "Compressor",
+    "CompressorLike",
     "EF21Receiver",
     "ErrorFeedback",
     "Identity",
@@ -484,6 +485,16 @@ def _check_k_ratio(k: int | None, ratio: float | None) -> tuple[int | None, floa
         msg = f"ratio must be in (0, 1], got {r}"
         raise ValueError(msg)
     return None, r
+
+
+@runtime_checkable
+class CompressorLike(Protocol):
+    """What a device and the server need of a compressor: every :class:`Compressor`, and the
+    stateful :class:`ErrorFeedback` / :class:`EF21` wrappers (a device's own object)."""
+
+    def compress(self, x: Any, seed: int = 0, *, threads: int | None = None) -> Message: ...
+
+    def decompress(self, msg: Message, *, threads: int | None = None) -> FloatArray: ...
 
 
 class Compressor:

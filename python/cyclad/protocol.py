@@ -247,7 +247,11 @@ def plan_round(spec: RoundSpec, t: int) -> RoundPlan:
 
 
 def encode_payload(
-    z: Array, compressor: Any | None, seed: int, *, threads: int | None = None
+    z: Array,
+    compressor: compression.CompressorLike | None,
+    seed: int,
+    *,
+    threads: int | None = None,
 ) -> bytes:
     """What a device puts on the wire for its coded vector ``z`` (shape ``(P,)``).
 
@@ -261,7 +265,7 @@ def encode_payload(
 
 
 def device_step(
-    model: models.Model,
+    model: models.ModelLike,
     theta: Array,
     X: Array,
     y: Array,
@@ -269,7 +273,7 @@ def device_step(
     plan: RoundPlan,
     device: int,
     *,
-    compressor: Any | None = None,
+    compressor: compression.CompressorLike | None = None,
     weights: Array | None = None,
     threads: int | None = None,
     timings: dict[str, float] | None = None,
@@ -324,7 +328,7 @@ def byzantine_step(
     n: int,
     byzantine_honest: Array | None = None,
     aggregate: Rule | None = None,
-    compressor: Any | None = None,
+    compressor: compression.CompressorLike | None = None,
     senders: dict[int, Any] | None = None,
     devices: Sequence[int] | None = None,
     threads: int | None = None,
@@ -478,7 +482,7 @@ class Server:
         f: int = 0,
         rule_params: dict[str, Any] | None = None,
         seed: int = 0,
-        compressor: Any | None = None,
+        compressor: compression.Compressor | None = None,
         ef21: bool = False,
         lr: float = 0.1,
         momentum: float = 0.0,
