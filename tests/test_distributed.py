@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch.distributed  # noqa: F401  (the torch extra is part of the test extra)
+import torch.distributed
 
 from cyclad import train
 
@@ -227,3 +227,33 @@ def test_the_world_size_must_fit_the_config(tmp_path) -> None:
     )
     assert res.returncode == 2
     assert "RANK:KIND[:ROUND]" in res.stderr
+
+
+def test_store_frames_carry_values_past_the_store_limit_and_check_lengths() -> None:
+    import datetime
+
+    import pytest
+
+    from cyclad import distributed as d
+
+    store = torch.distributed.TCPStore(
+        "127.0.0.1",
+        d._free_port(),
+        1,
+        True,
+        timeout=datetime.timedelta(seconds=30),
+        wait_for_workers=False,
+    )
+    big = os.urandom(3 * d._CHUNK + 12345)  # 12 MiB: one store value would be refused
+    d._put(store, "k", big)
+    assert d._get(store, "k", len(big)) == big
+    with pytest.raises(d._BadFrame, match=f"declares {len(big)} bytes, more than the 100"):
+        d._get(store, "k", 100)
+    store.set("short", b"\x01")
+    with pytest.raises(d._BadFrame, match="shorter than its 12-byte header"):
+        d._get(store, "short", 100)
+    store.delete_key("k#2")
+    with pytest.raises(d._BadFrame, match="chunk 2 of the frame is missing"):
+        d._get(store, "k", len(big))
+    d._put(store, "empty", b"")
+    assert d._get(store, "empty", 0) == b""

@@ -189,6 +189,69 @@ def _wait(store: Any, keys: list[str], seconds: float) -> list[str]:
     return [k for k in keys if store.check([k])]
 
 
+# A store value travels as one message, and the store's server refuses large ones (the libuv
+# backend of torch 2.13 resets the connection above 8 MiB): values go in chunks of 4 MiB, the
+# chunks first, then the key itself with the length prefix, so that a reader who sees the key
+# finds every chunk.
+_CHUNK = 4 * 2**20
+_HEAD = struct.Struct("<QI")  # total length, chunks
+
+
+class _BadFrame(ValueError):
+    """A store value whose framing does not hold (a device's, so data, not a bug)."""
+
+
+def _chunks(total: int) -> int:
+    return max(1, -(-total // _CHUNK))
+
+
+def _put(store: Any, key: str, data: bytes) -> None:
+    parts = [data[i : i + _CHUNK] for i in range(0, len(data), _CHUNK)] or [b""]
+    for i, part in enumerate(parts[1:], start=1):
+        store.set(f"{key}#{i}", part)
+    store.set(key, _HEAD.pack(len(data), len(parts)) + parts[0])
+
+
+def _get(store: Any, key: str, limit: int) -> bytes:
+    """The value put by :func:`_put`; its declared length is checked against ``limit`` before
+    anything else is read."""
+    first = store.get(key)
+    if len(first) < _HEAD.size:
+        msg = (
+            f"malformed: a frame of {len(first)} bytes is shorter than its {_HEAD.size}-byte header"
+        )
+        raise _BadFrame(msg)
+    total, count = _HEAD.unpack(first[: _HEAD.size])
+    if total > limit:
+        msg = f"malformed: the frame declares {total} bytes, more than the {limit} this run's payloads have"
+        raise _BadFrame(msg)
+    if count != _chunks(total) or len(first) - _HEAD.size != min(total, _CHUNK):
+        msg = f"malformed: the frame's chunking does not match its length {total}"
+        raise _BadFrame(msg)
+    parts = [first[_HEAD.size :]]
+    for i in range(1, count):
+        part = store.get(f"{key}#{i}") if store.check([f"{key}#{i}"]) else b""
+        if len(part) != min(_CHUNK, total - i * _CHUNK):
+            msg = f"malformed: chunk {i} of the frame is missing or of the wrong size"
+            raise _BadFrame(msg)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _delete(store: Any, key: str, total: int) -> None:
+    for i in range(1, _chunks(total)):
+        store.delete_key(f"{key}#{i}")
+    store.delete_key(key)
+
+
+def _payload_size(sim: Any) -> int:
+    """The size of every payload of a run: LAD ``itemsize * P``; Com-LAD the compressor's
+    message size, which is fixed by the configuration (k, levels, dtypes)."""
+    if sim.base is None:
+        return int(sim.P * sim.dtype.itemsize)
+    return len(sim.base.compress(np.zeros(sim.P, dtype=sim.dtype)).to_bytes())
+
+
 # --------------------------------------------------------------------------------------------
 # the server
 # --------------------------------------------------------------------------------------------
@@ -203,6 +266,7 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
     sim = train._Simulation(cfg, validated=True)
     n, P, srv, spec = cfg.n_devices, sim.P, sim.server, sim.spec
     timeout = opts.round_seconds(n, P)
+    size = _payload_size(sim)
     hist = train.History(config=cfg.to_dict())
     rounds: list[dict[str, Any]] = []
     theta = sim.theta
@@ -222,14 +286,14 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
             if opts.fault(0, t) == "exit":
                 os._exit(EXIT_ERROR)
             r0 = time.perf_counter()
-            store.set(f"theta/{t}", _FRAME.pack(t, 0) + _le(theta).tobytes())
+            _put(store, f"theta/{t}", _FRAME.pack(t, 0) + _le(theta).tobytes())
             plan = protocol.plan_round(spec, t)
             srv.begin(t)
             got = _Received()
-            _collect(store, srv, t, plan.honest.tolist(), r0 + timeout, timeout, got)
+            _collect(store, srv, t, plan.honest.tolist(), r0 + timeout, timeout, size, got)
             if plan.byzantine.size:
                 view = srv.received(plan.honest)
-                store.set(f"view/{t}", _le(view).tobytes())
+                _put(store, f"view/{t}", _le(view).tobytes())
                 _collect(
                     store,
                     srv,
@@ -237,6 +301,7 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
                     plan.byzantine.tolist(),
                     time.perf_counter() + timeout,
                     timeout,
+                    size,
                     got,
                 )
             arrived = n - len(srv.faulty)
@@ -255,12 +320,11 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
             # its payload late: keys are kept for two rounds.
             if t >= 2:
                 old = t - 2
-                for key in [
-                    f"theta/{old}",
-                    f"view/{old}",
-                    *(f"{k}/{old}/{i}" for k in ("up", "time") for i in range(n)),
-                ]:
-                    store.delete_key(key)
+                _delete(store, f"theta/{old}", _FRAME.size + P * sim.dtype.itemsize)
+                _delete(store, f"view/{old}", plan.honest.size * P * sim.dtype.itemsize)
+                for i in range(n):
+                    _delete(store, f"up/{old}/{i}", size)
+                    store.delete_key(f"time/{old}/{i}")
             evaluate = (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.rounds
             loss = sim.objective(theta) if evaluate else float("nan")
             acc = sim.model.accuracy(theta, sim.Xte, sim.yte) if evaluate else float("nan")
@@ -302,7 +366,7 @@ def _serve(cfg: train.Config, store: Any, opts: Options, out: Path, quiet: bool)
         with contextlib.suppress(Exception):
             store.set("stop", str(code).encode())
             for k in (t, t + 1):  # devices wait for the model of round t or t + 1
-                store.set(f"theta/{k}", _FRAME.pack(k, _STOP))
+                _put(store, f"theta/{k}", _FRAME.pack(k, _STOP))
         _write(out, hist, cfg, rounds, srv.faults)
     if message:
         _log(message)
@@ -325,6 +389,7 @@ def _collect(
     devices: Sequence[int],
     deadline: float,
     timeout: float,
+    size: int,
     got: _Received,
 ) -> None:
     """Wait until ``deadline`` for the devices' payloads of round ``t`` and hand them to the
@@ -335,7 +400,11 @@ def _collect(
         if key not in present:
             srv.receive(i, None, reason=f"no payload within {timeout:g} s")
             continue
-        payload = store.get(key)
+        try:
+            payload = _get(store, key, size)
+        except _BadFrame as exc:
+            srv.receive(i, None, reason=str(exc))
+            continue
         got.bytes += len(payload)
         d0 = time.perf_counter()
         srv.receive(i, payload)
@@ -407,7 +476,7 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
                 )
             )
             return EXIT_OK if stopped else EXIT_NO_SERVER
-        frame = store.get(f"theta/{t}")
+        frame = _get(store, f"theta/{t}", _FRAME.size + P * dtype.itemsize)
         rt, flags = _FRAME.unpack(frame[: _FRAME.size])
         if flags & _STOP or rt != t:
             return EXIT_OK
@@ -441,7 +510,7 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
             Z = np.asarray(coding.encode(G, plan.assignment[byz], threads=cfg.threads))
             if not _wait(store, [f"view/{t}"], wait_s):
                 return EXIT_NO_SERVER
-            raw = store.get(f"view/{t}")
+            raw = _get(store, f"view/{t}", plan.honest.size * P * dtype.itemsize)
             view = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
             view = view.reshape(plan.honest.size, P)
             rule = protocol.round_rule(
@@ -477,7 +546,7 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
                 if base is None
                 else compression.Identity().compress(nan).to_bytes()
             )
-        store.set(f"up/{t}/{device}", payload)
+        _put(store, f"up/{t}/{device}", payload)
     return EXIT_OK
 
 
