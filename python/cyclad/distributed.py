@@ -24,9 +24,12 @@ which payloads arrived, and a payload that arrives after its round closed sits u
 round's key, where it can never be taken for a later round's. A collective (``gather``)
 blocks until every rank joins, so one dead device would stall the server; point-to-point
 ``irecv`` with ``Work.wait(timeout)`` can give up on a peer, but leaves the receive posted
-and the pair's state undefined after a timeout. A value in the store carries its length, and
-the server validates every payload in full (length, dimension, dtype, message fields) before
-it uses it. No tensor goes through the process group, so the payload bytes stay on the CPU
+and the pair's state undefined after a timeout. Every value goes in a length-prefixed frame,
+in chunks of 4 MiB (the store's server refuses a single value above 8 MiB). A run's payloads
+all have one size, fixed by the configuration (LAD: ``itemsize * P``; Com-LAD: the
+compressor's message size), so the server checks a frame's declared length against it before
+it reads any chunk, and then validates the payload in full (length, dimension, dtype, message
+fields) before it uses it. No tensor goes through the process group, so the payload bytes stay on the CPU
 whatever device a model runs on; the backend (gloo, or NCCL for GPU tensors) is free for the
 caller's own collectives.
 
