@@ -32,6 +32,8 @@ from cyclad import _core, _random
 from cyclad._validation import (
     INT64_MAX,
     UINT64_MAX,
+    ArgumentError,
+    ArgumentTypeError,
     as_c_aligned,
     as_index_array,
     as_matrix,
@@ -127,7 +129,7 @@ class CyclicCode:
         self.d = check_int(d, "d", lo=1, hi=self.n)
         if mode not in _MODES:
             msg = f"mode must be one of {_MODES}, got {mode!r}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="mode")
         self.mode: Mode = mode
         self.seed = check_int(seed, "seed", lo=0, hi=_U64_MAX)
 
@@ -199,7 +201,7 @@ class CyclicCode:
         g, _ = to_numpy(G, "G")
         if g.ndim == 2 and g.shape[0] != self.n:
             msg = f"G must have N = {self.n} rows (one per subset), got shape {g.shape}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="G")
         return encode(G, self.assignment(t), weights, threads=threads)
 
     def __repr__(self) -> str:
@@ -228,7 +230,7 @@ def _as_assignment(assignment: Any, N: int) -> NDArray[np.int64]:
     a = as_index_array(assignment, "assignment", ndim=2, shape="(n, d)", bound=N, bound_name="N")
     if a.size == 0:
         msg = f"assignment must not be empty, got shape {a.shape}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="assignment")
     return a
 
 
@@ -238,15 +240,15 @@ def _as_weights(weights: Any, n: int, d: int, dtype: np.dtype[Any]) -> NDArray[A
     w, _ = to_numpy(weights, "weights")
     if w.dtype.kind not in "iuf":
         msg = f"weights must hold real numbers, got dtype {w.dtype}"
-        raise TypeError(msg)
+        raise ArgumentTypeError(msg, argument="weights")
     if w.shape not in ((n, d), (d,)):
         msg = f"weights must have shape (n, d) = ({n}, {d}) or (d,) = ({d},), got {w.shape}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="weights")
     with np.errstate(over="ignore"):  # overflow is reported below as a non-finite weight
         out = as_c_aligned(w, dtype)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(out))):
         msg = f"weights must be finite (also after conversion to {dtype})"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="weights")
     return out
 
 
@@ -324,7 +326,7 @@ class _ExactCode:
         g, _ = to_numpy(G, "G")
         if g.ndim == 2 and g.shape[0] != self.n:
             msg = f"G must have N = {self.n} rows (one per subset), got shape {g.shape}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="G")
         return encode(G, self._support, self.weights(), threads=threads)
 
     def _responders(self, responders: Any) -> NDArray[np.int64]:
@@ -337,10 +339,10 @@ class _ExactCode:
                 f"need at least n - s = {need} responders to decode "
                 f"(n={self.n}, s={self.s}), got {r.size}"
             )
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="responders")
         if np.unique(r).size != r.size:
             msg = f"responders must be distinct, got {r.tolist()}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="responders")
         return r
 
     def _solve(self, r: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -404,7 +406,7 @@ class _ExactCode:
         a = self.decode_weights(responders)
         if z.shape[0] != a.size:
             msg = f"coded must have one row per responder ({a.size}), got shape {z.shape}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="coded")
         keep = np.flatnonzero(a)
         w = (a[keep] / self.n)[None, :]
         out = _core.encode(
@@ -498,7 +500,7 @@ class FractionalRepetitionCode(_ExactCode):
         self.s = check_int(s, "s", lo=0, hi=self.n - 1)
         if self.n % (self.s + 1) != 0:
             msg = f"s + 1 must divide n for a fractional repetition code, got n={n}, s={s}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="s")
         group = np.arange(self.n) // (self.s + 1)
         self._group = group
         self._support = group[:, None] * (self.s + 1) + np.arange(self.s + 1)[None, :]

@@ -83,7 +83,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cyclad import _core, _random
-from cyclad._validation import as_float_array, check_float, check_int, check_threads
+from cyclad._validation import (
+    ArgumentError,
+    ArgumentTypeError,
+    as_float_array,
+    check_float,
+    check_int,
+    check_threads,
+)
 
 __all__ = [
     "DEFAULT_MAX_DIM",
@@ -171,9 +178,9 @@ def _check_dense_dtype(dtype: Any) -> np.dtype[Any]:
     try:
         dt: np.dtype[Any] = np.dtype(dtype)
     except TypeError as exc:
-        raise TypeError(msg) from exc
+        raise ArgumentTypeError(msg, argument="dtype") from exc
     if dt not in _DTYPES:
-        raise TypeError(msg)
+        raise ArgumentTypeError(msg, argument="dtype")
     return dt
 
 
@@ -254,7 +261,7 @@ class Message:
                 f"inconsistent Message fields: kind={self.kind!r}, dtype={self.dtype!r}, "
                 f"value_dtype={self.value_dtype!r}, payload {type(p).__name__}"
             )
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="msg")
         try:
             size = _core.wire_payload_size(
                 _KINDS[self.kind],
@@ -266,10 +273,10 @@ class Message:
             )
         except (TypeError, ValueError) as exc:
             msg = f"inconsistent Message fields: {exc}"
-            raise ValueError(msg) from None
+            raise ArgumentError(msg, argument="msg") from None
         if size != p.size:
             msg = f"inconsistent Message fields: payload has {p.size} bytes, header implies {size}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="msg")
 
     @property
     def header_nbytes(self) -> int:
@@ -360,7 +367,7 @@ class Message:
             buf = data if isinstance(data, bytes) else bytes(memoryview(data))
         except TypeError as exc:
             msg = f"data must be bytes-like, got {type(data).__name__}"
-            raise TypeError(msg) from exc
+            raise ArgumentTypeError(msg, argument="data") from exc
         # One pass in C++: header, receiver limits, exact length, payload (docs/wire-format.md).
         kcode, dcode, vcode, d, param, bucket, shared, seed, hsize = _core.wire_parse(
             buf,
@@ -442,7 +449,7 @@ def decompress(msg: Message, *, threads: int | None = None) -> FloatArray:
     """
     if not isinstance(msg, Message):
         m = f"msg must be a cyclad.compression.Message, got {type(msg).__name__}"
-        raise TypeError(m)
+        raise ArgumentTypeError(m, argument="msg")
     t = check_threads(threads)
     decode = _core.wire_decode if msg._validated else _core.wire_decompress
     out: FloatArray = decode(
@@ -470,20 +477,20 @@ def _check_value_dtype(value_dtype: str | None) -> str | None:
         return None
     if not isinstance(value_dtype, str) or value_dtype not in _VALUE_DTYPES:
         msg = f"value_dtype must be None, 'float16', 'float32' or 'float64', got {value_dtype!r}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="value_dtype")
     return value_dtype
 
 
 def _check_k_ratio(k: int | None, ratio: float | None) -> tuple[int | None, float | None]:
     if (k is None) == (ratio is None):
         msg = f"give exactly one of k and ratio, got k={k!r}, ratio={ratio!r}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="k")
     if k is not None:
         return check_int(k, "k", 1, _MAX_DIM), None
     r = check_float(ratio, "ratio", 0.0, strict_lo=True)
     if r > 1.0:
         msg = f"ratio must be in (0, 1], got {r}"
-        raise ValueError(msg)
+        raise ArgumentError(msg, argument="ratio")
     return None, r
 
 
@@ -566,7 +573,7 @@ class Compressor:
         d = int(arr.shape[0])
         if d > _MAX_DIM:
             msg = f"x must have at most 2^32 - 1 coordinates, got D={d}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="x")
         vdt = self.value_dtype or arr.dtype.name
         param, bucket, shared = self._param(d), self._bucket(d), self._shared()
         payload = _core.wire_compress(
@@ -592,7 +599,7 @@ class Compressor:
         (kind, k, levels, bucket, shared flag, and value dtype when one is configured)."""
         if not isinstance(msg, Message):
             m = f"msg must be a cyclad.compression.Message, got {type(msg).__name__}"
-            raise TypeError(m)
+            raise ArgumentTypeError(m, argument="msg")
         want = (
             self.kind,
             self._param(msg.dim) if self.kind in ("topk", "randk", "qsgd") else 0,
@@ -605,10 +612,10 @@ class Compressor:
                 f"message (kind, k|levels, bucket, shared)={got} does not match "
                 f"{type(self).__name__}: expected {want}"
             )
-            raise ValueError(m)
+            raise ArgumentError(m, argument="msg")
         if self.value_dtype is not None and msg.value_dtype != self.value_dtype:
             m = f"message value_dtype={msg.value_dtype!r}, expected {self.value_dtype!r}"
-            raise ValueError(m)
+            raise ArgumentError(m, argument="msg")
 
     def decompress(self, msg: Message, *, threads: int | None = None) -> FloatArray:
         """Dense vector of a message made by this compressor's configuration.
@@ -650,7 +657,7 @@ class _Sparse(Compressor):
         if self.k is not None:
             if self.k > dim:
                 msg = f"k must be in [1, D={dim}], got k={self.k}"
-                raise ValueError(msg)
+                raise ArgumentError(msg, argument="k")
             return self.k
         assert self.ratio is not None
         return max(1, min(dim, math.floor(self.ratio * dim + 0.5)))
@@ -854,7 +861,7 @@ class _Stateful:
     def __init__(self, compressor: Compressor) -> None:
         if not isinstance(compressor, Compressor):
             msg = f"compressor must be a cyclad.compression.Compressor, got {compressor!r}"
-            raise TypeError(msg)
+            raise ArgumentTypeError(msg, argument="compressor")
         self.compressor = compressor
         self._state: FloatArray | None = None
 
@@ -870,7 +877,7 @@ class _Stateful:
                 f"x has shape {arr.shape} and dtype {arr.dtype}, but the state holds "
                 f"{st.shape} {st.dtype}; call reset() to start over"
             )
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="x")
         return arr
 
     def decompress(self, msg: Message, *, threads: int | None = None) -> FloatArray:
@@ -963,7 +970,7 @@ class EF21Receiver(_Stateful):
         st = self._state
         if st is not None and (st.shape != delta.shape or st.dtype != delta.dtype):
             m = f"message gives {delta.shape} {delta.dtype}, state holds {st.shape} {st.dtype}"
-            raise ValueError(m)
+            raise ArgumentError(m, argument="msg")
         if st is None:
             self._state = delta
         else:
