@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cyclad import _random, aggregators, attacks, coding, compression, models
+from cyclad._validation import ArgumentError
 
 __all__ = [
     "Fault",
@@ -105,17 +106,17 @@ class RoundSpec:
         _code(self.n, self.d, self.mode, self.seed)  # checks n, d, mode and seed
         if not 0 <= self.n_byzantine < self.n:
             msg = f"n_byzantine must be in [0, {self.n - 1}], got {self.n_byzantine}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="n_byzantine")
         if self.byzantine not in ("first", "random"):
             msg = f"byzantine must be 'first' or 'random', got {self.byzantine!r}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="byzantine")
         if self.batch_size is not None:
             if self.batch_size < 1:
                 msg = f"batch_size must be >= 1, got {self.batch_size}"
-                raise ValueError(msg)
+                raise ArgumentError(msg, argument="batch_size")
             if self.subset_sizes is None or len(self.subset_sizes) != self.n:
                 msg = "subset_sizes must give the size of each of the n subsets with batch_size"
-                raise ValueError(msg)
+                raise ArgumentError(msg, argument="subset_sizes")
 
     @property
     def dseed(self) -> int:
@@ -492,7 +493,7 @@ class Server:
         self.n, self.P, self.dtype = int(n_devices), int(n_params), np.dtype(dtype)
         if compressor is not None and self.dtype not in (np.float32, np.float64):
             msg = f"dtype must be float32 or float64 with a compressor, got {self.dtype}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="dtype")
         self.threads, self.seed, self.compressor = threads, int(seed), compressor
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self._named = isinstance(rule, str)
@@ -551,10 +552,10 @@ class Server:
         """
         if not 0 <= device < self.n:
             msg = f"device must be in [0, {self.n - 1}], got {device}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="device")
         if self._got[device]:
             msg = f"device {device} already sent its payload of round {self.t}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="device")
         self._got[device] = True
         if payload is None:
             self.faults.append(Fault(self.t, device, reason))
@@ -595,7 +596,7 @@ class Server:
         decoded, aggregated; returns the updated model."""
         if len(payloads) != self.n:
             msg = f"payloads must hold one entry per device ({self.n}), got {len(payloads)}"
-            raise ValueError(msg)
+            raise ArgumentError(msg, argument="payloads")
         self.begin(t)
         for i, p in enumerate(payloads):
             self.receive(i, p)
