@@ -26,15 +26,32 @@ if __name__ == "__main__":
     p.add_argument("--compressor", default=None)
     p.add_argument("--out", default="runs/flower-lad")
     args = p.parse_args()
-    cfg = train.Config(n_devices=5, n_byzantine=1, d=2, attack="alie",
-                       aggregator="trimmed_mean", compressor=args.compressor,
-                       rounds=args.rounds, seed=0)
-    run_simulation(flower.server_app(cfg, out=args.out), flower.client_app(cfg),
-                   num_supernodes=cfg.n_devices,
-                   backend_config={"client_resources": {"num_cpus": 1},
-                                   "init_args": {"num_cpus": 2, "include_dashboard": False,
-                                                 "object_store_memory": 80 * 2**20}})
+    cfg = train.Config(
+        n_devices=5,
+        n_byzantine=1,
+        d=2,
+        attack="alie",
+        aggregator="trimmed_mean",
+        compressor=args.compressor,
+        rounds=args.rounds,
+        seed=0,
+    )
+    run_simulation(
+        flower.server_app(cfg, out=args.out),
+        flower.client_app(cfg),
+        num_supernodes=cfg.n_devices,
+        backend_config={
+            "client_resources": {"num_cpus": 1},
+            "init_args": {
+                "num_cpus": 2,
+                "include_dashboard": False,
+                "object_store_memory": 80 * 2**20,
+            },
+        },
+    )
     hist = json.loads((Path(args.out) / "history.json").read_text())
     same = bool(np.array_equal(np.load(Path(args.out) / "theta.npy"), train.run(cfg).theta))
-    print(f"accuracy {hist['accuracy'][0]:.3f} -> {hist['accuracy'][-1]:.3f}; "
-          f"same model as the simulation: {same}")
+    print(
+        f"accuracy {hist['accuracy'][0]:.3f} -> {hist['accuracy'][-1]:.3f}; "
+        f"same model as the simulation: {same}"
+    )

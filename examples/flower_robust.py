@@ -45,15 +45,17 @@ client = ClientApp()
 @client.train()
 def train(msg: Message, context: Context) -> Message:
     i = int(context.node_config["partition-id"])
-    part = data.partition(DS.y_train, int(context.node_config["num-partitions"]), "iid",
-                          seed=SEED)[i]
+    part = data.partition(DS.y_train, int(context.node_config["num-partitions"]), "iid", seed=SEED)[
+        i
+    ]
     X, y = DS.X_train[part], DS.y_train[part]
     theta = from_record(msg.content["arrays"])
     new = theta - LR * MODEL.grad(theta, X, y)
     if i < BYZANTINE:  # the Byzantine client: a large step the wrong way
         new = theta + 50 * (theta - new)
-    reply = RecordDict({"arrays": to_record(new),
-                        "metrics": MetricRecord({"num-examples": len(part)})})
+    reply = RecordDict(
+        {"arrays": to_record(new), "metrics": MetricRecord({"num-examples": len(part)})}
+    )
     return Message(reply, reply_to=msg)
 
 
@@ -62,17 +64,28 @@ def server(rule: str, rounds: int, out: str | None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = RobustStrategy(rule, f=BYZANTINE, fraction_evaluate=0.0,
-                                  min_train_nodes=NODES, min_available_nodes=NODES)
+        strategy = RobustStrategy(
+            rule,
+            f=BYZANTINE,
+            fraction_evaluate=0.0,
+            min_train_nodes=NODES,
+            min_available_nodes=NODES,
+        )
 
         def evaluate(t: int, arrays: ArrayRecord) -> MetricRecord:
             acc = MODEL.accuracy(from_record(arrays), DS.X_test, DS.y_test)
             return MetricRecord({"accuracy": acc})
 
-        result = strategy.start(grid=grid, initial_arrays=to_record(MODEL.init(SEED)),
-                                num_rounds=rounds, evaluate_fn=evaluate)
-        acc = [float(result.evaluate_metrics_serverapp[t]["accuracy"])  # type: ignore[arg-type]
-               for t in range(rounds + 1)]
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=to_record(MODEL.init(SEED)),
+            num_rounds=rounds,
+            evaluate_fn=evaluate,
+        )
+        acc = [
+            float(result.evaluate_metrics_serverapp[t]["accuracy"])  # type: ignore[arg-type]
+            for t in range(rounds + 1)
+        ]
         print("accuracy per round:", " ".join(f"{a:.3f}" for a in acc))
         if out:
             with open(out, "w") as fh:
@@ -87,7 +100,16 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--out", help="write the accuracies to this JSON file")
     args = p.parse_args()
-    run_simulation(server(args.rule, args.rounds, args.out), client, num_supernodes=NODES,
-                   backend_config={"client_resources": {"num_cpus": 1},
-                                   "init_args": {"num_cpus": 2, "include_dashboard": False,
-                                                 "object_store_memory": 80 * 2**20}})
+    run_simulation(
+        server(args.rule, args.rounds, args.out),
+        client,
+        num_supernodes=NODES,
+        backend_config={
+            "client_resources": {"num_cpus": 1},
+            "init_args": {
+                "num_cpus": 2,
+                "include_dashboard": False,
+                "object_store_memory": 80 * 2**20,
+            },
+        },
+    )

@@ -52,8 +52,10 @@ class InlineGrid:
 
     def __init__(self, app, nodes, apps=None):
         self.apps = {nd: (apps or {}).get(nd, app) for nd in nodes}
-        self.ctx = {nd: Context(run_id=1, node_id=nd, node_config={}, state=RecordDict(),
-                                run_config={}) for nd in nodes}
+        self.ctx = {
+            nd: Context(run_id=1, node_id=nd, node_config={}, state=RecordDict(), run_config={})
+            for nd in nodes
+        }
 
     def get_node_ids(self):
         return list(self.ctx)
@@ -62,8 +64,9 @@ class InlineGrid:
         return Message(content, dst_node_id, message_type, group_id=group_id)
 
     def send_and_receive(self, messages, *, timeout=None):
-        return [self.apps[m.metadata.dst_node_id](m, self.ctx[m.metadata.dst_node_id])
-                for m in messages]
+        return [
+            self.apps[m.metadata.dst_node_id](m, self.ctx[m.metadata.dst_node_id]) for m in messages
+        ]
 
     def push_messages(self, messages):  # FedAvg's sampling only needs get_node_ids
         raise NotImplementedError
@@ -73,7 +76,7 @@ def _record(flat):
     out, off = {}, 0
     for k, s in enumerate(SHAPES):
         size = int(np.prod(s))
-        out[f"a{k}"] = Array(np.ascontiguousarray(flat[off:off + size].reshape(s)))
+        out[f"a{k}"] = Array(np.ascontiguousarray(flat[off : off + size].reshape(s)))
         off += size
     return ArrayRecord(out)
 
@@ -114,8 +117,9 @@ def test_coordinate_wise_rules_go_per_layer_and_equal_the_rule(rule, rng) -> Non
     assert s.faults == []
 
 
-@pytest.mark.parametrize("rule", ["krum", "geometric_median", "nnm+trimmed_mean",
-                                  "centered_clipping"])
+@pytest.mark.parametrize(
+    "rule", ["krum", "geometric_median", "nnm+trimmed_mean", "centered_clipping"]
+)
 def test_distance_rules_see_whole_flattened_updates(rule, rng) -> None:
     params = {"tau": 1.0}
     s = flower.RobustStrategy(rule, f=2, rule_params=params, min_available_nodes=7)
@@ -144,12 +148,14 @@ def test_weighted_mean_honours_num_examples(rng) -> None:
     s = flower.RobustStrategy("mean", weighted=True, min_available_nodes=7)
     g, U, replies = _setup(s, rng)
     arrays, _ = s.aggregate_train(1, replies)
-    np.testing.assert_allclose(_flat(arrays), g + np.average(U, axis=0, weights=np.arange(1, 8)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        _flat(arrays), g + np.average(U, axis=0, weights=np.arange(1, 8)), rtol=1e-12
+    )
     unweighted = flower.RobustStrategy("mean", min_available_nodes=7)
     g, U, replies = _setup(unweighted, rng)
-    np.testing.assert_allclose(_flat(unweighted.aggregate_train(1, replies)[0]),
-                               g + U.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        _flat(unweighted.aggregate_train(1, replies)[0]), g + U.mean(axis=0), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("rule", ["krum", "trimmed_mean", "multi_krum", "nnm+mean"])
@@ -168,8 +174,9 @@ def test_per_layer_distance_rule_and_bad_names_are_refused() -> None:
 def test_unusable_replies_are_absent_rows_and_faults(rng) -> None:
     s = flower.RobustStrategy("trimmed_mean", f=2, weighted=False, min_available_nodes=7)
     g, U, replies = _setup(s, rng)
-    bad = ArrayRecord({"a0": Array(np.zeros((3, 4))), "a1": Array(np.zeros(5)),
-                       "a2": Array(np.zeros((2, 5)))})
+    bad = ArrayRecord(
+        {"a0": Array(np.zeros((3, 4))), "a1": Array(np.zeros(5)), "a2": Array(np.zeros((2, 5)))}
+    )
     replies[2] = _reply(3, bad)
     replies[5] = _reply(6, error="client crashed")
     arrays, _ = s.aggregate_train(1, replies)
@@ -190,8 +197,15 @@ def test_a_round_the_rule_cannot_aggregate_keeps_the_model(rng) -> None:
 
 def test_float32_and_integer_arrays_keep_their_dtypes(rng) -> None:
     s = flower.RobustStrategy("median")
-    recs = [ArrayRecord({"w": Array(rng.normal(size=4).astype(np.float32)),
-                         "count": Array(np.array([i, 2 * i], dtype=np.int64))}) for i in range(5)]
+    recs = [
+        ArrayRecord(
+            {
+                "w": Array(rng.normal(size=4).astype(np.float32)),
+                "count": Array(np.array([i, 2 * i], dtype=np.int64)),
+            }
+        )
+        for i in range(5)
+    ]
     arrays, _ = s.aggregate_train(1, [_reply(i + 1, r) for i, r in enumerate(recs)])
     assert arrays["w"].numpy().dtype == np.float32
     np.testing.assert_array_equal(arrays["count"].numpy(), [2, 4])
@@ -205,12 +219,22 @@ SMALL = {"n_devices": 5, "n_byzantine": 1, "d": 2, "rounds": 5, "attack": "alie"
 NODES = [907, 13, 55, 4000, 22]
 
 
-@pytest.mark.parametrize("extra", [
-    {},
-    {"compressor": "topk:0.1", "error_feedback": "ef21", "pre_aggregation": "nnm"},
-    {"compressor": "randk:0.2,shared", "error_feedback": True, "dtype": "float32",
-     "batch_size": 16, "attack": "label_flip", "byzantine": "random"},
-], ids=["lad", "comlad-ef21", "comlad-ef14-f32"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"compressor": "topk:0.1", "error_feedback": "ef21", "pre_aggregation": "nnm"},
+        {
+            "compressor": "randk:0.2,shared",
+            "error_feedback": True,
+            "dtype": "float32",
+            "batch_size": 16,
+            "attack": "label_flip",
+            "byzantine": "random",
+        },
+    ],
+    ids=["lad", "comlad-ef21", "comlad-ef14-f32"],
+)
 def test_lad_on_an_inline_grid_equals_the_simulation(extra) -> None:
     cfg = train.Config(**{**SMALL, **extra})
     hist, faults = flower.run_lad(InlineGrid(flower.client_app(cfg), NODES), cfg)
@@ -224,8 +248,9 @@ def test_lad_on_an_inline_grid_equals_the_simulation(extra) -> None:
 
 def test_a_client_with_another_configuration_is_a_fault_and_the_run_goes_on() -> None:
     cfg = train.Config(**{**SMALL, "n_byzantine": 0, "f": 1, "attack": "none"})
-    other = flower.client_app(train.Config(**{**SMALL, "n_byzantine": 0, "f": 1,
-                                               "attack": "none", "lr": 0.1}))
+    other = flower.client_app(
+        train.Config(**{**SMALL, "n_byzantine": 0, "f": 1, "attack": "none", "lr": 0.1})
+    )
     grid = InlineGrid(flower.client_app(cfg), NODES, apps={55: other})  # node 55 = device 2
     hist, faults = flower.run_lad(grid, cfg)
     assert {e.device for e in faults} == {2}
@@ -248,8 +273,9 @@ def test_too_few_nodes_is_a_clear_error() -> None:
 
 def _example(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, str(ROOT / "examples" / name), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         out, err = proc.communicate(timeout=240)
     finally:

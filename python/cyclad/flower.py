@@ -138,23 +138,35 @@ class RobustStrategy(FedAvg):
         ``per_layer=True`` with a rule that is not coordinate-wise.
     """
 
-    def __init__(self, rule: str | Callable[[Arr], Arr] = "trimmed_mean", *, f: int = 0,
-                 rule_params: dict[str, Any] | None = None, per_layer: bool | None = None,
-                 weighted: bool = False, seed: int = 0, threads: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        rule: str | Callable[[Arr], Arr] = "trimmed_mean",
+        *,
+        f: int = 0,
+        rule_params: dict[str, Any] | None = None,
+        per_layer: bool | None = None,
+        weighted: bool = False,
+        seed: int = 0,
+        threads: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.rule, self.f, self.seed, self.threads = rule, int(f), int(seed), threads
         self.rule_params = dict(rule_params or {})
         named = isinstance(rule, str)
         coordinate_wise = named and all(p in COORDINATE_WISE for p in _parts(str(rule)))
         if per_layer and named and not coordinate_wise:
-            msg = (f"per_layer=True needs a coordinate-wise rule ({', '.join(COORDINATE_WISE)}); "
-                   f"{rule!r} must see whole vectors")
+            msg = (
+                f"per_layer=True needs a coordinate-wise rule ({', '.join(COORDINATE_WISE)}); "
+                f"{rule!r} must see whole vectors"
+            )
             raise ValueError(msg)
         self.per_layer = coordinate_wise if per_layer is None else bool(per_layer)
         if weighted and (not named or _parts(str(rule)) != ["mean"]):
-            msg = (f"weighted=True: only the rule 'mean' takes weights (the replies' "
-                   f"{self.weighted_by_key!r}); {rule!r} does not")
+            msg = (
+                f"weighted=True: only the rule 'mean' takes weights (the replies' "
+                f"{self.weighted_by_key!r}); {rule!r} does not"
+            )
             raise ValueError(msg)
         self.weighted = bool(weighted)
         if named:  # build once now, so a bad name or f fails at construction
@@ -164,25 +176,38 @@ class RobustStrategy(FedAvg):
 
     def summary(self) -> None:
         """Log the configuration."""
-        log(INFO, "\t├──> cyclad rule: %s (f=%d, %s%s)", self.rule, self.f,
+        log(
+            INFO,
+            "\t├──> cyclad rule: %s (f=%d, %s%s)",
+            self.rule,
+            self.f,
             "per layer" if self.per_layer else "whole vectors",
-            ", weighted" if self.weighted else "")
+            ", weighted" if self.weighted else "",
+        )
         super().summary()
 
     def _rule(self, server_round: int) -> Callable[[Arr], Arr]:
         if not isinstance(self.rule, str):
             return self.rule
-        return protocol.round_rule(self.rule, self.f, self.rule_params, seed=self.seed,
-                                   t=server_round, threads=self.threads)
+        return protocol.round_rule(
+            self.rule,
+            self.f,
+            self.rule_params,
+            seed=self.seed,
+            t=server_round,
+            threads=self.threads,
+        )
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """FedAvg's, keeping the global arrays the updates are taken against."""
         self.global_arrays = arrays
         return super().configure_train(server_round, arrays, config, grid)
 
-    def _rows(self, server_round: int, replies: Sequence[Message],
-              ref: dict[str, Arr]) -> tuple[list[dict[str, Arr] | None], list[float]]:
+    def _rows(
+        self, server_round: int, replies: Sequence[Message], ref: dict[str, Arr]
+    ) -> tuple[list[dict[str, Arr] | None], list[float]]:
         """Each reply's arrays (None: absent) and weight."""
         rows: list[dict[str, Arr] | None] = []
         weights: list[float] = []
@@ -199,8 +224,9 @@ class RobustStrategy(FedAvg):
             weights.append(w)
         return rows, weights
 
-    def _parse(self, content: RecordDict,
-               ref: dict[str, Arr]) -> tuple[dict[str, Arr] | None, float, str]:
+    def _parse(
+        self, content: RecordDict, ref: dict[str, Arr]
+    ) -> tuple[dict[str, Arr] | None, float, str]:
         records = list(content.array_records.values())
         if len(records) != 1:
             return None, 1.0, f"{len(records)} ArrayRecords, expected 1"
@@ -214,22 +240,39 @@ class RobustStrategy(FedAvg):
             except _BAD_ARRAY as exc:
                 return None, 1.0, f"array {key!r} does not parse: {exc}"
             if a.shape != g.shape or a.dtype != g.dtype:
-                return None, 1.0, (f"array {key!r} is {a.dtype}{list(a.shape)}, expected "
-                                   f"{g.dtype}{list(g.shape)}")
+                return (
+                    None,
+                    1.0,
+                    (
+                        f"array {key!r} is {a.dtype}{list(a.shape)}, expected "
+                        f"{g.dtype}{list(g.shape)}"
+                    ),
+                )
             out[key] = a
         w = 1.0
         if self.weighted:
             metrics = list(content.metric_records.values())
             value = metrics[0].get(self.weighted_by_key) if len(metrics) == 1 else None
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not np.isfinite(value) or value <= 0:
-                return None, 1.0, (f"weight {self.weighted_by_key!r} missing or not a finite "
-                                   f"positive number: {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not np.isfinite(value)
+                or value <= 0
+            ):
+                return (
+                    None,
+                    1.0,
+                    (
+                        f"weight {self.weighted_by_key!r} missing or not a finite "
+                        f"positive number: {value!r}"
+                    ),
+                )
             w = float(value)
         return out, w, ""
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The rule on the updates (replies minus the global arrays); see the class docs.
 
         Without a global model (``configure_train`` never ran, e.g. replies built by hand) the
@@ -241,8 +284,10 @@ class RobustStrategy(FedAvg):
         if self.global_arrays is not None:
             ref = {k: v.numpy() for k, v in self.global_arrays.items()}
         else:
-            first = next((m for m in replies if not m.has_error()
-                          and len(m.content.array_records) == 1), None)
+            first = next(
+                (m for m in replies if not m.has_error() and len(m.content.array_records) == 1),
+                None,
+            )
             if first is None:
                 self.faults.append(Fault(server_round, 0, "no usable reply"))
                 return None, None
@@ -256,16 +301,19 @@ class RobustStrategy(FedAvg):
         try:
             new = self._aggregate(server_round, rows, np.asarray(weights), ref)
         except ValueError as exc:
-            log(WARNING, "aggregate_train: round %d keeps the global arrays: %s",
-                server_round, exc)
+            log(WARNING, "aggregate_train: round %d keeps the global arrays: %s", server_round, exc)
             self.faults.append(Fault(server_round, 0, f"not aggregated: {exc}"))
             return None, None
         good = [m.content for m, r in zip(replies, rows, strict=True) if r is not None]
         return ArrayRecord({k: Array(v) for k, v in new.items()}), self._metrics(good)
 
     def _metrics(self, contents: list[RecordDict]) -> MetricRecord | None:
-        usable = [c for c in contents if len(c.metric_records) == 1
-                  and self.weighted_by_key in next(iter(c.metric_records.values()))]
+        usable = [
+            c
+            for c in contents
+            if len(c.metric_records) == 1
+            and self.weighted_by_key in next(iter(c.metric_records.values()))
+        ]
         if not usable or len(usable) != len(contents):
             return None
         try:
@@ -273,8 +321,9 @@ class RobustStrategy(FedAvg):
         except (TypeError, ValueError, ZeroDivisionError):
             return None
 
-    def _aggregate(self, server_round: int, rows: list[dict[str, Arr] | None], w: Arr,
-                   ref: dict[str, Arr]) -> dict[str, Arr]:
+    def _aggregate(
+        self, server_round: int, rows: list[dict[str, Arr] | None], w: Arr, ref: dict[str, Arr]
+    ) -> dict[str, Arr]:
         dts = [g.dtype for g in ref.values()]
         work = np.dtype(np.float32) if all(d == np.float32 for d in dts) else np.dtype(np.float64)
         keys = list(ref)
@@ -286,8 +335,13 @@ class RobustStrategy(FedAvg):
             U = np.full((len(rows), width), np.nan, dtype=work)
             for i, r in enumerate(rows):
                 if r is not None:
-                    U[i] = np.concatenate([(r[k].astype(work) - ref[k].astype(work)).ravel()
-                                           for k in ks]) if ks else np.zeros(0, dtype=work)
+                    U[i] = (
+                        np.concatenate(
+                            [(r[k].astype(work) - ref[k].astype(work)).ravel() for k in ks]
+                        )
+                        if ks
+                        else np.zeros(0, dtype=work)
+                    )
             return U
 
         rule = None if self.weighted else self._rule(server_round)
@@ -336,8 +390,9 @@ def _le(a: Arr) -> Arr:
     return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
 
 
-def run_lad(grid: Grid, cfg: train.Config, *, timeout: float = 600.0,
-            node_wait: float = 120.0) -> tuple[train.History, list[protocol.Fault]]:
+def run_lad(
+    grid: Grid, cfg: train.Config, *, timeout: float = 600.0, node_wait: float = 120.0
+) -> tuple[train.History, list[protocol.Fault]]:
     """The server's side of a LAD / Com-LAD run on a Flower ``Grid`` (see the module docs).
 
     Parameters
@@ -383,13 +438,28 @@ def run_lad(grid: Grid, cfg: train.Config, *, timeout: float = 600.0,
         model = ArrayRecord({"theta": Array(_le(theta))})
         up = 0
 
-        def send(devices: list[int], view: Arr | None, t: int = t, model: ArrayRecord = model,
-                 plan: protocol.RoundPlan = plan) -> int:
+        def send(
+            devices: list[int],
+            view: Arr | None,
+            t: int = t,
+            model: ArrayRecord = model,
+            plan: protocol.RoundPlan = plan,
+        ) -> int:
             msgs = []
             for i in devices:
-                content = RecordDict({"theta": model, "cyclad": ConfigRecord({
-                    "round": t, "device": i, "window": [int(j) for j in plan.assignment[i]],
-                    "fingerprint": fp})})
+                content = RecordDict(
+                    {
+                        "theta": model,
+                        "cyclad": ConfigRecord(
+                            {
+                                "round": t,
+                                "device": i,
+                                "window": [int(j) for j in plan.assignment[i]],
+                                "fingerprint": fp,
+                            }
+                        ),
+                    }
+                )
                 if view is not None:
                     content["view"] = ArrayRecord({"view": Array(_le(view))})
                 msgs.append(grid.create_message(content, MessageType.TRAIN, node_of[i], str(t)))
@@ -426,8 +496,9 @@ def run_lad(grid: Grid, cfg: train.Config, *, timeout: float = 600.0,
         theta = srv.finish(theta)
         evaluate = (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.rounds
         hist.loss.append(sim.objective(theta) if evaluate else float("nan"))
-        hist.accuracy.append(sim.model.accuracy(theta, sim.Xte, sim.yte) if evaluate
-                             else float("nan"))
+        hist.accuracy.append(
+            sim.model.accuracy(theta, sim.Xte, sim.yte) if evaluate else float("nan")
+        )
         hist.bytes_up.append(up)
         hist.bytes_down.append(n * P * sim.dtype.itemsize)
         hist.seconds.append(time.perf_counter() - t0)
@@ -436,17 +507,33 @@ def run_lad(grid: Grid, cfg: train.Config, *, timeout: float = 600.0,
         hist.theta = theta
         for e in srv.faults:
             if e.round == t:
-                log(WARNING, "round %d: device %d (node %d): %s", t, e.device,
-                    node_of[e.device], e.reason)
+                log(
+                    WARNING,
+                    "round %d: device %d (node %d): %s",
+                    t,
+                    e.device,
+                    node_of[e.device],
+                    e.reason,
+                )
         if evaluate:
-            log(INFO, "cyclad round %d/%d: loss %.4f, accuracy %.3f", t + 1, cfg.rounds,
-                hist.loss[-1], hist.accuracy[-1])
+            log(
+                INFO,
+                "cyclad round %d/%d: loss %.4f, accuracy %.3f",
+                t + 1,
+                cfg.rounds,
+                hist.loss[-1],
+                hist.accuracy[-1],
+            )
     return hist, list(srv.faults)
 
 
-def server_app(cfg: train.Config, *, out: str | Path | None = None,
-               on_finish: Callable[[train.History, list[protocol.Fault]], None] | None = None,
-               timeout: float = 600.0) -> ServerApp:
+def server_app(
+    cfg: train.Config,
+    *,
+    out: str | Path | None = None,
+    on_finish: Callable[[train.History, list[protocol.Fault]], None] | None = None,
+    timeout: float = 600.0,
+) -> ServerApp:
     """A ``ServerApp`` that runs :func:`run_lad` for ``cfg``.
 
     ``out``: a directory for ``history.csv``, ``history.json``, ``config.toml`` and
@@ -487,17 +574,23 @@ def _device_reply(msg: Message, context: Context, cfg: train.Config) -> Message:
     content = msg.content
     cr = content.config_records.get("cyclad")
     if cr is None or cr.get("fingerprint") != fingerprint(cfg):
-        return Message(Error(1, "configuration fingerprint differs from the client's"),
-                       reply_to=msg)
+        return Message(
+            Error(1, "configuration fingerprint differs from the client's"), reply_to=msg
+        )
     t, device, window = cr.get("round"), cr.get("device"), cr.get("window")
-    if not isinstance(t, int) or not isinstance(device, int) or not isinstance(window, list) \
-            or not 0 <= device < cfg.n_devices or t < 0:
-        return Message(Error(1, f"bad round {t!r}, device {device!r} or window {window!r}"),
-                       reply_to=msg)
+    if (
+        not isinstance(t, int)
+        or not isinstance(device, int)
+        or not isinstance(window, list)
+        or not 0 <= device < cfg.n_devices
+        or t < 0
+    ):
+        return Message(
+            Error(1, f"bad round {t!r}, device {device!r} or window {window!r}"), reply_to=msg
+        )
     plan = protocol.plan_round(sim.spec, t)
     if window != plan.assignment[device].tolist():
-        return Message(Error(1, f"window {window} differs from the client's plan"),
-                       reply_to=msg)
+        return Message(Error(1, f"window {window} differs from the client's plan"), reply_to=msg)
     theta = content.array_records["theta"]["theta"].numpy()
     if theta.shape != (sim.P,) or theta.dtype != sim.dtype:
         return Message(Error(1, f"model of shape {theta.shape} {theta.dtype}"), reply_to=msg)
@@ -506,8 +599,17 @@ def _device_reply(msg: Message, context: Context, cfg: train.Config) -> Message:
     if device not in plan.byzantine.tolist():
         comp = train.device_compressor(cfg, sim.P)
         _restore(context, comp)
-        payload = protocol.device_step(sim.model, theta, sim.X, sim.y, sim.slices, plan, device,
-                                       compressor=comp, threads=cfg.threads)
+        payload = protocol.device_step(
+            sim.model,
+            theta,
+            sim.X,
+            sim.y,
+            sim.slices,
+            plan,
+            device,
+            compressor=comp,
+            threads=cfg.threads,
+        )
         _keep(context, comp)
     else:
         byz = plan.byzantine
@@ -516,18 +618,32 @@ def _device_reply(msg: Message, context: Context, cfg: train.Config) -> Message:
         G = sim.model.subset_grads(theta, sim.X, y, sels)
         Z = np.asarray(coding.encode(G, plan.assignment[byz], threads=cfg.threads))
         view = content.array_records["view"]["view"].numpy().astype(sim.dtype)
-        rule = protocol.round_rule(cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params,
-                                   seed=cfg.seed, t=t, threads=cfg.threads)
+        rule = protocol.round_rule(
+            cfg.aggregator_name,
+            cfg.f_rule,
+            cfg.aggregator_params,
+            seed=cfg.seed,
+            t=t,
+            threads=cfg.threads,
+        )
         sender = sim.byz_senders.get(device)
         senders = None
         if sender is not None:
             sender = type(sender)(sim.base)
             _restore(context, sender)
             senders = {device: sender}
-        payload = protocol.byzantine_step(sim.attack, plan, honest=view, n=cfg.n_devices,
-                                          byzantine_honest=Z, aggregate=rule,
-                                          compressor=sim.base, senders=senders,
-                                          devices=[device], threads=cfg.threads)[0]
+        payload = protocol.byzantine_step(
+            sim.attack,
+            plan,
+            honest=view,
+            n=cfg.n_devices,
+            byzantine_honest=Z,
+            aggregate=rule,
+            compressor=sim.base,
+            senders=senders,
+            devices=[device],
+            threads=cfg.threads,
+        )[0]
         _keep(context, sender)
     reply = ConfigRecord({"payload": payload, "seconds": time.perf_counter() - t0})
     return Message(RecordDict({"cyclad": reply}), reply_to=msg)
