@@ -28,7 +28,7 @@ template <typename T, typename Get>
 void encode_values_parallel(std::size_t n, ValueCode vc, unsigned char* out, int threads,
                             const Get& get) {
   const std::size_t vb = value_bytes(vc);
-  parallel_for(n, threads, 1 << 15, [&](std::size_t lo, std::size_t hi) {
+  parallel_for(n, threads, grain_for(sizeof(T) + vb), [&](std::size_t lo, std::size_t hi) {
     if (vc == ValueCode::f32 && std::is_same<T, float>::value) {
       for (std::size_t j = lo; j < hi; ++j) {
         const auto f = static_cast<float>(get(j));
@@ -86,7 +86,7 @@ inline void read_indices(const unsigned char* sec, std::uint64_t k, std::uint64_
 
 template <typename T>
 void fill_zero(T* out, std::size_t D, int threads) {
-  parallel_for(D, threads, 1 << 16, [&](std::size_t lo, std::size_t hi) {
+  parallel_for(D, threads, grain_for(sizeof(T)), [&](std::size_t lo, std::size_t hi) {
     std::fill(out + lo, out + hi, T(0));
   });
 }
@@ -94,7 +94,7 @@ void fill_zero(T* out, std::size_t D, int threads) {
 template <typename T>
 void decode_values_parallel(const unsigned char* in, std::size_t n, ValueCode vc, T* out,
                             int threads) {
-  parallel_for(n, threads, 1 << 15, [&](std::size_t lo, std::size_t hi) {
+  parallel_for(n, threads, grain_for(sizeof(T)), [&](std::size_t lo, std::size_t hi) {
     if (vc == ValueCode::f32 && std::is_same<T, float>::value) {
       std::memcpy(out + lo, in + lo * 4, (hi - lo) * 4);
       return;

@@ -159,9 +159,8 @@ void encode(MatrixView<T> G, const std::int64_t* assignment, std::size_t n, std:
   const std::size_t bcols = detail::encode_block_cols(G.n, sizeof(T));
   const std::size_t nblocks = (D + bcols - 1) / bcols;
   const bool stream = n * D * sizeof(T) >= kEncodeStreamBytes;
-  // Keep tiny problems serial: at least ~64K multiply-adds per thread.
-  const std::size_t work_per_block = n * d * std::min(D, bcols);
-  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 16) / work_per_block);
+  // Each block reads d rows of G per output row: count those bytes.
+  const std::size_t grain = grain_for(n * d * std::min(D, bcols) * sizeof(T));
   parallel_for(nblocks, threads, grain, [&](std::size_t b0, std::size_t b1) {
     std::vector<T> acc(bcols);
     std::vector<const T*> rows(d);

@@ -85,7 +85,7 @@ template <typename T>
 void mean(MatrixView<T> x, T* out, int threads) {
   require(x.n >= 1, "X must have at least one row");
   // Column blocks of 4096 keep the output chunk in L1/L2 while the rows stream through.
-  parallel_for(x.d, threads, 1 << 14, [&](std::size_t lo, std::size_t hi) {
+  parallel_for(x.d, threads, grain_for(x.n * sizeof(T), 1 << 14), [&](std::size_t lo, std::size_t hi) {
     std::vector<double> acc(std::min(hi - lo, detail::kMeanBlock));
     for (std::size_t b = lo; b < hi; b += detail::kMeanBlock) {
       detail::mean_block(x.data, x.n, x.row_stride, b, std::min(hi, b + detail::kMeanBlock),
@@ -641,8 +641,7 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
   const std::size_t nblocks = (x.d + B - 1) / B;
   // Conversion chunks of ~192 KiB of keys (L2-resident), at least one block.
   const std::size_t chunk = B * std::max<std::size_t>(1, (std::size_t{192} << 10) / (n * B * sizeof(K)));
-  // Roughly 64 KiB of input per thread before a second thread is worth waking.
-  const std::size_t grain = std::max<std::size_t>(1, (std::size_t{1} << 16) / (n * B * sizeof(T)));
+  const std::size_t grain = grain_for(n * B * sizeof(T));
   parallel_for(nblocks, threads, grain, [&](std::size_t b0, std::size_t b1) {
     const std::size_t lo = b0 * B, hi = std::min(x.d, b1 * B);
     std::vector<K> scratch(n * std::min(chunk, (hi - lo + B - 1) / B * B));

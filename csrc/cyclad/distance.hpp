@@ -615,7 +615,7 @@ void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& set
   const SetProgram prog = plan_sets(x.n, sets);
   const std::size_t nodes = x.n + prog.left.size() + 1;
   const std::size_t chunk = chunk_for(nodes, 16384);
-  parallel_for(num_blocks(x.d), threads, 1, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(num_blocks(x.d), threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(nodes * chunk);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
@@ -629,7 +629,7 @@ template <typename T>
 double max_abs_rows(MatrixView<T> x, const unsigned char* skip, int threads) {
   const std::size_t nb = num_blocks(x.d);
   std::vector<double> part(nb, 0.0);
-  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nb, threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
       double m = 0.0;
@@ -675,7 +675,7 @@ bool point_pass(MatrixView<T> x, const double* z, int e, double* d2, unsigned ch
   const double scale = std::ldexp(1.0, -e);
   std::vector<double> part(nb * n);
   std::vector<unsigned char> pbad(nb * n);
-  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nb, threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(2 * chunk), acc(2 * n * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
@@ -734,7 +734,7 @@ std::pair<double, double> affine_step(MatrixView<T> x, int e, double alpha, cons
   for (std::size_t i = 0; i < n; ++i) {
     if (!skip[i]) act.push_back(i);
   }
-  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nb, threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf((n + 2) * chunk), acc(w * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
@@ -758,7 +758,7 @@ std::pair<double, double> affine_step(MatrixView<T> x, int e, double alpha, cons
 
 template <typename T>
 void write_vector(const std::vector<double>& z, T* out, int threads) {
-  parallel_for(z.size(), threads, 1 << 16, [&](std::size_t lo, std::size_t hi) {
+  parallel_for(z.size(), threads, grain_for(sizeof(double) + sizeof(T)), [&](std::size_t lo, std::size_t hi) {
     for (std::size_t k = lo; k < hi; ++k) out[k] = static_cast<T>(z[k]);
   });
 }
@@ -766,7 +766,7 @@ void write_vector(const std::vector<double>& z, T* out, int threads) {
 /// Row i scaled by s[i] (s[i] == 1 copies the row bit for bit).
 template <typename T>
 void scale_rows(MatrixView<T> x, const double* s, T* out, int threads) {
-  parallel_for(x.d, threads, 1 << 14, [&](std::size_t lo, std::size_t hi) {
+  parallel_for(x.d, threads, grain_for(2 * x.n * sizeof(T)), [&](std::size_t lo, std::size_t hi) {
     for (std::size_t i = 0; i < x.n; ++i) {
       const T* r = x.row(i);
       T* o = out + i * x.d;
@@ -810,7 +810,7 @@ bool pairwise_pass(MatrixView<T> x, int e, double* dist, unsigned char* bad, int
   const double scale = std::ldexp(1.0, -e);
   std::vector<double> part(nb * np);
   std::vector<unsigned char> pbad(nb * n);
-  parallel_for(nb, threads, 1, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nb, threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(n * chunk), acc((np + n) * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
@@ -923,7 +923,7 @@ void krum(MatrixView<T> x, std::size_t f, T* out, int threads) {
   krum_scores(dist.data(), bad.data(), x.n, f, score.data());
   const std::size_t sel = detail::order_by(score, bad.data())[0];
   const T* r = x.row(sel);
-  parallel_for(x.d, threads, 1 << 16,
+  parallel_for(x.d, threads, grain_for(2 * sizeof(T)),
                [&](std::size_t lo, std::size_t hi) { std::copy(r + lo, r + hi, out + lo); });
 }
 

@@ -18,6 +18,20 @@ namespace cyclad::kernels {
 /// the order in which partial sums are combined does not depend on how many threads run.
 inline constexpr std::size_t kReduceBlock = 8192;
 
+/// Bytes of input a thread must have before a second thread is woken. Below it, starting and
+/// joining a thread costs more than it saves, and worse: on a machine whose other cores are
+/// busy, a woken thread waits for a time slice (milliseconds), and after the region it keeps
+/// spinning, taking a core from the next serial call. Measured on 2 cores with the other one
+/// busy: a (10, 4810) float32 trimmed mean took 4.3 ms with 2 threads and 74 us with one.
+inline constexpr std::size_t kMinBytesPerThread = std::size_t{1} << 20;
+
+/// \brief The grain (items per chunk) of `parallel_for` that gives every thread at least
+/// `kMinBytesPerThread` of input, for items of `bytes_per_item` bytes (at least `floor` items).
+inline std::size_t grain_for(std::size_t bytes_per_item, std::size_t floor = 1) {
+  const std::size_t b = std::max<std::size_t>(bytes_per_item, 1);
+  return std::max(floor, (kMinBytesPerThread + b - 1) / b);
+}
+
 /// Number of threads to use: `threads <= 0` means all cores.
 inline int resolve_threads(int threads) {
   if (threads > 0) return threads;

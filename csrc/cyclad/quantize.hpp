@@ -119,7 +119,7 @@ void qsgd_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
   const std::size_t nb = (D + b - 1) / b;
   const std::size_t vb = value_bytes(spec.vcode);
   std::vector<double> norms(nb);
-  parallel_for(nb, threads, std::max<std::size_t>(1, 65536 / b), [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nb, threads, grain_for(b * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     for (std::size_t j = b0; j < b1; ++j) {
       const std::size_t lo = j * b, hi = std::min(D, lo + b);
       const double nrm = bucket_norm(x + lo, hi - lo);
@@ -144,7 +144,7 @@ void qsgd_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
   const std::uint64_t key = stream_key(spec.seed, Stream::qsgd);
   const auto s = static_cast<T>(spec.param);
   const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
-  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nblocks, threads, grain_for(kPackBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<std::uint32_t> lev(kPackBlock), sgn(kPackBlock);
     for (std::size_t blk = b0; blk < b1; ++blk) {
       const std::size_t lo = blk * kPackBlock, hi = std::min(D, lo + kPackBlock);
@@ -230,7 +230,7 @@ inline void validate_qsgd(const WireSpec& spec, const unsigned char* p, int thre
   if ((std::uint64_t{1} << wl) - 1 == spec.param) return;
   const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
   const auto s = static_cast<std::uint32_t>(spec.param);
-  parallel_for(nblocks, threads, 16, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nblocks, threads, grain_for(kPackBlock * sizeof(std::uint32_t)), [&](std::size_t b0, std::size_t b1) {
     std::vector<std::uint32_t> lev(kPackBlock);
     for (std::size_t blk = b0; blk < b1; ++blk) {
       const std::size_t lo = blk * kPackBlock, hi = std::min(D, lo + kPackBlock);
@@ -292,7 +292,7 @@ void qsgd_decode(const WireSpec& spec, const unsigned char* p, T* out, int threa
   const unsigned wl = level_bits(spec.param);
   const auto s = static_cast<double>(spec.param);
   const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
-  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nblocks, threads, grain_for(kPackBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<std::uint32_t> lev(kPackBlock), sgn(kPackBlock);
     for (std::size_t blk = b0; blk < b1; ++blk) {
       const std::size_t lo = blk * kPackBlock;
@@ -317,7 +317,7 @@ void sign_decode(const WireSpec& spec, const unsigned char* p, T* out, int threa
   const auto scale = static_cast<T>(load_value(p, spec.vcode));
   const unsigned char* signs = p + value_bytes(spec.vcode);
   const std::size_t nblocks = (D + kPackBlock - 1) / kPackBlock;
-  parallel_for(nblocks, threads, 4, [&](std::size_t b0, std::size_t b1) {
+  parallel_for(nblocks, threads, grain_for(kPackBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<std::uint32_t> sgn(kPackBlock);
     for (std::size_t blk = b0; blk < b1; ++blk) {
       const std::size_t lo = blk * kPackBlock;

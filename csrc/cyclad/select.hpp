@@ -156,7 +156,7 @@ template <typename T>
 const Candidates<T>& filter_indices(const T* x, std::size_t D, typename KeyTraits<T>::K L,
                                     std::size_t expect, int threads, TopkScratch<T>& s) {
   const auto nt = static_cast<std::size_t>(resolve_threads(threads));
-  const std::size_t nchunks = std::max<std::size_t>(1, std::min(nt, D / 65536));
+  const std::size_t nchunks = std::max<std::size_t>(1, std::min(nt, D * sizeof(T) / kMinBytesPerThread));
   auto& parts = s.parts;
   if (parts.size() < nchunks) parts.resize(nchunks);
   parallel_for(nchunks, static_cast<int>(nchunks), 1, [&](std::size_t c0, std::size_t c1) {
