@@ -59,13 +59,14 @@ def plot_vs_d(out: Path, title: str) -> None:
     plt = _plt()
     rows = _rows(out / "summary.csv")
     attacks_ = list(dict.fromkeys(r["attack"] for r in rows))
-    rules = list(dict.fromkeys(r["aggregator"] for r in rows))
+    rule = "aggregator" if "aggregator" in rows[0] else "variant"  # baselines: one per rule
+    rules = list(dict.fromkeys(r[rule] for r in rows))
     fig, axes = plt.subplots(1, len(attacks_), figsize=(3.4 * len(attacks_), 3.4), sharey=True)
     for ax, att in zip(np.atleast_1d(axes), attacks_, strict=True):
-        for rule in rules:
-            sel = [r for r in rows if r["attack"] == att and r["aggregator"] == rule]
+        for name in rules:
+            sel = [r for r in rows if r["attack"] == att and r[rule] == name]
             ds = [int(r["d"]) for r in sel]
-            ax.plot(ds, [_acc(r["final_accuracy"]) for r in sel], marker="o", label=rule)
+            ax.plot(ds, [_acc(r["final_accuracy"]) for r in sel], marker="o", label=name)
         ax.set(title=att, xlabel="d", xscale="log")
         ax.set_xticks(sorted({int(r["d"]) for r in rows}))
         ax.set_xticklabels([str(x) for x in sorted({int(r["d"]) for r in rows})])

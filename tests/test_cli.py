@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 
 from cyclad import cli, train
@@ -168,3 +176,221 @@ def test_demo_runs_quickly(capsys) -> None:
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("1 ", "20")]
     assert [r[0] for r in rows] == ["1", "20"]
     assert all(len(r) == 5 for r in rows)
+
+
+# --- data and config files -------------------------------------------------------------------
+
+
+def _mnist_dir(root, truncate: str | None = None):
+    root.mkdir()
+    for part, m in (("train", 30), ("t10k", 10)):
+        for kind, shape in (("images-idx3", (m, 2, 2)), ("labels-idx1", (m,))):
+            raw = bytes([0, 0, 8, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+            raw += bytes(int(np.prod(shape)))
+            name = f"{part}-{kind}-ubyte.gz"
+            body = gzip.compress(raw)
+            if name == truncate:
+                body = body[: len(body) // 2]
+            (root / name).write_bytes(body)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ("none", "needs data_path"),
+        ("missing", "/no/such/dir is not a directory"),
+        ("empty", "no IDX file train-images-idx3-ubyte"),
+        ("truncated", "train-labels-idx1-ubyte.gz"),
+    ],
+)
+def test_run_mnist_file_errors_are_config_errors(tmp_path, capsys, setup, needle) -> None:
+    flags = ["--dataset", "mnist"]
+    if setup == "missing":
+        flags += ["--data_path", "/no/such/dir"]
+    elif setup == "empty":
+        (tmp_path / "m").mkdir()
+        flags += ["--data_path", str(tmp_path / "m")]
+    elif setup == "truncated":
+        root = _mnist_dir(tmp_path / "m", truncate="train-labels-idx1-ubyte.gz")
+        flags += ["--data_path", str(root)]
+    code = cli.main(["run", *QUICK, *flags, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG
+    assert "config field 'data_path'" in err
+    assert needle in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_mnist_from_a_good_folder(tmp_path, capsys) -> None:
+    root = _mnist_dir(tmp_path / "m")
+    flags = ["--dataset", "mnist", "--data_path", str(root), "--out", str(tmp_path / "x")]
+    assert cli.main(["run", *QUICK, *flags, "--quiet"]) == 0
+    capsys.readouterr()
+
+
+def test_invalid_toml_names_the_file(tmp_path, capsys) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text("rounds = = 3\n")
+    for command in ("run", "sweep"):
+        assert cli.main([command, str(conf), "--out", str(tmp_path / "x")]) == cli.EXIT_CONFIG
+        err = capsys.readouterr().err
+        assert f"{conf}: invalid TOML" in err
+
+
+def test_out_refuses_a_non_empty_folder_unless_overwrite(tmp_path, capsys) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert cli.main(["run", *QUICK, "--out", str(out), "--quiet"]) == cli.EXIT_CONFIG
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert not (out / "history.json").exists()
+    grid = tmp_path / "g.toml"
+    grid.write_text("rounds = 2\nn_devices = 6\nn_byzantine = 1\nd = [1, 2]\n")
+    assert cli.main(["sweep", str(grid), "--out", str(out), "--jobs", "1"]) == cli.EXIT_CONFIG
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert not (out / "summary.csv").exists()
+    assert cli.main(["run", *QUICK, "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert (out / "history.json").is_file()
+    assert (out / "keep.txt").read_text() == "mine"
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["run", *QUICK, "--quiet"]])
+def test_closed_stdout_pipe_is_not_a_traceback(tmp_path, argv) -> None:
+    if argv[0] == "run" and "--help" not in argv:
+        argv = [*argv, "--out", str(tmp_path / "r")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cyclad.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the first line, as with | head -0
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err, err.decode()
+    assert b"BrokenPipeError" not in err
+    assert proc.returncode == 0
+    if "--help" not in argv:
+        assert (tmp_path / "r" / "history.json").is_file()
+
+
+# --- aggregator parameters -------------------------------------------------------------------
+
+
+def test_misspelled_aggregator_parameter_is_a_config_error(tmp_path, capsys) -> None:
+    flags = ["--aggregator", "multi_krum", "--aggregator_params.M", "5"]
+    code = cli.main(["run", *QUICK, *flags, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG
+    assert "config field 'aggregator_params'" in err
+    assert "['M']" in err
+    assert "valid parameters: ['f', 'm']" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_parameter_no_component_takes_is_refused_by_a_sweep(tmp_path, capsys) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'rounds = 2\nn_devices = 6\nn_byzantine = 1\naggregator = "trimmed_mean"\n'
+        'pre_aggregation = ["nnm", "bucketing"]\n[aggregator_params]\ns = 2\n'
+    )
+    assert cli.main(["sweep", str(grid), "--out", str(tmp_path / "s")]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "'aggregator_params'" in err
+    assert "'nnm+trimmed_mean'" in err
+
+
+def test_make_rule_rejects_unknown_parameters_and_keeps_defaults() -> None:
+    from cyclad import ArgumentError, protocol
+
+    with pytest.raises(ArgumentError, match=r"valid parameters: \['f', 'm'\]") as info:
+        protocol.make_rule("multi_krum", 1, {"M": 5})
+    assert info.value.argument == "params"
+    X = np.arange(24.0).reshape(6, 4)
+    # f (and bucketing's seed) still go only to the components that take them
+    np.testing.assert_array_equal(protocol.make_rule("mean", 1)(X), X.mean(axis=0))
+    assert protocol.make_rule("bucketing+trimmed_mean", 1, {"s": 2})(X).shape == (4,)
+
+
+# --- Ctrl-C on a sweep -----------------------------------------------------------------------
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sweep_ctrl_c_stops_reaps_writes_and_exits_130(tmp_path) -> None:
+    grid = tmp_path / "g.toml"
+    # 12 runs, 2 at a time: the first finishes quickly, the others are long
+    grid.write_text(
+        "n_devices = 6\nn_byzantine = 1\nd = 2\nrounds = [5, 20000]\nseed = [0, 1, 2, 3, 4, 5]\n"
+    )
+    out = tmp_path / "s"
+    argv = [sys.executable, "-m", "cyclad.cli", "sweep", str(grid), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*argv, "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    line = ""
+    while "[2/12]" not in line and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+    assert "[2/12]" in line
+    time.sleep(0.5)  # long runs are under way
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole group gets SIGINT
+    rest, err = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == cli.EXIT_INTERRUPTED, err
+    assert elapsed < 5, elapsed
+    assert "Traceback" not in err
+    assert "interrupted after" in err
+    group_deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < group_deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "worker processes left behind"
+    done = (out / "results.csv").read_text().splitlines()[1:]
+    assert 2 <= len(done) < 12
+    assert all(row.startswith("5,") for row in done)  # only short runs could finish
+    assert (out / "summary.md").read_text().startswith("| rounds |")
+    assert len((out / "summary.csv").read_text().splitlines()) == 2
+    assert "| rounds |" in rest
+
+
+# --- help ------------------------------------------------------------------------------------
+
+
+def test_help_texts_list_options_choices_and_fields(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top
+    assert "fields" in top
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    run_help = capsys.readouterr().out
+    assert "--FIELD VALUE" in run_help
+    assert "--overwrite" in run_help
+    for name in train.Config.fields():
+        assert f"\n  {name} " in run_help, name
+    assert "Redundancy: subsets per device" in run_help
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    bench_help = capsys.readouterr().out
+    assert "{aggregators,coding,compression,all}" in bench_help
+    assert "--quick" in bench_help
+    assert cli.main(["fields"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == len(train.Config.fields())
+    blas = next(r for r in rows if r.split()[0] == "blas_threads")
+    assert blas.split()[1:5] == ["int", "or", "None", "1"]
+    assert all(len(r.split()) >= 4 for r in rows)  # every field has a meaning

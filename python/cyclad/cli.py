@@ -13,19 +13,58 @@ writes one table (final accuracy and loss, mean ± std over seeds) as CSV and ma
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 # The sweep engine, grid expansion, plotting and the demo grid live in cyclad.experiment; it
 # (and cyclad.train) is imported inside each command so that `cyclad --help` stays fast.
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
+OVERWRITE = "write into an existing non-empty --out (files of the same name are replaced)"
 
 
 def _err(text: str) -> None:
     sys.stderr.write(f"cyclad: error: {text}\n")
+
+
+def _silence_stdout() -> None:
+    # the reader of a pipe went away (cyclad ... | head): send the rest of the output, and the
+    # interpreter's final flush, to /dev/null instead of raising BrokenPipeError
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _out(text: str) -> None:
+    """Write to stdout; after a broken pipe the command goes on and its output is dropped."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _load_error(config: str | None, exc: Exception) -> str:
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"{config}: invalid TOML: {exc}"
+    return str(exc)
+
+
+def _out_error(out: Path, overwrite: bool) -> str | None:
+    """Why ``--out`` cannot be written (an existing file or non-empty folder), or None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} exists and is not a directory"
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        return f"--out {out} exists and is not empty; pass --overwrite to write into it"
+    return None
 
 
 def _fmt_bytes(b: float) -> str:
@@ -49,9 +88,13 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         cfg = train.Config.from_dict(values)
         cfg.validate()
     except (ValueError, TypeError, OSError) as exc:
-        _err(str(exc))
+        _err(_load_error(args.config, exc))
         return EXIT_CONFIG
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    problem = _out_error(out, args.overwrite)
+    if problem is not None:
+        _err(problem)
+        return EXIT_CONFIG
     hist = None
     code = 0
     try:
@@ -76,8 +119,8 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         ("wall time", f"{hist.seconds[-1]:.2f} s" if hist.seconds else "-"),
     ]
     width = max(len(k) for k, _ in rows)
-    sys.stdout.write("\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n")
-    sys.stdout.write(f"wrote {out}/history.csv, history.json, config.toml\n")
+    _out("\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n")
+    _out(f"wrote {out}/history.csv, history.json, config.toml\n")
     return code
 
 
@@ -92,24 +135,33 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         values = train.load_values(args.config, train.parse_overrides(extra))
     except (ValueError, TypeError, OSError) as exc:
-        _err(str(exc))
+        _err(_load_error(args.config, exc))
         return EXIT_CONFIG
     out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    problem = _out_error(out, args.overwrite)
+    if problem is not None:
+        _err(problem)
+        return EXIT_CONFIG
     from cyclad import experiment, train
 
     def progress(done: int, total: int, label: str) -> None:
-        sys.stdout.write(f"  [{done}/{total}] {label}\n")
+        _out(f"  [{done}/{total}] {label}\n")
 
     try:
         summary = experiment.run_sweep(values, out, args.jobs, progress=progress)
     except train.ConfigError as exc:
         _err(str(exc))
         return EXIT_CONFIG
-    except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted; finished runs are under runs/ in the output folder\n")
+    except experiment.SweepInterrupted as exc:
+        if exc.summary:
+            _out("\n" + experiment.markdown_table(exc.summary))
+        sys.stderr.write(
+            f"\ninterrupted after {exc.done} of {exc.total} runs; wrote {out}/results.csv, "
+            "summary.csv, summary.md of the finished ones\n"
+        )
         return EXIT_INTERRUPTED
-    sys.stdout.write("\n" + experiment.markdown_table(summary))
-    sys.stdout.write(f"\nwrote {out}/results.csv, summary.csv, summary.md, runs/\n")
+    _out("\n" + experiment.markdown_table(summary))
+    _out(f"\nwrote {out}/results.csv, summary.csv, summary.md, runs/\n")
     return 0
 
 
@@ -129,7 +181,80 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     except (ImportError, FileNotFoundError, ValueError) as exc:
         _err(str(exc))
         return 1
-    sys.stdout.write(f"wrote {out}\n")
+    _out(f"wrote {out}\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# fields
+# --------------------------------------------------------------------------------------------
+
+
+def _attribute_docs(doc: str) -> dict[str, tuple[str, str]]:
+    """``name -> (type, first line of meaning)`` from a numpydoc ``Attributes`` section."""
+    lines = doc.expandtabs().splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.strip() == "Attributes") + 2
+    except StopIteration:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    entries: list[tuple[list[str], str, list[str]]] = []
+    for ln in lines[start:]:
+        if not ln.strip():
+            continue
+        if len(ln) - len(ln.lstrip()) <= 4:  # an entry: "name, name : type"
+            head, _, kind = ln.strip().partition(" : ")
+            entries.append(([n.strip() for n in head.split(",")], kind.strip(), []))
+        elif entries:
+            entries[-1][2].append(ln.strip())
+    for names, typ, body in entries:
+        text = " ".join(body).replace("``", "").replace(":class:", "").replace(":func:", "")
+        text = text.replace("`", "")
+        text = text.replace("e.g. ", "e.g.\0").replace(".. ", "..\0")
+        first = text.split(". ")[0].split("; ")[0].rstrip(".").replace("\0", " ")
+        for n in names:
+            out[n] = (typ, first)
+    return out
+
+
+def field_table() -> list[tuple[str, str, str, str]]:
+    """``(name, type, default, meaning)`` of every :class:`cyclad.train.Config` field."""
+    import dataclasses
+
+    from cyclad import train
+
+    docs = _attribute_docs(train.Config.__doc__ or "")
+    rows = []
+    for fd in dataclasses.fields(train.Config):
+        if fd.default is not dataclasses.MISSING:
+            default = repr(fd.default)
+        elif fd.default_factory is not dataclasses.MISSING:
+            default = repr(fd.default_factory())
+        else:  # pragma: no cover - every field has a default
+            default = "-"
+        typ, meaning = docs.get(fd.name, (str(fd.type), ""))
+        if not meaning:  # documented with another field: point to it
+            host = next((k for k, (_, m) in docs.items() if f"{fd.name}" in m.split()), None)
+            mentioned = [k for k in docs if fd.name in (train.Config.__doc__ or "")]
+            meaning = f"see {host}" if host else ("see the Config docstring" if mentioned else "")
+        rows.append((fd.name, typ or str(fd.type), default, meaning))
+    return rows
+
+
+def fields_text() -> str:
+    """The field table as text, one field a line."""
+    rows = field_table()
+    wn = max(len(r[0]) for r in rows)
+    wt = min(max(len(r[1]) for r in rows), 24)
+    wd = min(max(len(r[2]) for r in rows), 18)
+    return "\n".join(f"  {n:<{wn}}  {t:<{wt}}  {d:<{wd}}  {m}".rstrip() for n, t, d, m in rows)
+
+
+def cmd_fields(args: argparse.Namespace, extra: list[str]) -> int:
+    _out(
+        "Config fields (name, type, default, meaning); set them in a TOML file or with "
+        "--FIELD VALUE:\n\n" + fields_text() + "\n"
+    )
     return 0
 
 
@@ -146,25 +271,24 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     n, f = experiment.DEMO["n_devices"], experiment.DEMO["n_byzantine"]
     attacks = experiment.DEMO_ATTACKS
     t0 = time.perf_counter()
-    sys.stdout.write(
+    _out(
         f"LAD on digits (softmax regression, {rounds} rounds): n = {n} devices, "
         f"{f} of them Byzantine;\nextreme heterogeneity (data sorted by label: each subset "
         f"holds one digit);\nserver rule: trimmed mean (f = {f}).\n"
         "Final test accuracy (attack 'none': the Byzantine devices behave honestly):\n\n"
     )
-    sys.stdout.write(f"  {'d':>3}" + "".join(f"{a:>11}" for a in attacks) + "\n")
+    _out(f"  {'d':>3}" + "".join(f"{a:>11}" for a in attacks) + "\n")
     table: dict[tuple[int, str], float] = {}
     for d, attack, accuracy in experiment.demo_runs(rounds):
         if attack == attacks[0]:
-            sys.stdout.write(f"  {d:>3}")
+            _out(f"  {d:>3}")
         table[d, attack] = accuracy
-        sys.stdout.write(f"{accuracy:>11.3f}")
+        _out(f"{accuracy:>11.3f}")
         if attack == attacks[-1]:
-            sys.stdout.write("\n")
-        sys.stdout.flush()
+            _out("\n")
     worst1 = min(table[1, a] for a in attacks)
     worstn = min(table[n, a] for a in attacks)
-    sys.stdout.write(
+    _out(
         f"\nEach device encodes d of the {n} data subsets (cyclic gradient code); d = 1 is "
         "plain robust\ngradient descent. The honest coded vectors' spread shrinks as "
         "(N-d)/(d(N-1)), so the\nrobust rule has less room to be fooled: worst-case accuracy "
@@ -183,7 +307,15 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``cyclad`` command; returns the exit code."""
-    doc = (__doc__ or "cyclad").splitlines()[0]
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. cyclad run --help | head -1
+        _silence_stdout()
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    doc = (__doc__ or "cyclad").splitlines()[0].replace("``", "")
     p = argparse.ArgumentParser(prog="cyclad", description=doc, allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -191,21 +323,30 @@ def main(argv: list[str] | None = None) -> int:
     pd.add_argument("--rounds", type=int, default=None, help="rounds per run (default 150)")
 
     fields = (
-        "Any other --FIELD VALUE (or --FIELD=VALUE) sets a Config field, overriding the TOML "
-        "file; VALUE is a TOML literal (--d 4 --lr 0.5 --aggregator_params.tau 1.0), else a "
-        "string (--attack alie)."
+        "Any other --FIELD VALUE (or --FIELD=VALUE) sets a Config field, overriding the TOML\n"
+        "file; VALUE is a TOML literal (--d 4 --lr 0.5 --aggregator_params.tau 1.0), else a\n"
+        "string (--attack alie). cyclad fields lists the fields."
     )
+    sub.add_parser(
+        "fields",
+        allow_abbrev=False,
+        help="list every config field with its type, default and meaning",
+        description="List every Config field (name, type, default, meaning).",
+    )
+    run_fields = fields + "\n\nConfig fields (name, type, default, meaning):\n" + fields_text()
     pr = sub.add_parser(
         "run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
         help="train one configuration (TOML file and/or --field value)",
         description="Train one configuration; write history.csv, history.json and config.toml "
         "to --out (on Ctrl-C: the rounds done so far, exit 130).",
-        epilog=fields,
+        epilog=run_fields,
     )
     pr.add_argument("config", nargs="?", help="TOML file of Config fields")
     pr.add_argument("--out", help="output directory (default runs/<timestamp>)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     ps = sub.add_parser(
         "sweep",
@@ -218,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("config", help="TOML file; list-valued fields span the grid")
     ps.add_argument("--out", help="output directory (default runs/sweep-<timestamp>)")
     ps.add_argument("--jobs", type=int, default=None, help="parallel processes (default: cores)")
+    ps.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     pp = sub.add_parser(
         "plot", allow_abbrev=False, help="accuracy / loss vs round and vs uplink bytes (PNG)"
@@ -236,11 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     pb = sub.add_parser(
         "bench",
         allow_abbrev=False,
-        help="python -m cyclad.bench AREA ...",
-        description="Run a bench area; further options go to python -m cyclad.bench (see "
-        "python -m cyclad.bench --help).",
+        help="time the kernels of an area against NumPy (python -m cyclad.bench)",
+        description="Run a bench area. Further options go to python -m cyclad.bench: --quick "
+        "(small sizes only), --out DIR (JSON and markdown, default bench/results), --n N --D D "
+        "(aggregators: one size); python -m cyclad.bench --help lists them all.",
     )
-    pb.add_argument("area", help="aggregators, coding, compression or all")
+    pb.add_argument(
+        "area",
+        choices=["aggregators", "coding", "compression", "all"],
+        help="the kernels to time: aggregators, coding, compression or all",
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "launch":
@@ -256,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         # negative number or a value is never taken for the positional config file.
         from cyclad.train import split_field_flags
 
-        takes_value = {"--out": True, "--quiet": False, "--jobs": True}
+        takes_value = {"--out": True, "--quiet": False, "--jobs": True, "--overwrite": False}
         own, positional, extra = split_field_flags(argv[1:], takes_value)
         args = p.parse_args(argv[:1] + positional + own)
     else:
@@ -265,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         from cyclad.bench.__main__ import main as bench_main
 
         return int(bench_main([args.area, *extra]))
+    if args.command == "fields":
+        if extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+        return cmd_fields(args, extra)
     if args.command == "demo":
         if extra:
             p.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,11 @@ def read_idx(path: str | Path) -> NDArray[Any]:
     p = Path(path)
     raw = p.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            msg = f"{p}: truncated or corrupt gzip file ({exc})"
+            raise ValueError(msg) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         msg = f"{p}: not an IDX file (bad magic bytes)"
         raise ValueError(msg)

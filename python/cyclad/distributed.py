@@ -619,6 +619,7 @@ _OPTIONS = {
     "--init-timeout": True,
     "--inject-fault": True,
     "--quiet": False,
+    "--overwrite": False,
 }
 
 
@@ -663,6 +664,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "only; repeatable",
     )
     p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing non-empty --out (files of the same name are replaced)",
+    )
     return p
 
 
@@ -715,10 +721,14 @@ def launch(argv: Sequence[str], *, grace: float = 10.0) -> int:
     """
     argv = list(argv)
     try:
-        _, cfg, _ = _parse(argv, "cyclad launch")
+        args, cfg, _ = _parse(argv, "cyclad launch")
         cfg.validate()
     except (ValueError, TypeError, OSError) as exc:
         _log(f"error: {exc}")
+        return EXIT_CONFIG
+    out = Path(args.out) if args.out else None
+    if out is not None and not args.overwrite and out.is_dir() and any(out.iterdir()):
+        _log(f"error: --out {out} exists and is not empty; pass --overwrite to write into it")
         return EXIT_CONFIG
     world = cfg.n_devices + 1
     env = {

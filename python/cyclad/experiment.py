@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import itertools
 import json
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "DEMO",
     "DEMO_ATTACKS",
     "DEMO_D",
+    "SweepInterrupted",
     "collect_histories",
     "demo_runs",
     "expand_grid",
@@ -59,6 +60,19 @@ Progress = Callable[[int, int, str], None]
 
 
 write_run = train.write_run
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Raised by :func:`run_sweep` on Ctrl-C, after the finished runs' tables are written.
+
+    ``summary`` holds their summary rows, ``done`` and ``total`` count the runs.
+    """
+
+    def __init__(self, summary: list[dict[str, Any]], done: int, total: int) -> None:
+        super().__init__(f"sweep interrupted after {done} of {total} runs")
+        self.summary = summary
+        self.done = done
+        self.total = total
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,8 +128,13 @@ def label(combo: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 def _sweep_worker(job: tuple[int, dict[str, Any], str]) -> dict[str, Any]:
     idx, values, run_dir = job
-    cfg = train.Config.from_dict(_config_values(values))
-    hist = train.run(cfg)
+    try:
+        cfg = train.Config.from_dict(_config_values(values))
+        hist = train.run(cfg)
+    except train.ConfigError as exc:
+        # sent back as plain values: the exception itself does not survive pickling
+        text = str(exc).removeprefix(f"config field '{exc.field}': ")
+        return {"index": idx, "config_error": (exc.field, text)}
     out = Path(run_dir)
     write_run(hist, cfg, out)
     return {
@@ -126,6 +145,11 @@ def _sweep_worker(job: tuple[int, dict[str, Any], str]) -> dict[str, Any]:
         "seconds": hist.seconds[-1],
         "dir": out.name,
     }
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the parent alone decides what stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _mean_std(xs: Sequence[float]) -> str:
@@ -178,6 +202,9 @@ def run_sweep(
     ------
     cyclad.train.ConfigError
         If any grid point is not a valid configuration (nothing has run then).
+    SweepInterrupted
+        On Ctrl-C: queued runs are dropped, running ones stopped and every worker process
+        reaped; the tables of the runs that finished are written first.
     """
     keys, combos = expand_grid(values)
     jobs = jobs or os.cpu_count() or 1
@@ -190,17 +217,48 @@ def run_sweep(
     results: list[dict[str, Any]] = []
 
     def done(res: dict[str, Any]) -> None:
+        if "config_error" in res:
+            field_name, text = res["config_error"]
+            raise train.ConfigError(field_name, text)
         results.append(res)
         if progress is not None:
             progress(len(results), len(work), label(combos[res["index"]], keys))
 
-    if jobs == 1 or len(work) == 1:
-        for w in work:
-            done(_sweep_worker(w))
-    else:
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-            for res in ex.map(_sweep_worker, work):
-                done(res)
+    interrupted = False
+    try:
+        if jobs == 1 or len(work) == 1:
+            for w in work:
+                try:
+                    done(_sweep_worker(w))
+                except train.Interrupted:  # the run in progress is not finished: not reported
+                    raise KeyboardInterrupt from None
+        else:
+            pool = mp.get_context("spawn").Pool(min(jobs, len(work)), initializer=_ignore_sigint)
+            try:
+                for res in pool.imap_unordered(_sweep_worker, work):
+                    done(res)
+                pool.close()
+            finally:
+                # on Ctrl-C (or an error): drop the queued runs, stop the running ones, reap
+                # every worker; a second Ctrl-C must not cut this short
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    pool.terminate()
+                    pool.join()
+                finally:
+                    signal.signal(signal.SIGINT, previous)
+    except KeyboardInterrupt:
+        interrupted = True
+    results = [r for r in results if "config_error" not in r]
+    summary = _write_tables(out, keys, combos, results)
+    if interrupted:
+        raise SweepInterrupted(summary, len(results), len(work))
+    return summary
+
+
+def _write_tables(
+    out: Path, keys: Sequence[str], combos: Sequence[Mapping[str, Any]], results: list[Any]
+) -> list[dict[str, Any]]:
     results.sort(key=lambda r: r["index"])
     # per-run table
     for r in results:

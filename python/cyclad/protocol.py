@@ -405,21 +405,39 @@ def make_rule(
 ) -> Rule:
     """The aggregation ``(n, P) -> (P,)`` for a registry name (``"nnm+trimmed_mean"``).
 
-    ``f``, the bucketing ``seed`` and ``params`` go to the components that take them;
-    parameters no component takes are dropped, so one sweep can set bucketing's ``s`` next to
-    rules without it.
+    ``f`` and the bucketing ``seed`` go to the components that take them; every parameter of
+    ``params`` must be taken by some component.
+
+    Raises
+    ------
+    cyclad.ArgumentError
+        (a ``ValueError``) With ``argument == "params"`` if a parameter of ``params`` is taken
+        by no component of the rule (the message lists the valid ones); otherwise as
+        :func:`cyclad.aggregators.get`.
     """
     kw = dict(params or {})
-    kw.setdefault("f", f)
+    defaults: dict[str, Any] = {"f": f}
     if "bucketing" in name:
-        kw.setdefault("seed", seed)
+        defaults["seed"] = seed
     accepted: set[str] = set()
+    known = True
     for part in name.split("+"):
         fn = getattr(aggregators, part.strip().lower().replace("-", "_"), None)
         if callable(fn):
-            accepted |= set(inspect.signature(fn).parameters)
-    if accepted:
-        kw = {k: v for k, v in kw.items() if k in accepted}
+            accepted |= set(list(inspect.signature(fn).parameters)[1:]) - {"threads"}
+        else:
+            known = False
+    if known:  # else aggregators.get reports the unknown name
+        unknown = sorted(set(kw) - accepted)
+        if unknown:
+            msg = (
+                f"parameter(s) {unknown} are taken by no component of {name!r}; valid "
+                f"parameters: {sorted(accepted)}"
+            )
+            raise ArgumentError(msg, argument="params")
+        kw.update({k: v for k, v in defaults.items() if k in accepted and k not in kw})
+    else:
+        kw = {**defaults, **kw}
     return aggregators.get(name, threads=threads, **kw)
 
 

@@ -94,15 +94,24 @@ class Config:
         ``activation``), or an object with the :class:`cyclad.models.ModelLike` methods, e.g.
         :class:`cyclad.torch.TorchModel` around any ``nn.Module`` (``dtype`` must match its
         parameters).
-    n_devices, n_byzantine, d : int
-        ``n`` devices (= ``N`` subsets), of which the Byzantine ones; redundancy ``1 <= d <= n``.
+    n_devices : int
+        Number of devices ``n`` (= number of data subsets ``N``).
+    n_byzantine : int
+        Number of Byzantine devices.
+    d : int
+        Redundancy: subsets per device, ``1 <= d <= n``.
     assignment : str
         Cyclic assignment mode: ``"permute"``, ``"shift"``, ``"fixed"``.
     partition : str
         ``"iid"``, ``"dirichlet"`` (``alpha``), ``"extreme"``, ``"gamma"`` (``gamma``).
-    aggregator, pre_aggregation : str
-        Rule and optional pre-aggregation(s) for :func:`cyclad.aggregators.get`, e.g.
-        ``"trimmed_mean"`` and ``"nnm"`` (or ``"bucketing"``, ``"nnm+clip"``).
+    alpha : float
+        Concentration of the ``"dirichlet"`` partition (smaller is more heterogeneous).
+    gamma : float
+        Share of the ``"gamma"`` partition in ``[0, 1]``.
+    aggregator : str
+        The server's robust rule, e.g. ``"trimmed_mean"`` (:func:`cyclad.aggregators.get`).
+    pre_aggregation : str or None
+        Optional pre-aggregation(s) before the rule: ``"nnm"``, ``"bucketing"``, ``"nnm+clip"``.
     f : int or None
         The ``f`` the rule assumes; ``None`` uses ``n_byzantine``.
     aggregator_params : dict
@@ -118,8 +127,16 @@ class Config:
         ``"qsgd:16"``, ``"sign"``, ``"identity"``.
     error_feedback : bool or str
         ``False``, ``True`` / ``"ef14"`` (residual accumulation) or ``"ef21"``.
-    rounds, lr, momentum, weight_decay, batch_size
-        Optimisation: ``batch_size=None`` uses the full subset in every subset gradient.
+    rounds : int
+        Training rounds.
+    lr : float
+        Learning rate.
+    momentum : float
+        Heavy-ball momentum in ``[0, 1)``.
+    weight_decay : float
+        L2 penalty added to the objective.
+    batch_size : int or None
+        Mini-batch per subset gradient; ``None`` uses the full subset.
     seed : int
         Data split, partition, model init, cyclic assignment, Byzantine set.
     device_seed : int or None
@@ -134,6 +151,14 @@ class Config:
         rounds record NaN.
     dtype : str
         ``"float64"`` or ``"float32"``: the dtype of the model, gradients and messages.
+    hidden : int
+        Hidden units of the ``"mlp"`` model.
+    activation : str
+        Activation of the ``"mlp"`` model: ``"tanh"`` or ``"relu"``.
+    data_path : str or None
+        Directory of the IDX files of ``"mnist"`` / ``"fashion_mnist"``.
+    dataset_params : dict
+        Extra parameters of the bundled dataset loader (e.g. ``n_samples`` of ``"synthetic"``).
     threads : int or None
         Threads of the cyclad kernels (aggregation, encoding, compression); None = all cores.
     blas_threads : int or None
@@ -293,6 +318,17 @@ class Config:
 
         if not isinstance(self.dataset, data.Dataset):
             choice("dataset", data.DATASETS)
+            if self.dataset in ("mnist", "fashion_mnist"):
+                if self.data_path is None:
+                    name = "data_path"
+                    raise ConfigError(
+                        name,
+                        f"dataset {self.dataset!r} needs data_path, a directory with the IDX "
+                        "files (train-images-idx3-ubyte[.gz], ...); cyclad never downloads data",
+                    )
+                if not Path(self.data_path).is_dir():
+                    name = "data_path"
+                    raise ConfigError(name, f"{self.data_path} is not a directory")
         else:
             # a Dataset arrives split and loaded: the loading fields would be silently ignored
             for name, default in (
@@ -380,7 +416,8 @@ class Config:
             rule = build_aggregator(self, seed=0)
             out = np.asarray(rule(np.zeros((n, 3), dtype=self.dtype)))
         except (ValueError, TypeError) as exc:
-            name = "f" if getattr(exc, "argument", None) == "f" else "aggregator"
+            argument = getattr(exc, "argument", None)
+            name = {"f": "f", "params": "aggregator_params"}.get(str(argument), "aggregator")
             raise ConfigError(name, str(exc)) from None
         if out.shape != (3,):
             name = "aggregator"
@@ -483,7 +520,7 @@ def _toml_value(v: Any) -> str:
 
 def build_aggregator(cfg: Config, seed: int = 0) -> Callable[[Array], Array]:
     """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (:func:`protocol.make_rule`:
-    ``f`` defaults to ``n_byzantine``; parameters no component takes are dropped)."""
+    ``f`` defaults to ``n_byzantine``; a parameter no component takes is an error)."""
     return protocol.make_rule(
         cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params, seed=seed, threads=cfg.threads
     )
@@ -685,14 +722,24 @@ def _resolve_dataset(cfg: Config) -> data.Dataset:
     if isinstance(cfg.dataset, data.Dataset):
         return cfg.dataset.standardized() if cfg.standardize else cfg.dataset
     params = dict(cfg.dataset_params)
-    return data.load(
-        cfg.dataset,
-        test_fraction=cfg.test_fraction,
-        seed=cfg.seed,
-        standardize=cfg.standardize,
-        path=cfg.data_path,
-        **params,
-    )
+    try:
+        return data.load(
+            cfg.dataset,
+            test_fraction=cfg.test_fraction,
+            seed=cfg.seed,
+            standardize=cfg.standardize,
+            path=cfg.data_path,
+            **params,
+        )
+    except (OSError, EOFError, ValueError) as exc:
+        if cfg.dataset not in ("mnist", "fashion_mnist"):
+            raise
+        # a missing, unreadable or truncated IDX file is a configuration error of data_path
+        text = str(exc).removeprefix("path: ")
+        if str(cfg.data_path) not in text:
+            text = f"{cfg.data_path}: {text}"
+        name = "data_path"
+        raise ConfigError(name, text) from None
 
 
 class _Simulation:
