@@ -121,7 +121,7 @@ def test_coordinate_wise_rules_go_per_layer_and_equal_the_rule(rule, rng) -> Non
     "rule", ["krum", "geometric_median", "nnm+trimmed_mean", "centered_clipping"]
 )
 def test_distance_rules_see_whole_flattened_updates(rule, rng) -> None:
-    params = {"tau": 1.0}
+    params = {"tau": 1.0} if rule == "centered_clipping" else {}
     s = flower.RobustStrategy(rule, f=2, rule_params=params, min_available_nodes=7)
     assert not s.per_layer
     g, U, replies = _setup(s, rng)
