@@ -106,3 +106,50 @@ def test_write_run_and_plot(tmp_path) -> None:
     png = experiment.plot_histories([tmp_path], tmp_path / "out" / "p.png", title="t")
     assert png == tmp_path / "out" / "p.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _labelled_runs(tmp_path):
+    from cyclad import train
+
+    dirs = []
+    for k, (variant, extra) in enumerate(
+        [("LAD", {}), ("top-k", {"compressor": "topk:0.2", "error_feedback": "ef21"})]
+    ):
+        for d in (1, 3):
+            cfg = train.Config(n_devices=6, n_byzantine=1, d=d, rounds=2, **extra)
+            out = tmp_path / f"{k}-{d}"
+            experiment.write_run(train.run(cfg), cfg, out)
+            (out / "label.txt").write_text(variant + "\n")
+            dirs.append(out)
+    return dirs
+
+
+def test_line_names_use_variant_labels_and_only_the_fields_they_do_not_explain(tmp_path):
+    from cyclad import train
+
+    dirs = _labelled_runs(tmp_path)
+    files = experiment.collect_histories([str(d) for d in dirs])
+    hists = [train.History.from_json(f) for f in files]
+    names = experiment.line_names(hists, files)
+    # compressor and error_feedback come with the label; d does not
+    assert sorted(names) == ["LAD, d=1", "LAD, d=3", "top-k, d=1", "top-k, d=3"]
+
+
+def test_plot_summary_of_final_accuracy_against_a_field(tmp_path):
+    dirs = _labelled_runs(tmp_path)
+    out = experiment.plot_summary([str(d) for d in dirs], tmp_path / "acc.png", "d")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="--x nosuch: not a config field"):
+        experiment.plot_summary([str(d) for d in dirs], tmp_path / "x.png", "nosuch")
+    with pytest.raises(TypeError, match="--x attack: needs a numeric field"):
+        experiment.plot_summary([str(d) for d in dirs], tmp_path / "x.png", "attack")
+
+
+def test_a_sweep_records_each_runs_variant_label(tmp_path):
+    values = {
+        **SMALL,
+        "variants": [{"label": "plain"}, {"label": "topk", "compressor": "topk:0.2"}],
+    }
+    experiment.run_sweep(values, tmp_path / "s", jobs=1)
+    labels = sorted(p.read_text().strip() for p in (tmp_path / "s" / "runs").glob("*/label.txt"))
+    assert labels == ["plain", "topk"]

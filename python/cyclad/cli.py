@@ -177,8 +177,11 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     from cyclad import experiment
 
     try:
-        out = experiment.plot_histories(args.results, Path(args.out), args.title)
-    except (ImportError, FileNotFoundError, ValueError) as exc:
+        if args.x is None:
+            out = experiment.plot_histories(args.results, Path(args.out), args.title)
+        else:
+            out = experiment.plot_summary(args.results, Path(args.out), args.x, args.title)
+    except (ImportError, FileNotFoundError, ValueError, TypeError) as exc:
         _err(str(exc))
         return 1
     _out(f"wrote {out}\n")
@@ -367,6 +370,13 @@ def _main(argv: list[str] | None) -> int:
     pp.add_argument("results", nargs="+", help="history.json files, run or sweep folders")
     pp.add_argument("--out", default="plot.png", help="PNG file to write (default plot.png)")
     pp.add_argument("--title", default=None, help="figure title")
+    pp.add_argument(
+        "--x",
+        default=None,
+        metavar="FIELD",
+        help="plot the final test accuracy against this numeric config field instead (e.g. "
+        "--x d for a d sweep; seeds pooled, one line per combination of the other fields)",
+    )
 
     sub.add_parser(
         "launch",

@@ -35,8 +35,10 @@ __all__ = [
     "demo_runs",
     "expand_grid",
     "label",
+    "line_names",
     "markdown_table",
     "plot_histories",
+    "plot_summary",
     "run_sweep",
     "write_run",
 ]
@@ -137,6 +139,8 @@ def _sweep_worker(job: tuple[int, dict[str, Any], str]) -> dict[str, Any]:
         return {"index": idx, "config_error": (exc.field, text)}
     out = Path(run_dir)
     write_run(hist, cfg, out)
+    if "variant" in values:
+        (out / "label.txt").write_text(f"{values['variant']}\n")
     return {
         "index": idx,
         "final_accuracy": hist.final_accuracy,
@@ -323,11 +327,102 @@ def collect_histories(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def _label_of(f: Path) -> str | None:
+    p = f.parent / "label.txt"
+    return p.read_text().strip() if p.is_file() else None
+
+
+def line_names(
+    hists: Sequence[train.History], files: Sequence[Path], *, skip: Sequence[str] = ()
+) -> list[str]:
+    """One legend name per history: its sweep variant's label (``label.txt`` beside it), then
+    the config fields that differ between the histories and that the label does not explain
+    (a field constant within every label's histories is the label's own)."""
+    labels = [_label_of(f) for f in files]
+
+    def val(h: train.History, k: str) -> str:
+        return json.dumps(h.config.get(k), sort_keys=True)
+
+    keys = sorted({k for h in hists for k in h.config} - set(skip))
+    differing = [k for k in keys if len({val(h, k) for h in hists}) > 1]
+    if any(lb is not None for lb in labels):
+        groups: dict[str | None, set[str]] = {}
+        own = []
+        for k in differing:
+            groups = {}
+            for h, lb in zip(hists, labels, strict=True):
+                groups.setdefault(lb, set()).add(val(h, k))
+            if all(len(v) == 1 for v in groups.values()):
+                own.append(k)
+        differing = [k for k in differing if k not in own]
+    out = []
+    for h, f, lb in zip(hists, files, labels, strict=True):
+        parts = ([lb] if lb is not None else []) + [f"{k}={h.config.get(k)}" for k in differing]
+        out.append(", ".join(parts) or f.parent.name)
+    return out
+
+
+def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | None = None) -> Path:
+    """Final test accuracy against the config field ``x`` (e.g. ``"d"``), one line per
+    combination of the other fields (seeds pooled: mean, with the range as a band).
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib (the ``plot`` extra).
+    ValueError
+        If no history has the field ``x``.
+    TypeError
+        If ``x`` is not numeric.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        msg = "cyclad plot needs matplotlib: pip install 'cyclad[plot]'"
+        raise ImportError(msg) from exc
+
+    files = collect_histories(paths)
+    hists = [train.History.from_json(f) for f in files]
+    if not any(x in h.config for h in hists):
+        fields = ", ".join(sorted({k for h in hists for k in h.config}))
+        msg = f"--x {x}: not a config field of these runs (fields: {fields})"
+        raise ValueError(msg)
+    names = line_names(hists, files, skip=[x, "seed"])
+    series: dict[str, dict[float, list[float]]] = {}
+    for h, name in zip(hists, names, strict=True):
+        v = h.config.get(x)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            msg = f"--x {x}: needs a numeric field, got {v!r}"
+            raise TypeError(msg)
+        series.setdefault(name, {}).setdefault(float(v), []).append(h.final_accuracy)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, pts in series.items():
+        xs = sorted(pts)
+        mean = [float(np.mean(pts[v])) for v in xs]
+        ax.plot(xs, mean, marker="o", label=name)
+        lo = [float(np.min(pts[v])) for v in xs]
+        hi = [float(np.max(pts[v])) for v in xs]
+        ax.fill_between(xs, lo, hi, alpha=0.15)
+    ax.set(xlabel=x, ylabel="final test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def plot_histories(paths: Sequence[str | Path], out: Path, title: str | None = None) -> Path:
     """Accuracy and loss vs round and vs cumulative uplink bytes, one line per history.
 
-    Lines are labelled by the config fields that differ between the histories. Writes a PNG to
-    ``out`` and returns ``out``.
+    Lines are named by :func:`line_names` (a sweep variant's label, and the config fields that
+    differ between the histories). Writes a PNG to ``out`` and returns ``out``.
 
     Raises
     ------
@@ -347,13 +442,9 @@ def plot_histories(paths: Sequence[str | Path], out: Path, title: str | None = N
 
     files = collect_histories(paths)
     hists = [train.History.from_json(f) for f in files]
-    keys = sorted({k for h in hists for k in h.config})
-    differing = [
-        k for k in keys if len({json.dumps(h.config.get(k), sort_keys=True) for h in hists}) > 1
-    ]
+    names = line_names(hists, files)
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    for h, f in zip(hists, files, strict=True):
-        name = ", ".join(f"{k}={h.config.get(k)}" for k in differing) or f.parent.name
+    for h, name in zip(hists, names, strict=True):
         rounds = np.arange(1, len(h) + 1)
         acc = np.asarray(h.accuracy, dtype=float)
         loss = np.asarray(h.loss, dtype=float)
