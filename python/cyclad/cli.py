@@ -365,7 +365,12 @@ def _main(argv: list[str] | None) -> int:
     ps.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     pp = sub.add_parser(
-        "plot", allow_abbrev=False, help="accuracy / loss vs round and vs uplink bytes (PNG)"
+        "plot",
+        allow_abbrev=False,
+        help="accuracy / loss vs round and vs uplink bytes (PNG)",
+        description="Plot test accuracy and training loss against the round and the cumulative "
+        "uplink bytes, one line per history (named by its sweep variant and the fields that "
+        "differ), or with --x FIELD the final accuracy against a config field.",
     )
     pp.add_argument("results", nargs="+", help="history.json files, run or sweep folders")
     pp.add_argument("--out", default="plot.png", help="PNG file to write (default plot.png)")
