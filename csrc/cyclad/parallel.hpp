@@ -23,7 +23,11 @@ inline constexpr std::size_t kReduceBlock = 8192;
 /// busy, a woken thread waits for a time slice (milliseconds), and after the region it keeps
 /// spinning, taking a core from the next serial call. Measured on 2 cores with the other one
 /// busy: a (10, 4810) float32 trimmed mean took 4.3 ms with 2 threads and 74 us with one.
-inline constexpr std::size_t kMinBytesPerThread = std::size_t{1} << 20;
+/// (A build may set CYCLAD_MIN_BYTES_PER_THREAD to measure the crossover.)
+#ifndef CYCLAD_MIN_BYTES_PER_THREAD
+#define CYCLAD_MIN_BYTES_PER_THREAD (std::size_t{1} << 20)
+#endif
+inline constexpr std::size_t kMinBytesPerThread = CYCLAD_MIN_BYTES_PER_THREAD;
 
 /// \brief The grain (items per chunk) of `parallel_for` that gives every thread at least
 /// `kMinBytesPerThread` of input, for items of `bytes_per_item` bytes (at least `floor` items).
