@@ -284,21 +284,8 @@ def _protocol_only_run(cfg: train.Config) -> np.ndarray:
                     ref.model, theta, ref.X, ref.y, ref.slices, plan, i, compressor=devices[i]
                 ),
             )
-        sels = [ref.slices[j] for j in range(n)]
-        G = ref.model.subset_grads(theta, ref.X, ref.y, plan.selections(sels))
-        from cyclad import coding
-
-        Z = np.asarray(coding.encode(G, plan.assignment[plan.byzantine]))
-        sent = protocol.byzantine_step(
-            ref.attack,
-            plan,
-            honest=srv.received(plan.honest),
-            n=n,
-            byzantine_honest=Z,
-            aggregate=srv.aggregate,
-            compressor=base,
-            senders=senders,
-        )
+        # the coalition as a separate process works it out (train._Simulation.byzantine_payloads)
+        sent = ref.byzantine_payloads(plan, theta, srv.received(plan.honest), senders=senders)
         for i, p in zip(plan.byzantine.tolist(), sent, strict=True):
             srv.receive(i, p)
         theta = srv.finish(theta)

@@ -464,7 +464,6 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
     byz = protocol.byzantine_devices(spec)
     honest = device not in byz.tolist()
     comp = sim.device_comp[device] if honest else None
-    senders = sim.byz_senders
     base = sim.base
     store.set(f"ready/{device}", b"1")
     for t in range(cfg.rounds):
@@ -488,8 +487,8 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
         fault = opts.fault(rank, t)
         if fault == "exit":
             os._exit(EXIT_ERROR)
+        tm: dict[str, float] = {}
         if honest:
-            tm: dict[str, float] = {}
             payload = protocol.device_step(
                 sim.model,
                 theta,
@@ -504,40 +503,14 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
             )
             store.set(f"time/{t}/{device}", _TIMES.pack(tm["compute"], tm["encode"]))
         else:
-            c0 = time.perf_counter()
-            sels = plan.selections(sim.slices)
-            y = sim.y if sim.y_flip is None else sim.y_flip
-            G = sim.model.subset_grads(theta, sim.X, y, sels)
-            from cyclad import coding
-
-            Z = np.asarray(coding.encode(G, plan.assignment[byz], threads=cfg.threads))
             if not _wait(store, [f"view/{t}"], wait_s):
                 return EXIT_NO_SERVER
             raw = _get(store, f"view/{t}", plan.honest.size * P * dtype.itemsize)
             view = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
-            view = view.reshape(plan.honest.size, P)
-            rule = protocol.round_rule(
-                cfg.aggregator_name,
-                cfg.f_rule,
-                cfg.aggregator_params,
-                seed=cfg.seed,
-                t=t,
-                threads=cfg.threads,
-            )
-            e0 = time.perf_counter()
-            payload = protocol.byzantine_step(
-                sim.attack,
-                plan,
-                honest=view,
-                n=n,
-                byzantine_honest=Z,
-                aggregate=rule,
-                compressor=base,
-                senders=senders,
-                devices=[device],
-                threads=cfg.threads,
+            payload = sim.byzantine_payloads(
+                plan, theta, view.reshape(plan.honest.size, P), devices=[device], timings=tm
             )[0]
-            store.set(f"time/{t}/{device}", _TIMES.pack(e0 - c0, time.perf_counter() - e0))
+            store.set(f"time/{t}/{device}", _TIMES.pack(tm["compute"], tm["encode"]))
         if fault == "silent":
             continue
         if fault == "garbage":

@@ -327,6 +327,19 @@ def collect_histories(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no display)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        msg = "cyclad plot needs matplotlib: pip install 'cyclad[plot]'"
+        raise ImportError(msg) from exc
+    return plt
+
+
 def _label_of(f: Path) -> str | None:
     p = f.parent / "label.txt"
     return p.read_text().strip() if p.is_file() else None
@@ -375,15 +388,7 @@ def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | No
     TypeError
         If ``x`` is not numeric.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        msg = "cyclad plot needs matplotlib: pip install 'cyclad[plot]'"
-        raise ImportError(msg) from exc
-
+    plt = _pyplot()
     files = collect_histories(paths)
     hists = [train.History.from_json(f) for f in files]
     if not any(x in h.config for h in hists):
@@ -431,15 +436,7 @@ def plot_histories(paths: Sequence[str | Path], out: Path, title: str | None = N
     FileNotFoundError
         See :func:`collect_histories`.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        msg = "cyclad plot needs matplotlib: pip install 'cyclad[plot]'"
-        raise ImportError(msg) from exc
-
+    plt = _pyplot()
     files = collect_histories(paths)
     hists = [train.History.from_json(f) for f in files]
     names = line_names(hists, files)

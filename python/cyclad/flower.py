@@ -76,7 +76,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from numpy.typing import NDArray
 
-from cyclad import coding, protocol, train
+from cyclad import protocol, train
 
 __all__ = [
     "COORDINATE_WISE",
@@ -612,38 +612,14 @@ def _device_reply(msg: Message, context: Context, cfg: train.Config) -> Message:
         )
         _keep(context, comp)
     else:
-        byz = plan.byzantine
-        sels = plan.selections(sim.slices)
-        y = sim.y if sim.y_flip is None else sim.y_flip
-        G = sim.model.subset_grads(theta, sim.X, y, sels)
-        Z = np.asarray(coding.encode(G, plan.assignment[byz], threads=cfg.threads))
         view = content.array_records["view"]["view"].numpy().astype(sim.dtype)
-        rule = protocol.round_rule(
-            cfg.aggregator_name,
-            cfg.f_rule,
-            cfg.aggregator_params,
-            seed=cfg.seed,
-            t=t,
-            threads=cfg.threads,
-        )
         sender = sim.byz_senders.get(device)
-        senders = None
+        senders: dict[int, Any] = {}
         if sender is not None:
             sender = type(sender)(sim.base)
             _restore(context, sender)
             senders = {device: sender}
-        payload = protocol.byzantine_step(
-            sim.attack,
-            plan,
-            honest=view,
-            n=cfg.n_devices,
-            byzantine_honest=Z,
-            aggregate=rule,
-            compressor=sim.base,
-            senders=senders,
-            devices=[device],
-            threads=cfg.threads,
-        )[0]
+        payload = sim.byzantine_payloads(plan, theta, view, devices=[device], senders=senders)[0]
         _keep(context, sender)
     reply = ConfigRecord({"payload": payload, "seconds": time.perf_counter() - t0})
     return Message(RecordDict({"cyclad": reply}), reply_to=msg)

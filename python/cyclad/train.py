@@ -828,6 +828,53 @@ class _Simulation:
         self.P = P
         self.payloads: list[bytes | None] = [None] * n  # the last round's, for inspection
 
+    def byzantine_payloads(
+        self,
+        plan: protocol.RoundPlan,
+        theta: Array,
+        honest: Array,
+        *,
+        devices: Sequence[int] | None = None,
+        senders: dict[int, Any] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[bytes]:
+        """The Byzantine devices' payloads of a round, as a process that holds the data works
+        them out on its own (the distributed and Flower runtimes): the coalition's own coded
+        gradients (on flipped labels for ``label_flip``), the server's rule of the round, then
+        :func:`protocol.byzantine_step` with ``honest``, the view of the honest vectors.
+        ``senders`` default to this simulation's EF21 senders; ``timings`` receives
+        ``"compute"`` and ``"encode"`` seconds."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        y = self.y if self.y_flip is None else self.y_flip
+        G = self.model.subset_grads(theta, self.X, y, plan.selections(self.slices))
+        Z = np.asarray(coding.encode(G, plan.assignment[plan.byzantine], threads=cfg.threads))
+        rule = protocol.round_rule(
+            cfg.aggregator_name,
+            cfg.f_rule,
+            cfg.aggregator_params,
+            seed=cfg.seed,
+            t=plan.t,
+            threads=cfg.threads,
+        )
+        t1 = time.perf_counter()
+        out = protocol.byzantine_step(
+            self.attack,
+            plan,
+            honest=honest,
+            n=cfg.n_devices,
+            byzantine_honest=Z,
+            aggregate=rule,
+            compressor=self.base,
+            senders=self.byz_senders if senders is None else senders,
+            devices=devices,
+            threads=cfg.threads,
+        )
+        if timings is not None:
+            timings["compute"] = t1 - t0
+            timings["encode"] = time.perf_counter() - t1
+        return out
+
     def objective(self, theta: Array) -> float:
         loss = self.model.loss(theta, self.X, self.y)
         if self.cfg.weight_decay:
