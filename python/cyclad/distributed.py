@@ -489,18 +489,7 @@ def _device(cfg: train.Config, store: Any, rank: int, opts: Options) -> int:
             os._exit(EXIT_ERROR)
         tm: dict[str, float] = {}
         if honest:
-            payload = protocol.device_step(
-                sim.model,
-                theta,
-                sim.X,
-                sim.y,
-                sim.slices,
-                plan,
-                device,
-                compressor=comp,
-                threads=cfg.threads,
-                timings=tm,
-            )
+            payload = sim.device_payload(plan, theta, device, comp, timings=tm)
             store.set(f"time/{t}/{device}", _TIMES.pack(tm["compute"], tm["encode"]))
         else:
             if not _wait(store, [f"view/{t}"], wait_s):

@@ -599,17 +599,7 @@ def _device_reply(msg: Message, context: Context, cfg: train.Config) -> Message:
     if device not in plan.byzantine.tolist():
         comp = train.device_compressor(cfg, sim.P)
         _restore(context, comp)
-        payload = protocol.device_step(
-            sim.model,
-            theta,
-            sim.X,
-            sim.y,
-            sim.slices,
-            plan,
-            device,
-            compressor=comp,
-            threads=cfg.threads,
-        )
+        payload = sim.device_payload(plan, theta, device, comp)
         _keep(context, comp)
     else:
         view = content.array_records["view"]["view"].numpy().astype(sim.dtype)

@@ -828,6 +828,30 @@ class _Simulation:
         self.P = P
         self.payloads: list[bytes | None] = [None] * n  # the last round's, for inspection
 
+    def device_payload(
+        self,
+        plan: protocol.RoundPlan,
+        theta: Array,
+        device: int,
+        compressor: Any | None,
+        *,
+        timings: dict[str, float] | None = None,
+    ) -> bytes:
+        """An honest device's payload of a round, as a process that holds the data computes it
+        on its own: :func:`protocol.device_step` on this run's model, data and subsets."""
+        return protocol.device_step(
+            self.model,
+            theta,
+            self.X,
+            self.y,
+            self.slices,
+            plan,
+            device,
+            compressor=compressor,
+            threads=self.cfg.threads,
+            timings=timings,
+        )
+
     def byzantine_payloads(
         self,
         plan: protocol.RoundPlan,
