@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -565,8 +566,28 @@ void bind_bench(py::module_& m) {
 PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
   m.doc() = "cyclad C++ kernels (private; use the cyclad.* modules)";
   m.attr("_has_openmp") = k::has_openmp();
-  m.def("isa_path", [] { return std::string(k::isa_path()); },
-        "The ISA clone the hot kernels run: x86-64-v4, x86-64-v3 or baseline.");
+  m.def("isa_path", &k::isa_path,
+        "The ISA the hot kernels run on: x86-64-v4, x86-64-v3 or baseline (native (...) for a "
+        "build without ISA dispatch).");
+  m.def("best_isa", [] { return std::string(k::isa_name(k::best_isa())); },
+        "The best ISA this CPU (and build) runs the kernels on.");
+  m.def("set_isa", [](const std::string& name) {
+        const std::string previous = k::isa_name(k::active_isa());
+        k::set_isa(k::parse_isa(name));
+        return previous;
+      }, py::arg("name"),
+        "Run the kernels on ISA `name` (x86-64-v4, x86-64-v3, baseline; at most best_isa()) "
+        "from now on, for every thread; returns the previous one. Not for concurrent use with "
+        "running kernels.");
+  // CYCLAD_ISA=<name> picks a lower ISA for the whole process (an unknown or unsupported name
+  // fails the import: a setting that is silently ignored would be worse).
+  if (const char* env = std::getenv("CYCLAD_ISA"); env != nullptr && *env != '\0') {
+    try {
+      k::set_isa(k::parse_isa(env));
+    } catch (const std::invalid_argument& e) {
+      throw py::import_error(std::string("CYCLAD_ISA: ") + e.what());
+    }
+  }
   m.def("hardware_threads", [] { return k::resolve_threads(0); },
         "Number of threads used when threads=None.");
   bind_aggregators(m);

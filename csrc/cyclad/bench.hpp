@@ -12,7 +12,8 @@
 namespace cyclad::kernels {
 
 namespace detail {
-CYCLAD_MULTIVERSION inline std::uint64_t read_block(const std::uint64_t* CYCLAD_RESTRICT p,
+template <Isa I>
+CYCLAD_KERNEL std::uint64_t read_block(const std::uint64_t* CYCLAD_RESTRICT p,
                                                     std::size_t count) {
   // XOR keeps the loop memory-bound (no FP dependency chain) and cannot be optimised away.
   std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
@@ -40,7 +41,7 @@ inline std::uint64_t read_pass(const unsigned char* data, std::size_t nbytes, in
   parallel_for(nt, static_cast<int>(nt), 1, [&](std::size_t c0, std::size_t c1) {
     for (std::size_t c = c0; c < c1; ++c) {
       std::size_t lo = words * c / nt, hi = words * (c + 1) / nt;
-      part[c] = detail::read_block(w + lo, hi - lo);
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA { part[c] = detail::read_block<decltype(isa)::value>(w + lo, hi - lo); });
     }
   });
   std::uint64_t acc = 0;

@@ -110,7 +110,8 @@ void decode_values_parallel(const unsigned char* in, std::size_t n, ValueCode vc
 inline void unpack_indices(const unsigned char* sec, std::size_t k, std::size_t D,
                            std::uint32_t* idx) {
   unpack_block(sec, k, index_bits(D), idx);
-  const std::uint32_t mx = max_u32(idx, k);
+  std::uint32_t mx = 0;
+  dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA { mx = max_u32<decltype(isa)::value>(idx, k); });
   if (mx >= D) {
     throw std::invalid_argument("malformed message: index " + std::to_string(mx) +
                                 " out of range [0, " + std::to_string(D) +

@@ -65,8 +65,8 @@ inline void encode_pass_k(std::size_t k, const T* const* rows, const T* w, std::
 
 /// One output row over one block: acc[c] = sum_j w[j] * rows[j][c], j = 0..d-1 in order,
 /// in ceil(d / 4) passes over the block.
-template <typename T>
-CYCLAD_MULTIVERSION void encode_row_block(const T* const* rows, const T* w, std::size_t d,
+template <Isa I, typename T>
+CYCLAD_KERNEL void encode_row_block(const T* const* rows, const T* w, std::size_t d,
                                           std::size_t len, T* CYCLAD_RESTRICT acc) {
   std::size_t k = std::min<std::size_t>(d, 4);
   encode_pass_k<T, true>(k, rows, w, len, acc);
@@ -173,7 +173,9 @@ void encode(MatrixView<T> G, const std::int64_t* assignment, std::size_t n, std:
         for (std::size_t j = 0; j < d; ++j) {
           rows[j] = G.data + static_cast<std::size_t>(a[j]) * ld + lo;
         }
-        detail::encode_row_block(rows.data(), w, d, len, acc.data());
+        dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+          detail::encode_row_block<decltype(isa)::value>(rows.data(), w, d, len, acc.data());
+        });
         detail::stream_copy(out + i * D + lo, acc.data(), len, stream);
       }
     }

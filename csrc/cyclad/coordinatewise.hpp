@@ -35,8 +35,8 @@ template <typename T>
   return static_cast<double>(acc / static_cast<long double>(n));
 }
 
-template <typename T>
-CYCLAD_MULTIVERSION void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+template <Isa I, typename T>
+CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                     std::size_t stride, std::size_t lo, std::size_t hi,
                                     T* CYCLAD_RESTRICT out, double* CYCLAD_RESTRICT acc) {
   // Accumulate rows in double, in a fixed order per coordinate: the sum is the same for any
@@ -88,8 +88,11 @@ void mean(MatrixView<T> x, T* out, int threads) {
   parallel_for(x.d, threads, grain_for(x.n * sizeof(T), 1 << 14), [&](std::size_t lo, std::size_t hi) {
     std::vector<double> acc(std::min(hi - lo, detail::kMeanBlock));
     for (std::size_t b = lo; b < hi; b += detail::kMeanBlock) {
-      detail::mean_block(x.data, x.n, x.row_stride, b, std::min(hi, b + detail::kMeanBlock),
-                         out, acc.data());
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        detail::mean_block<decltype(isa)::value>(x.data, x.n, x.row_stride, b,
+                                                 std::min(hi, b + detail::kMeanBlock), out,
+                                                 acc.data());
+      });
     }
   });
 }
@@ -393,8 +396,8 @@ CYCLAD_INLINE_VEC void run_static_network(V* v, const unsigned char* keep,
 /// Register-resident network for N rows: loads kLanes<T> coordinates [j0, j0+width) of each row,
 /// converts them to keys, runs the comparators of batcher_network(N) flagged in `keep`, and
 /// stores the rows as an (N x kLanes) key block `s` (padding lanes hold arbitrary keys).
-template <typename T, std::size_t N>
-CYCLAD_MULTIVERSION void register_network_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+template <Isa I, typename T, std::size_t N>
+CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
                                                 std::size_t j0, std::size_t width,
                                                 const unsigned char* CYCLAD_RESTRICT keep,
                                                 typename OrderKey<T>::type* CYCLAD_RESTRICT s) {
@@ -433,20 +436,48 @@ template <typename T>
 using RegisterNetworkFn = void (*)(const T*, std::size_t, std::size_t, std::size_t,
                                    const unsigned char*, typename OrderKey<T>::type*);
 
-template <typename T, std::size_t... N>
+// The register networks are called through a table (one entry per n), so each ISA needs
+// out-of-line entry points compiled for it.
+template <Isa I>
+struct RegisterNetworkEntry;
+#if CYCLAD_ISA_DISPATCH
+#define CYCLAD_REGNET_ENTRY(ISA, ATTR)                                                       \
+  template <>                                                                                \
+  struct RegisterNetworkEntry<ISA> {                                                         \
+    template <typename T, std::size_t N>                                                     \
+    ATTR static void run(const T* x, std::size_t stride, std::size_t j0, std::size_t width,  \
+                         const unsigned char* keep, typename OrderKey<T>::type* s) {         \
+      register_network_block<ISA, T, N>(x, stride, j0, width, keep, s);                      \
+    }                                                                                        \
+  };
+CYCLAD_REGNET_ENTRY(Isa::v4, __attribute__((target("arch=x86-64-v4"))))
+CYCLAD_REGNET_ENTRY(Isa::v3, __attribute__((target("arch=x86-64-v3"))))
+CYCLAD_REGNET_ENTRY(Isa::baseline, )
+#undef CYCLAD_REGNET_ENTRY
+#else
+template <>
+struct RegisterNetworkEntry<kCompiledIsa> {
+  template <typename T, std::size_t N>
+  static void run(const T* x, std::size_t stride, std::size_t j0, std::size_t width,
+                  const unsigned char* keep, typename OrderKey<T>::type* s) {
+    register_network_block<kCompiledIsa, T, N>(x, stride, j0, width, keep, s);
+  }
+};
+#endif
+
+template <Isa I, typename T, std::size_t... N>
 inline RegisterNetworkFn<T> register_network_for(std::size_t n, std::index_sequence<N...>) {
-  static constexpr RegisterNetworkFn<T> table[] = {&register_network_block<T, N + 2>...};
+  static constexpr RegisterNetworkFn<T> table[] = {
+      &RegisterNetworkEntry<I>::template run<T, N + 2>...};
   return (n >= 2 && n - 2 < sizeof...(N)) ? table[n - 2] : nullptr;
 }
 
-/// Whether the register path runs with 32 wide registers (the AVX-512 clone). With 16 registers
-/// (AVX2 and baseline clones) the rows spill and the path is ~3x slower than the scratch network.
+/// Whether the register path runs with 32 wide registers (the AVX-512 kernels). With 16
+/// registers (AVX2 and baseline) the rows spill and the path is ~3x slower than the scratch
+/// network.
 inline bool register_network_supported() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512vl");
-  return ok;
+  return active_isa() == Isa::v4;
 #else
   return false;
 #endif
@@ -457,7 +488,12 @@ inline bool register_network_supported() {
 template <typename T>
 inline RegisterNetworkFn<T> register_network(std::size_t n) {
   if (!register_network_supported()) return nullptr;
-  return register_network_for<T>(n, std::make_index_sequence<kRegisterMaxRows - 1>{});
+#if CYCLAD_ISA_DISPATCH
+  return register_network_for<Isa::v4, T>(n, std::make_index_sequence<kRegisterMaxRows - 1>{});
+#else
+  return register_network_for<kCompiledIsa, T>(n,
+                                                std::make_index_sequence<kRegisterMaxRows - 1>{});
+#endif
 }
 
 /// Per-column ordering for large n: leaves on each lane's rows the ranks `rule` needs.
@@ -496,8 +532,8 @@ template <typename T>
 /// Hot worker: coordinates [lo, hi) of the rule. Chunks of `chunk` coordinates are converted
 /// to keys first (long contiguous runs per row stream well from memory), laid out as blocks of
 /// (n x kLanes); each block is then ordered and finished while it sits in L1.
-template <typename T, CoordRule R>
-CYCLAD_MULTIVERSION void coordinate_rule_block(
+template <Isa I, typename T, CoordRule R>
+CYCLAD_KERNEL void coordinate_rule_block(
     const T* CYCLAD_RESTRICT x, std::size_t n, std::size_t stride, std::size_t lo,
     std::size_t hi, std::size_t chunk, const Comparator* net, std::size_t ncmp, bool columns,
     std::size_t f, RegisterNetworkFn<T> regnet, const unsigned char* keep,
@@ -646,8 +682,12 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
     const std::size_t lo = b0 * B, hi = std::min(x.d, b1 * B);
     std::vector<K> scratch(n * std::min(chunk, (hi - lo + B - 1) / B * B));
     std::vector<K> col(columns ? n : 0);
-    coordinate_rule_block<T, R>(x.data, n, x.row_stride, lo, hi, chunk, net.data(), net.size(),
-                                columns, f, regnet, keep.data(), scratch.data(), col.data(), out);
+    dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+      coordinate_rule_block<decltype(isa)::value, T, R>(x.data, n, x.row_stride, lo, hi, chunk,
+                                                        net.data(), net.size(), columns, f,
+                                                        regnet, keep.data(), scratch.data(),
+                                                        col.data(), out);
+    });
   });
 }
 

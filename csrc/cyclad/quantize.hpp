@@ -34,8 +34,8 @@ inline double qsgd_max_decoded(double norm, std::uint64_t s) {
 
 /// Sum of x[i]^2 (square = true) or |x[i]| in double over 8 interleaved lanes combined in a
 /// fixed order: vectorisable, and the same bits for any thread count (callers sum fixed ranges).
-template <typename T, bool square>
-CYCLAD_MULTIVERSION double lane_sum(const T* CYCLAD_RESTRICT x, std::size_t n) {
+template <Isa I, typename T, bool square>
+CYCLAD_KERNEL double lane_sum(const T* CYCLAD_RESTRICT x, std::size_t n) {
   double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -55,7 +55,8 @@ CYCLAD_MULTIVERSION double lane_sum(const T* CYCLAD_RESTRICT x, std::size_t n) {
 /// scaled values so that neither the squares overflow nor they underflow to zero.
 template <typename T>
 double bucket_norm(const T* x, std::size_t n) {
-  const double s = lane_sum<T, true>(x, n);
+  double s = 0.0;
+  dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA { s = lane_sum<decltype(isa)::value, T, true>(x, n); });
   if (std::is_same<T, float>::value || (s > 1e-290 && s < 1e290) || std::isnan(s)) {
     return std::sqrt(s);
   }
@@ -73,8 +74,8 @@ double bucket_norm(const T* x, std::size_t n) {
 /// QSGD levels and sign bits of x[lo, hi), which lie in bucket(s) with quantization norms
 /// `norms`. Level = floor(r) + [u < r - floor(r)], r = min(|x| * (s / norm), s), with u the
 /// counter-based uniform of coordinate i (24 bits for float, 53 bits for double).
-template <typename T>
-CYCLAD_MULTIVERSION void qsgd_levels(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
+template <Isa I, typename T>
+CYCLAD_KERNEL void qsgd_levels(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
                                      T inv, T s, std::uint64_t key,
                                      std::uint32_t* CYCLAD_RESTRICT lev,
                                      std::uint32_t* CYCLAD_RESTRICT sgn) {
@@ -83,8 +84,8 @@ CYCLAD_MULTIVERSION void qsgd_levels(const T* CYCLAD_RESTRICT x, std::size_t lo,
     const T r = std::min(std::fabs(v) * inv, s);
     // r is in [0, s], s < 2^16: truncation is floor, and unlike std::floor it vectorises
     // without -fno-trapping-math.
-    using I = std::conditional_t<std::is_same<T, float>::value, std::int32_t, std::int64_t>;
-    const auto li = static_cast<I>(r);
+    using Int = std::conditional_t<std::is_same<T, float>::value, std::int32_t, std::int64_t>;
+    const auto li = static_cast<Int>(r);
     const T p = r - static_cast<T>(li);
     const std::uint64_t h = random_at(key, i);
     T u;
@@ -93,7 +94,7 @@ CYCLAD_MULTIVERSION void qsgd_levels(const T* CYCLAD_RESTRICT x, std::size_t lo,
     } else {
       u = uniform53(h);
     }
-    lev[i - lo] = static_cast<std::uint32_t>(li + static_cast<I>(u < p));
+    lev[i - lo] = static_cast<std::uint32_t>(li + static_cast<Int>(u < p));
     sgn[i - lo] = sign_bit(v);
   }
 }
@@ -153,8 +154,10 @@ void qsgd_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
         const std::size_t e = std::min(hi, (j + 1) * b);
         const double invd = norms[j] > 0.0 ? static_cast<double>(spec.param) / norms[j] : 0.0;
         if (invd <= static_cast<double>(std::numeric_limits<T>::max())) {
-          qsgd_levels(x, a, e, static_cast<T>(invd), s, key, lev.data() + (a - lo),
-                      sgn.data() + (a - lo));
+          dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+            qsgd_levels<decltype(isa)::value>(x, a, e, static_cast<T>(invd), s, key,
+                                              lev.data() + (a - lo), sgn.data() + (a - lo));
+          });
         } else {
           qsgd_levels_tiny(x, a, e, norms[j], static_cast<double>(spec.param), key,
                            lev.data() + (a - lo), sgn.data() + (a - lo));
@@ -174,7 +177,9 @@ void sign_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
   if (spec.scaled) {
     std::vector<double> part(num_blocks(D));
     parallel_blocks(D, threads, [&](std::size_t blk, std::size_t lo, std::size_t hi) {
-      part[blk] = lane_sum<T, false>(x + lo, hi - lo);
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        part[blk] = lane_sum<decltype(isa)::value, T, false>(x + lo, hi - lo);
+      });
     });
     double total = 0.0;
     for (double p : part) total += p;
@@ -196,7 +201,8 @@ void sign_compress(const WireSpec& spec, const T* x, unsigned char* payload, int
 
 // --- validate -------------------------------------------------------------------------------
 
-CYCLAD_MULTIVERSION inline std::uint32_t max_u32(const std::uint32_t* v, std::size_t n) {
+template <Isa I>
+CYCLAD_KERNEL std::uint32_t max_u32(const std::uint32_t* v, std::size_t n) {
   std::uint32_t mx = 0;
   for (std::size_t i = 0; i < n; ++i) mx = std::max(mx, v[i]);
   return mx;
@@ -235,7 +241,8 @@ inline void validate_qsgd(const WireSpec& spec, const unsigned char* p, int thre
     for (std::size_t blk = b0; blk < b1; ++blk) {
       const std::size_t lo = blk * kPackBlock, hi = std::min(D, lo + kPackBlock);
       unpack_block(levels + lo / 8 * wl, hi - lo, wl, lev.data());
-      const std::uint32_t mx = max_u32(lev.data(), hi - lo);
+      std::uint32_t mx = 0;
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA { mx = max_u32<decltype(isa)::value>(lev.data(), hi - lo); });
       if (!(mx <= s)) {
         throw std::invalid_argument("malformed message: QSGD level code " + std::to_string(mx) +
                            " above levels=" + std::to_string(s));
@@ -260,8 +267,8 @@ inline void validate_sign(const WireSpec& spec, const unsigned char* p) {
 // --- decode ---------------------------------------------------------------------------------
 
 /// out = (1 - 2 sign) * T(level * scale).
-template <typename T>
-CYCLAD_MULTIVERSION void qsgd_decode_block(const std::uint32_t* CYCLAD_RESTRICT lev,
+template <Isa I, typename T>
+CYCLAD_KERNEL void qsgd_decode_block(const std::uint32_t* CYCLAD_RESTRICT lev,
                                            const std::uint32_t* CYCLAD_RESTRICT sgn,
                                            std::size_t n, double scale, T* CYCLAD_RESTRICT out) {
   for (std::size_t i = 0; i < n; ++i) {
@@ -271,8 +278,8 @@ CYCLAD_MULTIVERSION void qsgd_decode_block(const std::uint32_t* CYCLAD_RESTRICT 
 }
 
 /// out = (1 - 2 sign) * scale, branch-free.
-template <typename T>
-CYCLAD_MULTIVERSION void sign_decode_block(const std::uint32_t* CYCLAD_RESTRICT sgn,
+template <Isa I, typename T>
+CYCLAD_KERNEL void sign_decode_block(const std::uint32_t* CYCLAD_RESTRICT sgn,
                                            std::size_t n, T scale, T* CYCLAD_RESTRICT out) {
   for (std::size_t i = 0; i < n; ++i) out[i] = scale * (T(1) - T(2) * static_cast<T>(sgn[i]));
 }
@@ -303,7 +310,10 @@ void qsgd_decode(const WireSpec& spec, const unsigned char* p, T* out, int threa
         const std::size_t j = a / b;
         const std::size_t e = std::min(hi, (j + 1) * b);
         const double scale = load_value(p + j * vb, vc) / s;
-        qsgd_decode_block(lev.data() + (a - lo), sgn.data() + (a - lo), e - a, scale, out + a);
+        dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+          qsgd_decode_block<decltype(isa)::value>(lev.data() + (a - lo), sgn.data() + (a - lo),
+                                                  e - a, scale, out + a);
+        });
         a = e;
       }
     }
@@ -323,7 +333,9 @@ void sign_decode(const WireSpec& spec, const unsigned char* p, T* out, int threa
       const std::size_t lo = blk * kPackBlock;
       const std::size_t hi = std::min(D, lo + kPackBlock);
       unpack_block(signs + lo / 8, hi - lo, 1, sgn.data());
-      sign_decode_block(sgn.data(), hi - lo, scale, out + lo);
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        sign_decode_block<decltype(isa)::value>(sgn.data(), hi - lo, scale, out + lo);
+      });
     }
   });
 }

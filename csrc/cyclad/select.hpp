@@ -61,8 +61,8 @@ struct Candidates {
 
 /// Append to `c` every i in [lo, hi) with magnitude_key(x[i]) >= L, with its key (L <= kNan, so
 /// NaN payloads above kNan need no clamping in the comparison).
-template <typename T>
-CYCLAD_MULTIVERSION void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
+template <Isa I, typename T>
+CYCLAD_KERNEL void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo, std::size_t hi,
                                       typename KeyTraits<T>::K L, std::size_t cap,
                                       Candidates<T>& c) {
   using Tr = KeyTraits<T>;
@@ -165,7 +165,7 @@ const Candidates<T>& filter_indices(const T* x, std::size_t D, typename KeyTrait
       const std::size_t cap = std::min(expect / nchunks, hi - lo) + 64;
       parts[c].idx.clear();
       parts[c].key.clear();
-      filter_block(x, lo, hi, L, cap, parts[c]);
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA { filter_block<decltype(isa)::value>(x, lo, hi, L, cap, parts[c]); });
     }
   });
   if (nchunks == 1) return parts[0];

@@ -539,8 +539,8 @@ inline void unpack_tail(const unsigned char* in, std::size_t n, unsigned w, std:
 /// Groups of 8 values of W <= 8 bits fill exactly W bytes of one 64-bit word. 8-byte stores
 /// and loads are used while the block has room (a store's spill is overwritten by the next
 /// group); the last groups go byte by byte, so nothing outside the block is touched.
-template <unsigned W>
-CYCLAD_MULTIVERSION std::size_t pack_groups(const std::uint32_t* CYCLAD_RESTRICT v, std::size_t n,
+template <Isa I, unsigned W>
+CYCLAD_KERNEL std::size_t pack_groups(const std::uint32_t* CYCLAD_RESTRICT v, std::size_t n,
                                             unsigned char* CYCLAD_RESTRICT out) {
   const std::size_t groups = n / 8;
   const std::size_t total = (n * W + 7) / 8;
@@ -558,8 +558,8 @@ CYCLAD_MULTIVERSION std::size_t pack_groups(const std::uint32_t* CYCLAD_RESTRICT
   return groups * 8;
 }
 
-template <unsigned W>
-CYCLAD_MULTIVERSION std::size_t unpack_groups(const unsigned char* CYCLAD_RESTRICT in,
+template <Isa I, unsigned W>
+CYCLAD_KERNEL std::size_t unpack_groups(const unsigned char* CYCLAD_RESTRICT in,
                                               std::size_t n, std::uint32_t* CYCLAD_RESTRICT v) {
   constexpr std::uint64_t mask = (std::uint64_t{1} << W) - 1;
   const std::size_t groups = n / 8;
@@ -581,34 +581,40 @@ CYCLAD_MULTIVERSION std::size_t unpack_groups(const unsigned char* CYCLAD_RESTRI
 /// Pack `n` values of `w` bits (w in [1, 32]) from `v` into exactly packed_bytes(n, w) bytes.
 inline void pack_block(const std::uint32_t* v, std::size_t n, unsigned w, unsigned char* out) {
   std::size_t j = 0;
+  dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+  constexpr Isa I = decltype(isa)::value;
   switch (w) {
-    case 1: j = pack_groups<1>(v, n, out); break;
-    case 2: j = pack_groups<2>(v, n, out); break;
-    case 3: j = pack_groups<3>(v, n, out); break;
-    case 4: j = pack_groups<4>(v, n, out); break;
-    case 5: j = pack_groups<5>(v, n, out); break;
-    case 6: j = pack_groups<6>(v, n, out); break;
-    case 7: j = pack_groups<7>(v, n, out); break;
-    case 8: j = pack_groups<8>(v, n, out); break;
+    case 1: j = pack_groups<I, 1>(v, n, out); break;
+    case 2: j = pack_groups<I, 2>(v, n, out); break;
+    case 3: j = pack_groups<I, 3>(v, n, out); break;
+    case 4: j = pack_groups<I, 4>(v, n, out); break;
+    case 5: j = pack_groups<I, 5>(v, n, out); break;
+    case 6: j = pack_groups<I, 6>(v, n, out); break;
+    case 7: j = pack_groups<I, 7>(v, n, out); break;
+    case 8: j = pack_groups<I, 8>(v, n, out); break;
     default: break;
   }
+  });
   pack_tail(v + j, n - j, w, out + j / 8 * w);
 }
 
 /// Unpack `n` values of `w` bits from exactly packed_bytes(n, w) bytes at `in`.
 inline void unpack_block(const unsigned char* in, std::size_t n, unsigned w, std::uint32_t* v) {
   std::size_t j = 0;
+  dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+  constexpr Isa I = decltype(isa)::value;
   switch (w) {
-    case 1: j = unpack_groups<1>(in, n, v); break;
-    case 2: j = unpack_groups<2>(in, n, v); break;
-    case 3: j = unpack_groups<3>(in, n, v); break;
-    case 4: j = unpack_groups<4>(in, n, v); break;
-    case 5: j = unpack_groups<5>(in, n, v); break;
-    case 6: j = unpack_groups<6>(in, n, v); break;
-    case 7: j = unpack_groups<7>(in, n, v); break;
-    case 8: j = unpack_groups<8>(in, n, v); break;
+    case 1: j = unpack_groups<I, 1>(in, n, v); break;
+    case 2: j = unpack_groups<I, 2>(in, n, v); break;
+    case 3: j = unpack_groups<I, 3>(in, n, v); break;
+    case 4: j = unpack_groups<I, 4>(in, n, v); break;
+    case 5: j = unpack_groups<I, 5>(in, n, v); break;
+    case 6: j = unpack_groups<I, 6>(in, n, v); break;
+    case 7: j = unpack_groups<I, 7>(in, n, v); break;
+    case 8: j = unpack_groups<I, 8>(in, n, v); break;
     default: break;
   }
+  });
   unpack_tail(in + j / 8 * w, n - j, w, v + j);
 }
 

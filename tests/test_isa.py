@@ -1,0 +1,171 @@
+"""Every kernel gives the same result on every instruction set this CPU runs.
+
+The kernels are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and baseline x86-64
+inside one build and dispatched at run time (``_core.set_isa`` / ``CYCLAD_ISA``). Each test runs
+a kernel on every ISA up to the CPU's best and compares with the best one:
+
+- bit-identical for every kernel but the pairwise distances: the wider vectors keep the same
+  lanes and the same order of operations, and the build never fuses ``a * b + c`` on its own
+  (``-ffp-contract=off``), so the bytes a device sends do not depend on its CPU;
+- the pairwise distances (Krum, Multi-Krum, NNM), which are compute-bound, use fused
+  multiply-adds on x86-64-v3 and v4, so their distances differ from baseline's by rounding:
+  the selections (and so these rules' outputs) agree unless two candidates tie to the last
+  bits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cyclad import _core, aggregators, coding, compression
+
+_ORDER = ["baseline", "x86-64-v3", "x86-64-v4"]
+
+
+def _supported() -> list[str]:
+    best = _core.best_isa()
+    if best not in _ORDER:  # a build without dispatch has one ISA
+        return [best]
+    return _ORDER[: _ORDER.index(best) + 1]
+
+
+ISAS = _supported()
+
+
+@pytest.fixture(autouse=True)
+def _restore_isa() -> Iterator[None]:
+    before = _core.isa_path()
+    yield
+    if before in _ORDER:
+        _core.set_isa(before)
+
+
+def on_every_isa(fn: Callable[[], Any]) -> dict[str, Any]:
+    out = {}
+    for isa in ISAS:
+        _core.set_isa(isa)
+        assert _core.isa_path() == isa
+        out[isa] = fn()
+    return out
+
+
+def _as_arrays(v: Any) -> list[np.ndarray]:
+    if isinstance(v, tuple):
+        return [np.asarray(a) for a in v]
+    return [np.asarray(v)]
+
+
+def assert_same(results: dict[str, Any]) -> None:
+    best = ISAS[-1]
+    for isa, r in results.items():
+        for a, b in zip(_as_arrays(r), _as_arrays(results[best]), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{isa} vs {best}")
+
+
+def test_the_active_isa_is_reported_and_settable() -> None:
+    assert _core.isa_path() in (*_ORDER, f"native ({_core.best_isa()})")
+    for isa in ISAS:
+        _core.set_isa(isa)
+        assert _core.isa_path() == isa
+
+
+def test_an_isa_the_cpu_lacks_or_an_unknown_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown ISA 'avx9'"):
+        _core.set_isa("avx9")
+    if ISAS[-1] != "x86-64-v4" and ISAS[-1] in _ORDER:
+        with pytest.raises(ValueError, match="cannot run x86-64-v4"):
+            _core.set_isa("x86-64-v4")
+
+
+def _import_with(value: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CYCLAD_ISA": value}
+    code = "from cyclad import _core; print(_core.isa_path())"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cyclad_isa_environment_variable() -> None:
+    r = _import_with(ISAS[0])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (ISAS[0] if ISAS[0] in _ORDER else _core.isa_path())
+    bad = _import_with("sse9")
+    assert bad.returncode != 0
+    assert "CYCLAD_ISA: unknown ISA 'sse9'" in bad.stderr
+
+
+# Sizes that exercise the vector bodies, the padded tails and more than one reduction block.
+SHAPES = [(13, 5003), (4, 20000), (40, 777)]
+
+RULES: dict[str, Callable[[np.ndarray], Any]] = {
+    "mean": aggregators.mean,
+    "median": aggregators.median,
+    "trimmed_mean": lambda X: aggregators.trimmed_mean(X, 1),
+    "meamed": lambda X: aggregators.meamed(X, 1),
+    "krum": lambda X: aggregators.krum(X, 1),
+    "multi_krum": lambda X: aggregators.multi_krum(X, 1),
+    "nnm": lambda X: aggregators.nnm(X, 1),
+    "bucketing": lambda X: aggregators.bucketing(X, 2, seed=3),
+    "geometric_median": lambda X: aggregators.geometric_median(X, max_iter=20),
+    "centered_clipping": lambda X: aggregators.centered_clipping(X, tau=40.0, iters=3),
+    "clip": lambda X: aggregators.clip(X, tau=40.0),
+    "arc": lambda X: aggregators.arc(X, 1),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("rule", RULES)
+def test_aggregators_agree_across_isas(rule: str, shape: tuple[int, int], dtype: type) -> None:
+    rng = np.random.default_rng(sum(shape))
+    X = rng.standard_normal(shape).astype(dtype)
+    X[1] *= 30.0  # one row far out, so clipping and selection have something to do
+    assert_same(on_every_isa(lambda: RULES[rule](X)))
+
+
+@pytest.mark.parametrize("rule", ["krum", "multi_krum", "nnm", "geometric_median", "median"])
+def test_hostile_rows_agree_across_isas(rule: str) -> None:
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((11, 3001))
+    X[2, 17] = np.nan
+    X[5] = 1e300
+    X[6, 5] = -np.inf
+    assert_same(on_every_isa(lambda: RULES[rule](X)))
+
+
+COMPRESSORS = {
+    "topk": lambda: compression.TopK(ratio=0.01),
+    "randk": lambda: compression.RandK(ratio=0.05),
+    "qsgd": lambda: compression.QSGD(levels=16, bucket=512),
+    "sign": lambda: compression.Sign(),
+}
+
+
+@pytest.mark.parametrize("name", COMPRESSORS)
+def test_compressors_agree_across_isas(name: str, dtype: type) -> None:
+    x = np.random.default_rng(5).standard_normal(100_003).astype(dtype)
+    comp = COMPRESSORS[name]()
+
+    def run() -> tuple[np.ndarray, np.ndarray]:
+        msg = comp.compress(x, seed=9)
+        return np.frombuffer(msg.to_bytes(), dtype=np.uint8), compression.decompress(msg)
+
+    assert_same(on_every_isa(run))
+
+
+def test_encode_agrees_across_isas(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((10, 30011)).astype(dtype)
+    a = coding.CyclicCode(10, 3).assignment(0)
+    assert_same(on_every_isa(lambda: coding.encode(G, a)))
