@@ -86,6 +86,49 @@ inline void vstore_f32(float* p, const dvec& v) {
 #define CYCLAD_VSTORE_F32(p, v) (::cyclad::kernels::detail::vstore_f32((p), (v)))
 #endif
 
+// The vectors each ISA computes with: 8 doubles (one zmm) on x86-64-v4, 4 (one ymm) on v3,
+// 2 (one xmm) on baseline. Kernels keep the same 8-lane (or 32-lane) accumulators on every ISA
+// and cover them in `8 / W` passes of W lanes, so a narrower ISA computes the same bits with
+// the same register tiles (an 8-lane vector held in two or four registers would need twice or
+// four times the registers and spills: measured 25x slower pairwise distances on AVX2).
+#if defined(__GNUC__) || defined(__clang__)
+typedef double dvec4 __attribute__((vector_size(32)));
+typedef double dvec4_u __attribute__((vector_size(32), aligned(8), may_alias));
+typedef double dvec2 __attribute__((vector_size(16)));
+typedef double dvec2_u __attribute__((vector_size(16), aligned(8), may_alias));
+template <Isa I>
+struct Simd {
+  using V = dvec2;
+  using U = dvec2_u;
+  static constexpr std::size_t W = 2;
+};
+template <>
+struct Simd<Isa::v3> {
+  using V = dvec4;
+  using U = dvec4_u;
+  static constexpr std::size_t W = 4;
+};
+template <>
+struct Simd<Isa::v4> {
+  using V = dvec;
+  using U = dvec_u;
+  static constexpr std::size_t W = 8;
+};
+#define CYCLAD_NLOAD(I, p) (*reinterpret_cast<const typename Simd<I>::U*>(p))
+#define CYCLAD_NSTORE(I, p, v) (*reinterpret_cast<typename Simd<I>::U*>(p) = (v))
+// See CYCLAD_VLOAD_REG.
+#define CYCLAD_NLOAD_REG(I, p) (*reinterpret_cast<const volatile typename Simd<I>::U*>(p))
+#else
+template <Isa I>
+struct Simd {
+  using V = dvec;
+  static constexpr std::size_t W = kDistLanes;
+};
+#define CYCLAD_NLOAD(I, p) CYCLAD_VLOAD(p)
+#define CYCLAD_NSTORE(I, p, v) CYCLAD_VSTORE((p), (v))
+#define CYCLAD_NLOAD_REG(I, p) CYCLAD_VLOAD(p)
+#endif
+
 /// Fold eight lanes in a fixed order.
 inline double fold8(const double* a) {
   return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
@@ -133,61 +176,112 @@ CYCLAD_ALWAYS_INLINE void load_row(const T* CYCLAD_RESTRICT r, std::size_t len,
   for (std::size_t k = len; k < round_up_pad(len); ++k) b[k] = 0.0;
 }
 
-/// flag (8 lanes) += sum over the padded row of (v - v): NaN exactly when a value is not finite.
-CYCLAD_ALWAYS_INLINE void accumulate_flag(const double* CYCLAD_RESTRICT b, std::size_t padded,
-                                          double* CYCLAD_RESTRICT flag) {
-  dvec f[kUnroll] = {};
-  for (std::size_t k = 0; k < padded; k += kPad) {
-    for (std::size_t u = 0; u < kUnroll; ++u) {
-      dvec v = CYCLAD_VLOAD(b + k + u * kDistLanes);
-      f[u] += v - v;
-    }
+/// Add 4 x 8 lane partials `part` (chain u = lanes 8u..8u+7) to the 8 lanes of `acc`, chains
+/// in order: the fold of every 4-chain sum below.
+CYCLAD_ALWAYS_INLINE void fold_chains(const double* CYCLAD_RESTRICT part,
+                                      double* CYCLAD_RESTRICT acc) {
+  for (std::size_t l = 0; l < kDistLanes; ++l) {
+    double t = acc[l];
+    for (std::size_t u = 0; u < kUnroll; ++u) t += part[u * kDistLanes + l];
+    acc[l] = t;
   }
-  dvec t = CYCLAD_VLOAD(flag);
-  for (std::size_t u = 0; u < kUnroll; ++u) t += f[u];
-  CYCLAD_VSTORE(flag, t);
 }
 
-/// acc (8 lanes) += sum over the padded rows of (a - b)^2, with kUnroll chains folded in order.
+/// flag (8 lanes) += sum over the padded row of (v - v): NaN exactly when a value is not finite.
+/// Lane l of chain u sums coordinates k + 8u + l (k a multiple of kPad), whatever the ISA.
+template <Isa I>
+CYCLAD_ALWAYS_INLINE void accumulate_flag(const double* CYCLAD_RESTRICT b, std::size_t padded,
+                                          double* CYCLAD_RESTRICT flag) {
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W, Q = 4, passes = kPad / (Q * W);
+  alignas(64) double part[kPad];
+  for (std::size_t h = 0; h < passes; ++h) {
+    V f[Q] = {};
+    for (std::size_t k = 0; k < padded; k += kPad) {
+      for (std::size_t q = 0; q < Q; ++q) {
+        V v = CYCLAD_NLOAD(I, b + k + (h * Q + q) * W);
+        f[q] += v - v;
+      }
+    }
+    for (std::size_t q = 0; q < Q; ++q) CYCLAD_NSTORE(I, part + (h * Q + q) * W, f[q]);
+  }
+  fold_chains(part, flag);
+}
+
+/// acc (8 lanes) += sum over the padded rows of (a - b)^2, in the lanes and chains of
+/// accumulate_flag.
+template <Isa I>
 CYCLAD_ALWAYS_INLINE void accumulate_sq_dist(const double* CYCLAD_RESTRICT a,
                                              const double* CYCLAD_RESTRICT b, std::size_t padded,
                                              double* CYCLAD_RESTRICT acc) {
-  dvec s[kUnroll] = {};
-  for (std::size_t k = 0; k < padded; k += kPad) {
-    for (std::size_t u = 0; u < kUnroll; ++u) {
-      dvec d = CYCLAD_VLOAD(a + k + u * kDistLanes) - CYCLAD_VLOAD(b + k + u * kDistLanes);
-      s[u] += d * d;
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W, Q = 4, passes = kPad / (Q * W);
+  alignas(64) double part[kPad];
+  for (std::size_t h = 0; h < passes; ++h) {
+    V s[Q] = {};
+    for (std::size_t k = 0; k < padded; k += kPad) {
+      for (std::size_t q = 0; q < Q; ++q) {
+        const std::size_t o = k + (h * Q + q) * W;
+        V d = CYCLAD_NLOAD(I, a + o) - CYCLAD_NLOAD(I, b + o);
+        s[q] += d * d;
+      }
     }
+    for (std::size_t q = 0; q < Q; ++q) CYCLAD_NSTORE(I, part + (h * Q + q) * W, s[q]);
   }
-  dvec t = CYCLAD_VLOAD(acc);
-  for (std::size_t u = 0; u < kUnroll; ++u) t += s[u];
-  CYCLAD_VSTORE(acc, t);
+  fold_chains(part, acc);
 }
 
-/// Squared-distance tile: I rows a[] against J rows b[], U chains per pair over the padded
-/// chunk; acc[i * J + j] (8 lanes each) += the pair's sum, the U chains folded in order.
-template <std::size_t I, std::size_t J, std::size_t U>
+/// Squared-distance tile: IA rows a[] against J rows b[]; for each pair, acc[i * J + j] (8 lanes)
+/// += the pair's sum over the padded chunk, lane l summing coordinates k + l (k a multiple of
+/// 8) in one chain. The chain does not depend on the tile shape, so every pair has the same sum
+/// whatever tile it lands in. The 8 lanes are covered in 8 / W passes of W lanes; a tile holds
+/// IA * J accumulators, IA + J loads and a temporary in registers.
+template <Isa I, std::size_t IA, std::size_t J>
 CYCLAD_ALWAYS_INLINE void sq_dist_tile(const double* const* a, const double* const* b,
                                        double* const* acc, std::size_t padded) {
-  dvec s[I][J][U] = {};
-  for (std::size_t k = 0; k < padded; k += U * kDistLanes) {
-    for (std::size_t u = 0; u < U; ++u) {
-      dvec bv[J];
-      for (std::size_t j = 0; j < J; ++j) bv[j] = CYCLAD_VLOAD_REG(b[j] + k + u * kDistLanes);
-      for (std::size_t i = 0; i < I; ++i) {
-        dvec av = CYCLAD_VLOAD(a[i] + k + u * kDistLanes);
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W;
+  for (std::size_t h = 0; h < kDistLanes; h += W) {
+    V s[IA][J] = {};
+    for (std::size_t k = h; k < padded; k += kDistLanes) {
+      V bv[J];
+      for (std::size_t j = 0; j < J; ++j) bv[j] = CYCLAD_NLOAD_REG(I, b[j] + k);
+      for (std::size_t i = 0; i < IA; ++i) {
+        V av = CYCLAD_NLOAD(I, a[i] + k);
         for (std::size_t j = 0; j < J; ++j) {
-          dvec d = av - bv[j];
-          s[i][j][u] += d * d;
+          V d = av - bv[j];
+          s[i][j] += d * d;
         }
       }
     }
+    for (std::size_t i = 0; i < IA; ++i) {
+      for (std::size_t j = 0; j < J; ++j) {
+        double* t = acc[i * J + j] + h;
+        CYCLAD_NSTORE(I, t, CYCLAD_NLOAD(I, t) + s[i][j]);
+      }
+    }
   }
-  for (std::size_t i = 0; i < I; ++i) {
-    for (std::size_t j = 0; j < J; ++j) {
-      dvec t = CYCLAD_VLOAD(acc[i * J + j]);
-      for (std::size_t u = 0; u < U; ++u) t += s[i][j][u];
-      CYCLAD_VSTORE(acc[i * J + j], t);
+}
+
+/// Squared distances of P independent pairs (a[p], b[p]) in the lanes and chain of
+/// sq_dist_tile: the pairs (i, i + 1) of the pairwise pass, a few at a time so that their
+/// chains overlap.
+template <Isa I, std::size_t P>
+CYCLAD_ALWAYS_INLINE void sq_dist_pairs(const double* const* a, const double* const* b,
+                                        double* const* acc, std::size_t padded) {
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W;
+  for (std::size_t h = 0; h < kDistLanes; h += W) {
+    V s[P] = {};
+    for (std::size_t k = h; k < padded; k += kDistLanes) {
+      for (std::size_t p = 0; p < P; ++p) {
+        V d = CYCLAD_NLOAD(I, a[p] + k) - CYCLAD_NLOAD(I, b[p] + k);
+        s[p] += d * d;
+      }
+    }
+    for (std::size_t p = 0; p < P; ++p) {
+      double* t = acc[p] + h;
+      CYCLAD_NSTORE(I, t, CYCLAD_NLOAD(I, t) + s[p]);
     }
   }
 }
@@ -219,51 +313,64 @@ inline std::size_t pair_index(std::size_t n, std::size_t i, std::size_t j) {
 /// (x_i - x_j)^2 for the p-th pair i < j (row-major upper triangle), bad[i] = 1 when row i has a
 /// non-finite entry in the block. `buf` holds n * chunk doubles, `acc` (n(n-1)/2 + n) * 8.
 /// Rows go in pairs (i, i + 1) against four rows at a time (a 2 x 4 tile: 6 loads for 8
-/// squared differences); each pair always takes the same path, so its sum is deterministic.
+/// squared differences); the pairs (i, i + 1) themselves go four at a time. Every pair sums in
+/// the same lanes and order whatever tile it is in (sq_dist_tile), so the result does not
+/// depend on n's tiling, the thread count or the ISA's vector width.
 /// Values are multiplied by `scale` (a power of two) as they are loaded.
-template <typename T>
-CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
-                                        std::size_t stride, std::size_t lo, std::size_t hi,
-                                        std::size_t chunk, double scale,
-                                        double* CYCLAD_RESTRICT buf,
-                                        double* CYCLAD_RESTRICT acc, double* CYCLAD_RESTRICT part,
-                                        unsigned char* CYCLAD_RESTRICT bad) {
+template <Isa I, typename T>
+CYCLAD_KERNEL void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                  std::size_t stride, std::size_t lo, std::size_t hi,
+                                  std::size_t chunk, double scale, double* CYCLAD_RESTRICT buf,
+                                  double* CYCLAD_RESTRICT acc, double* CYCLAD_RESTRICT part,
+                                  unsigned char* CYCLAD_RESTRICT bad) {
   const std::size_t np = n * (n - 1) / 2;
   std::fill(acc, acc + (np + n) * kDistLanes, 0.0);
   double* flag = acc + np * kDistLanes;
+  auto row = [&](std::size_t i) CYCLAD_INLINE_LAMBDA { return buf + i * chunk; };
+  auto pair = [&](std::size_t i, std::size_t j) CYCLAD_INLINE_LAMBDA {
+    return acc + pair_index(n, i, j) * kDistLanes;
+  };
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t len = std::min(chunk, hi - c0);
     const std::size_t padded = round_up_pad(len);
     for (std::size_t i = 0; i < n; ++i) {
-      double* b = buf + i * chunk;
-      load_row(x + i * stride + c0, len, b, scale);
-      accumulate_flag(b, padded, flag + i * kDistLanes);
+      load_row(x + i * stride + c0, len, row(i), scale);
+      accumulate_flag<I>(row(i), padded, flag + i * kDistLanes);
     }
     // The next chunk's rows are prefetched two at a time, spread over the tile sweep.
     const std::size_t next = c0 + 2 * chunk < hi ? std::min(chunk, hi - c0 - 2 * chunk) : 0;
     if (next != 0 && n % 2 == 1) prefetch_rows(x + (n - 1) * stride, 1, 0, c0 + 2 * chunk, next);
-    for (std::size_t i = 0; i + 1 < n; i += 2) {
+    // The pairs (i, i + 1), i even, four at a time.
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const double* a[4] = {row(i), row(i + 2), row(i + 4), row(i + 6)};
+      const double* b[4] = {row(i + 1), row(i + 3), row(i + 5), row(i + 7)};
+      double* p[4] = {pair(i, i + 1), pair(i + 2, i + 3), pair(i + 4, i + 5), pair(i + 6, i + 7)};
+      sq_dist_pairs<I, 4>(a, b, p, padded);
+    }
+    for (; i + 1 < n; i += 2) {
+      const double* a[1] = {row(i)};
+      const double* b[1] = {row(i + 1)};
+      double* p[1] = {pair(i, i + 1)};
+      sq_dist_pairs<I, 1>(a, b, p, padded);
+    }
+    for (i = 0; i + 1 < n; i += 2) {
       if (next != 0) prefetch_rows(x + i * stride, 2, stride, c0 + 2 * chunk, next);
-      const double* a[2] = {buf + i * chunk, buf + (i + 1) * chunk};
-      {
-        double* p[1] = {acc + pair_index(n, i, i + 1) * kDistLanes};
-        sq_dist_tile<1, 1, 4>(a, a + 1, p, padded);
-      }
+      const double* a[2] = {row(i), row(i + 1)};
       std::size_t j = i + 2;
       for (; j + 4 <= n; j += 4) {
-        const double* b[4] = {buf + j * chunk, buf + (j + 1) * chunk, buf + (j + 2) * chunk,
-                              buf + (j + 3) * chunk};
+        const double* b[4] = {row(j), row(j + 1), row(j + 2), row(j + 3)};
         double* p[8];
         for (std::size_t q = 0; q < 4; ++q) {
-          p[q] = acc + pair_index(n, i, j + q) * kDistLanes;
-          p[4 + q] = acc + pair_index(n, i + 1, j + q) * kDistLanes;
+          p[q] = pair(i, j + q);
+          p[4 + q] = pair(i + 1, j + q);
         }
-        sq_dist_tile<2, 4, 1>(a, b, p, padded);
+        sq_dist_tile<I, 2, 4>(a, b, p, padded);
       }
       for (; j < n; ++j) {
-        const double* b[1] = {buf + j * chunk};
-        double* p[2] = {acc + pair_index(n, i, j) * kDistLanes, acc + pair_index(n, i + 1, j) * kDistLanes};
-        sq_dist_tile<2, 1, 2>(a, b, p, padded);
+        const double* b[1] = {row(j)};
+        double* p[2] = {pair(i, j), pair(i + 1, j)};
+        sq_dist_tile<I, 2, 1>(a, b, p, padded);
       }
     }
   }
@@ -274,8 +381,8 @@ CYCLAD_MULTIVERSION void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t 
 /// One kReduceBlock of the distance-to-a-point pass: part[i] = sum over the block of
 /// (scale x_i - scale z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row
 /// i. `buf` holds 2 * chunk doubles, `acc` 2 * n * 8.
-template <typename T>
-CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+template <Isa I, typename T>
+CYCLAD_KERNEL void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                           std::size_t stride, std::size_t lo, std::size_t hi,
                                           std::size_t chunk, double scale,
                                           const double* CYCLAD_RESTRICT z,
@@ -298,8 +405,8 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
     if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
     for (std::size_t i = 0; i < n; ++i) {
       load_row(x + i * stride + c0, len, buf, scale);
-      accumulate_sq_dist(buf, zb, padded, acc + i * kDistLanes);
-      accumulate_flag(buf, padded, flag + i * kDistLanes);
+      accumulate_sq_dist<I>(buf, zb, padded, acc + i * kDistLanes);
+      accumulate_flag<I>(buf, padded, flag + i * kDistLanes);
     }
   }
   for (std::size_t i = 0; i < n; ++i) {
@@ -316,8 +423,8 @@ CYCLAD_MULTIVERSION void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_
 /// of the values times `scale` (a power of two, so z itself is stored unscaled and exact
 /// unless it underflows); with scale = 1 nothing is multiplied.
 /// `buf` holds (n + 1) * chunk doubles, `acc` (n + 2) * 8.
-template <typename T>
-CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
+template <Isa I, typename T>
+CYCLAD_KERNEL void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
                                            std::size_t stride, std::size_t lo, std::size_t hi,
                                            std::size_t chunk, double scale, double alpha,
                                            const double* CYCLAD_RESTRICT beta,
@@ -352,46 +459,52 @@ CYCLAD_MULTIVERSION void affine_step_block(const T* CYCLAD_RESTRICT x, std::size
       zc = tail;
     }
     double* zn = zc;
-    dvec mv[kUnroll] = {}, nm[kUnroll] = {};
-    for (std::size_t k = 0; k < padded; k += kPad) {
-      dvec o[kUnroll], s[kUnroll];
-      for (std::size_t u = 0; u < kUnroll; ++u) {
-        o[u] = CYCLAD_VLOAD(zc + k + u * kDistLanes);
-        if (scaled) o[u] = o[u] * scale;
-        s[u] = o[u] * alpha;
+    {
+      // Lanes and chains of accumulate_sq_dist for the two sums, in kPad / (4 W) passes of four
+      // vectors; every coordinate of z is updated exactly once.
+      using V = typename Simd<I>::V;
+      constexpr std::size_t W = Simd<I>::W, Q = 4, passes = kPad / (Q * W);
+      alignas(64) double pm[kPad], pn[kPad];
+      for (std::size_t h = 0; h < passes; ++h) {
+        V mv[Q] = {}, nm[Q] = {};
+        for (std::size_t k = 0; k < padded; k += kPad) {
+          for (std::size_t q = 0; q < Q; ++q) {
+            const std::size_t off = k + (h * Q + q) * W;
+            V o = CYCLAD_NLOAD(I, zc + off);
+            if (scaled) o = o * scale;
+            V sv = o * alpha;
+            for (std::size_t r = 0; r < nact; ++r) {
+              sv += CYCLAD_NLOAD(I, buf + act[r] * chunk + off) * beta[act[r]];
+            }
+            CYCLAD_NSTORE(I, zn + off, sv);
+            V d = sv - o;
+            mv[q] += d * d;
+            nm[q] += o * o;
+          }
+        }
+        for (std::size_t q = 0; q < Q; ++q) {
+          CYCLAD_NSTORE(I, pm + (h * Q + q) * W, mv[q]);
+          CYCLAD_NSTORE(I, pn + (h * Q + q) * W, nm[q]);
+        }
       }
-      for (std::size_t r = 0; r < nact; ++r) {
-        const double* b = buf + act[r] * chunk + k;
-        const double w = beta[act[r]];
-        for (std::size_t u = 0; u < kUnroll; ++u) s[u] += CYCLAD_VLOAD(b + u * kDistLanes) * w;
-      }
-      for (std::size_t u = 0; u < kUnroll; ++u) {
-        CYCLAD_VSTORE(zn + k + u * kDistLanes, s[u]);
-        dvec d = s[u] - o[u];
-        mv[u] += d * d;
-        nm[u] += o[u] * o[u];
-      }
+      fold_chains(pm, acc + n * kDistLanes);
+      fold_chains(pn, acc + (n + 1) * kDistLanes);
     }
-    dvec tm = CYCLAD_VLOAD(acc + n * kDistLanes), tn = CYCLAD_VLOAD(acc + (n + 1) * kDistLanes);
-    for (std::size_t u = 0; u < kUnroll; ++u) {
-      tm += mv[u];
-      tn += nm[u];
-    }
-    CYCLAD_VSTORE(acc + n * kDistLanes, tm);
-    CYCLAD_VSTORE(acc + (n + 1) * kDistLanes, tn);
     if (dists) {
-      // Four rows per sweep share the loads of z_new (two chains per row).
+      // Four rows per sweep share the loads of z_new.
       std::size_t r = 0;
+      const double* zz[1] = {zn};
       for (; r + 4 <= nact; r += 4) {
         const double* b[4] = {buf + act[r] * chunk, buf + act[r + 1] * chunk,
                               buf + act[r + 2] * chunk, buf + act[r + 3] * chunk};
         double* p[4] = {acc + act[r] * kDistLanes, acc + act[r + 1] * kDistLanes,
                         acc + act[r + 2] * kDistLanes, acc + act[r + 3] * kDistLanes};
-        const double* zz[1] = {zn};
-        sq_dist_tile<1, 4, 2>(zz, b, p, padded);
+        sq_dist_tile<I, 1, 4>(zz, b, p, padded);
       }
       for (; r < nact; ++r) {
-        accumulate_sq_dist(zn, buf + act[r] * chunk, padded, acc + act[r] * kDistLanes);
+        const double* b[1] = {buf + act[r] * chunk};
+        double* p[1] = {acc + act[r] * kDistLanes};
+        sq_dist_tile<I, 1, 1>(zz, b, p, padded);
       }
     }
     if (scaled) {
@@ -534,8 +647,8 @@ template <typename T>
 
 /// Means of row sets over the coordinates [lo, hi), following `prog` (see SetProgram); all sums
 /// in double. `buf` holds (n + internal nodes + 1) * chunk doubles.
-template <typename T>
-CYCLAD_MULTIVERSION void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+template <Isa I, typename T>
+CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
                                          std::size_t lo, std::size_t hi, std::size_t chunk,
                                          const SetProgram& prog, T* CYCLAD_RESTRICT out,
                                          std::size_t out_stride, double* CYCLAD_RESTRICT buf) {
@@ -619,7 +732,10 @@ void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& set
     std::vector<double> buf(nodes * chunk);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      set_means_block(x.data, x.row_stride, lo, hi, chunk, prog, out, x.d, buf.data());
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        set_means_block<decltype(isa)::value>(x.data, x.row_stride, lo, hi, chunk, prog, out,
+                                              x.d, buf.data());
+      });
     }
   });
 }
@@ -679,8 +795,11 @@ bool point_pass(MatrixView<T> x, const double* z, int e, double* d2, unsigned ch
     std::vector<double> buf(2 * chunk), acc(2 * n * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      point_dist_block(x.data, n, x.row_stride, lo, hi, chunk, scale, z, buf.data(),
-                       acc.data(), part.data() + b * n, pbad.data() + b * n);
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        point_dist_block<decltype(isa)::value>(x.data, n, x.row_stride, lo, hi, chunk, scale, z,
+                                               buf.data(), acc.data(), part.data() + b * n,
+                                               pbad.data() + b * n);
+      });
     }
   });
   std::fill(d2, d2 + n, 0.0);
@@ -738,8 +857,11 @@ std::pair<double, double> affine_step(MatrixView<T> x, int e, double alpha, cons
     std::vector<double> buf((n + 2) * chunk), acc(w * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      affine_step_block(x.data, n, x.row_stride, lo, hi, chunk, scale, alpha, beta, act.data(),
-                        act.size(), dists, z, buf.data(), acc.data(), part.data() + b * w);
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        affine_step_block<decltype(isa)::value>(x.data, n, x.row_stride, lo, hi, chunk, scale,
+                                                alpha, beta, act.data(), act.size(), dists, z,
+                                                buf.data(), acc.data(), part.data() + b * w);
+      });
     }
   });
   std::vector<double> tot(w, 0.0);
@@ -814,8 +936,11 @@ bool pairwise_pass(MatrixView<T> x, int e, double* dist, unsigned char* bad, int
     std::vector<double> buf(n * chunk), acc((np + n) * kDistLanes);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      pairwise_block(x.data, n, x.row_stride, lo, hi, chunk, scale, buf.data(), acc.data(),
-                     part.data() + b * np, pbad.data() + b * n);
+      dispatch_fused([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        pairwise_block<decltype(isa)::value>(x.data, n, x.row_stride, lo, hi, chunk, scale,
+                                             buf.data(), acc.data(), part.data() + b * np,
+                                             pbad.data() + b * n);
+      });
     }
   });
   std::vector<double> tot(np, 0.0);
