@@ -263,6 +263,30 @@ CYCLAD_ALWAYS_INLINE void sq_dist_tile(const double* const* a, const double* con
   }
 }
 
+/// sq_dist_tile for one point z against J rows b[] (the same lanes and chain per pair, so the
+/// same sums): z is held in a register and each row's vector is used once, straight from
+/// memory, so J accumulators, z and a temporary fit the 16 registers of AVX2 up to J = 8.
+template <Isa I, std::size_t J>
+CYCLAD_ALWAYS_INLINE void sq_dist_point(const double* z, const double* const* b,
+                                        double* const* acc, std::size_t padded) {
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W;
+  for (std::size_t h = 0; h < kDistLanes; h += W) {
+    V s[J] = {};
+    for (std::size_t k = h; k < padded; k += kDistLanes) {
+      V zv = CYCLAD_NLOAD_REG(I, z + k);
+      for (std::size_t j = 0; j < J; ++j) {
+        V d = zv - CYCLAD_NLOAD(I, b[j] + k);
+        s[j] += d * d;
+      }
+    }
+    for (std::size_t j = 0; j < J; ++j) {
+      double* t = acc[j] + h;
+      CYCLAD_NSTORE(I, t, CYCLAD_NLOAD(I, t) + s[j]);
+    }
+  }
+}
+
 /// Squared distances of P independent pairs (a[p], b[p]) in the lanes and chain of
 /// sq_dist_tile: the pairs (i, i + 1) of the pairwise pass, a few at a time so that their
 /// chains overlap.
@@ -482,16 +506,24 @@ CYCLAD_KERNEL void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
       for (std::size_t h = 0; h < passes; ++h) {
         V mv[Q] = {}, nm[Q] = {};
         for (std::size_t k = 0; k < padded; k += kPad) {
+          const std::size_t off = k + h * Q * W;
+          V sv[Q];
           for (std::size_t q = 0; q < Q; ++q) {
-            const std::size_t off = k + (h * Q + q) * W;
-            V o = CYCLAD_NLOAD(I, zc + off);
+            V o = CYCLAD_NLOAD(I, zc + off + q * W);
             if (scaled) o = o * scale;
-            V sv = o * alpha;
-            for (std::size_t r = 0; r < nact; ++r) {
-              sv += CYCLAD_NLOAD(I, buf + act[r] * chunk + off) * beta[act[r]];
-            }
-            CYCLAD_NSTORE(I, zn + off, sv);
-            V d = sv - o;
+            sv[q] = o * alpha;
+          }
+          // Rows outer, the four vectors inner: one pointer and one weight per row and step.
+          for (std::size_t r = 0; r < nact; ++r) {
+            const double* row = buf + act[r] * chunk + off;
+            const double w = beta[act[r]];
+            for (std::size_t q = 0; q < Q; ++q) sv[q] += CYCLAD_NLOAD(I, row + q * W) * w;
+          }
+          for (std::size_t q = 0; q < Q; ++q) {
+            V o = CYCLAD_NLOAD(I, zc + off + q * W);  // reloaded: fewer live registers
+            if (scaled) o = o * scale;
+            CYCLAD_NSTORE(I, zn + off + q * W, sv[q]);
+            V d = sv[q] - o;
             mv[q] += d * d;
             nm[q] += o * o;
           }
@@ -507,18 +539,26 @@ CYCLAD_KERNEL void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
     if (dists) {
       // Four rows per sweep share the loads of z_new.
       std::size_t r = 0;
-      const double* zz[1] = {zn};
+      for (; r + 8 <= nact; r += 8) {
+        const double* b[8];
+        double* p[8];
+        for (std::size_t q = 0; q < 8; ++q) {
+          b[q] = buf + act[r + q] * chunk;
+          p[q] = acc + act[r + q] * kDistLanes;
+        }
+        sq_dist_point<I, 8>(zn, b, p, padded);
+      }
       for (; r + 4 <= nact; r += 4) {
         const double* b[4] = {buf + act[r] * chunk, buf + act[r + 1] * chunk,
                               buf + act[r + 2] * chunk, buf + act[r + 3] * chunk};
         double* p[4] = {acc + act[r] * kDistLanes, acc + act[r + 1] * kDistLanes,
                         acc + act[r + 2] * kDistLanes, acc + act[r + 3] * kDistLanes};
-        sq_dist_tile<I, 1, 4>(zz, b, p, padded);
+        sq_dist_point<I, 4>(zn, b, p, padded);
       }
       for (; r < nact; ++r) {
         const double* b[1] = {buf + act[r] * chunk};
         double* p[1] = {acc + act[r] * kDistLanes};
-        sq_dist_tile<I, 1, 1>(zz, b, p, padded);
+        sq_dist_point<I, 1>(zn, b, p, padded);
       }
     }
     if (scaled) {
