@@ -188,12 +188,16 @@ CArray<T> multi_krum_impl(const CArray<T>& x, std::int64_t f, std::int64_t m, in
 
 template <typename T>
 py::tuple geometric_median_impl(const CArray<T>& x, double eps, std::int64_t max_iter,
-                                double tol, int threads) {
+                                double tol, const std::string& start, int threads) {
   auto v = matrix_arg(x, "X");
+  if (start != "medoid" && start != "mean") {
+    throw std::invalid_argument("start must be 'medoid' or 'mean', got '" + start + "'");
+  }
+  const auto how = start == "mean" ? k::GmStart::kMean : k::GmStart::kMedoid;
   std::size_t mi = count_arg(max_iter, "max_iter");
   std::size_t iters = 0;
   CArray<T> out = released(vector_out<T>(v.d), [&](T* o) {
-    iters = k::geometric_median<T>(v, eps, mi, tol, o, threads);
+    iters = k::geometric_median<T>(v, eps, mi, tol, o, threads, how);
   });
   return py::make_tuple(out, iters);
 }
@@ -216,11 +220,35 @@ CArray<T> centered_clipping_impl(const CArray<T>& x, double tau, std::int64_t it
                   [&](T* o) { k::centered_clipping<T>(v, tau, it, c, o, threads); });
 }
 
+/// `out` when given (checked: C-contiguous, aligned, writable, shape (rows, D), not sharing
+/// memory with X), else a fresh (rows, D) array.
 template <typename T>
-CArray<T> nnm_impl(const CArray<T>& x, std::int64_t f, int threads) {
+CArray<T> rows_out_or(const k::MatrixView<T>& v, std::size_t rows,
+                      const std::optional<CArray<T>>& out) {
+  if (!out) return rows_out(v, rows);
+  const CArray<T>& o = *out;
+  require_aligned(o, "out");
+  if (o.ndim() != 2 || static_cast<std::size_t>(o.shape(0)) != rows ||
+      static_cast<std::size_t>(o.shape(1)) != v.d) {
+    throw std::invalid_argument("out must have shape (" + std::to_string(rows) + ", " +
+                                std::to_string(v.d) + ")");
+  }
+  if (!o.writeable()) throw std::invalid_argument("out must be writable");
+  const auto* ob = reinterpret_cast<const unsigned char*>(o.data());
+  const auto* xb = reinterpret_cast<const unsigned char*>(v.data);
+  const std::size_t obytes = rows * v.d * sizeof(T), xbytes = v.n * v.row_stride * sizeof(T);
+  if (ob < xb + xbytes && xb < ob + obytes) {
+    throw std::invalid_argument("out must not share memory with X");
+  }
+  return o;
+}
+
+template <typename T>
+CArray<T> nnm_impl(const CArray<T>& x, std::int64_t f, const std::optional<CArray<T>>& out,
+                   int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t uf = count_arg(f, "f");
-  return released(rows_out(v, v.n), [&](T* o) { k::nnm<T>(v, uf, o, threads); });
+  return released(rows_out_or(v, v.n, out), [&](T* o) { k::nnm<T>(v, uf, o, threads); });
 }
 
 template <typename T>
@@ -266,12 +294,13 @@ void bind_aggregators(py::module_& m) {
   def_float(m, "multi_krum", CYCLAD_IMPL(multi_krum_impl), x, py::arg("f"), py::arg("m"),
             threads, "Multi-Krum.");
   def_float(m, "geometric_median", CYCLAD_IMPL(geometric_median_impl), x, py::arg("eps"),
-            py::arg("max_iter"), py::arg("tol"), threads,
+            py::arg("max_iter"), py::arg("tol"), py::arg("start") = "medoid", threads,
             "Smoothed Weiszfeld geometric median; returns (z, iterations).");
   def_float(m, "centered_clipping", CYCLAD_IMPL(centered_clipping_impl), x, py::arg("tau"),
             py::arg("iters"), py::arg("center").noconvert().none(true), threads,
             "Stateless centered clipping.");
-  def_float(m, "nnm", CYCLAD_IMPL(nnm_impl), x, py::arg("f"), threads,
+  def_float(m, "nnm", CYCLAD_IMPL(nnm_impl), x, py::arg("f"),
+            py::arg("out").noconvert().none(true) = py::none(), threads,
             "Nearest-neighbour mixing.");
   def_float(m, "bucketing", CYCLAD_IMPL(bucketing_impl), x, py::arg("perm").noconvert(),
             py::arg("s"), threads, "Bucketing with a given row permutation.");

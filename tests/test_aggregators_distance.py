@@ -140,6 +140,76 @@ def test_geometric_median_is_optimal(rng, threads, n, D) -> None:
     np.testing.assert_allclose(z_default, slow, rtol=0, atol=1e-3 * scale)
 
 
+@pytest.mark.parametrize(("n", "D"), [(1, 4), (5, 3), (9, 97), (20, 9001)])
+def test_geometric_median_from_the_mean(rng, dtype, threads, n, D) -> None:
+    X = _data(rng, n, D, dtype)
+    X[0] *= 50.0  # an outlier pulls the mean start, not the limit
+    z = agg.geometric_median(X, tol=1e-12, max_iter=5000, start="mean", threads=threads)
+    assert z.dtype == dtype
+    scale = float(np.abs(X).max())
+    atol = (1e-6 if dtype == np.float64 else 1e-4) * scale
+    np.testing.assert_allclose(z, ref.geometric_median(X), rtol=0, atol=atol)
+    # One step from the mean is exactly one smoothed Weiszfeld step of the reference.
+    X64 = X.astype(np.float64)
+    z0 = X64.mean(axis=0)
+    w = 1.0 / np.maximum(1e-8, np.linalg.norm(X64 - z0, axis=1))
+    step = (w[:, None] * X64).sum(axis=0) / w.sum()
+    one = agg.geometric_median(X, max_iter=1, start="mean", threads=threads)
+    np.testing.assert_allclose(one, step.astype(dtype), **_tol(dtype))
+
+
+def test_geometric_median_mean_start_skips_poisoned_rows(rng) -> None:
+    X = _data(rng, 9, 50, np.float64)
+    X[2, 3] = np.nan
+    X[4] = 1e300
+    z = agg.geometric_median(X, tol=1e-12, max_iter=5000, start="mean")
+    assert np.isfinite(z).all()
+    # The huge row pulls the start to ~1e299, but the limit is the medoid start's limit.
+    medoid = agg.geometric_median(X, tol=1e-12, max_iter=5000)
+    np.testing.assert_allclose(z, medoid, rtol=0, atol=1e-6)
+    X[:] = np.nan
+    assert np.isnan(agg.geometric_median(X, start="mean")).all()
+
+
+def test_geometric_median_start_must_be_known(rng) -> None:
+    X = _data(rng, 5, 3, np.float64)
+    with pytest.raises(agg.ArgumentError, match="start must be 'medoid' or 'mean'") as e:
+        agg.geometric_median(X, start="median")
+    assert e.value.argument == "start"
+    assert agg.get("geometric_median", start="mean")(X).shape == (3,)
+
+
+def test_nnm_into_out(rng, dtype, threads) -> None:
+    X = _data(rng, 7, 1001, dtype)
+    out = np.full_like(X, np.nan)
+    res = agg.nnm(X, 2, out=out, threads=threads)
+    assert res is out
+    np.testing.assert_array_equal(out, agg.nnm(X, 2, threads=threads))
+
+
+def test_nnm_out_is_checked(rng) -> None:
+    X = _data(rng, 5, 8, np.float64)
+    bad = {
+        "dtype": np.zeros((5, 8), np.float32),
+        "shape": np.zeros((5, 9)),
+        "C-contiguous": np.zeros((8, 5)).T,
+        "share memory": X,
+    }
+    for what, out in bad.items():
+        with pytest.raises((agg.ArgumentError, agg.ArgumentTypeError), match=what) as e:
+            agg.nnm(X, 1, out=out)
+        assert e.value.argument == "out"
+    ro = np.zeros((5, 8))
+    ro.flags.writeable = False
+    with pytest.raises(agg.ArgumentError, match="writable"):
+        agg.nnm(X, 1, out=ro)
+    with pytest.raises(agg.ArgumentTypeError, match="NumPy array"):
+        agg.nnm(X.tolist(), 1, out=np.zeros((5, 8)))
+    # The C++ layer checks too, for direct calls.
+    with pytest.raises(ValueError, match="share memory"):
+        _core.nnm(X, 1, out=X)
+
+
 def test_geometric_median_float32_and_reported_iterations(rng) -> None:
     X = _data(rng, 11, 301, np.float32)
     z = agg.geometric_median(X)

@@ -119,6 +119,7 @@ RULES: dict[str, Callable[[np.ndarray], Any]] = {
     "nnm": lambda X: aggregators.nnm(X, 1),
     "bucketing": lambda X: aggregators.bucketing(X, 2, seed=3),
     "geometric_median": lambda X: aggregators.geometric_median(X, max_iter=20),
+    "geometric_median_mean": lambda X: aggregators.geometric_median(X, max_iter=5, start="mean"),
     "centered_clipping": lambda X: aggregators.centered_clipping(X, tau=40.0, iters=3),
     "clip": lambda X: aggregators.clip(X, tau=40.0),
     "arc": lambda X: aggregators.arc(X, 1),

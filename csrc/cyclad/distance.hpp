@@ -1244,20 +1244,29 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
 /// double (e.g. +-1e200 in float64) keep their exact Weiszfeld weight: every distance is then
 /// taken on the values times a power of two (pairwise_sq_distances). Complexity O(n^2 D) for
 /// the start + O(n D) per step; extra memory D doubles.
+/// How geometric_median starts: from the medoid of the finite rows (one pairwise pass, O(n^2 D))
+/// and the mean of the half nearest to it, or from the mean of the finite rows (one O(n D)
+/// pass, the usual start; an outlier then pulls the start, not the limit).
+enum class GmStart { kMedoid, kMean };
+
 template <typename T>
 std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, double tol,
-                             T* out, int threads) {
+                             T* out, int threads, GmStart start = GmStart::kMedoid) {
   detail::check_matrix(x);
   require(std::isfinite(eps) && eps > 0.0, "eps must be finite and > 0");
   require(max_iter >= 1, "max_iter must be >= 1");
   require(std::isfinite(tol) && tol >= 0.0, "tol must be finite and >= 0");
   const std::size_t n = x.n;
-  std::vector<double> dist(n * n);
+  std::vector<double> dist(start == GmStart::kMedoid ? n * n : 0);
   std::vector<unsigned char> bad(n);
+  std::vector<double> beta(n, 0.0), d2(n, std::numeric_limits<double>::infinity());
   // Every distance below is in units of 2^-e (squared: 2^-2e); e > 0 only when finite rows
-  // are so far apart that their squared distances would overflow. z stays in the convex hull
-  // of the finite rows, so the same e keeps every later distance finite.
-  const int e = detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);
+  // are so far apart (or, for the mean start, so far from the origin) that their squared
+  // distances would overflow. z stays in the convex hull of the finite rows, so the same e
+  // keeps every later distance finite.
+  const int e = start == GmStart::kMedoid
+                    ? detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads)
+                    : detail::point_sq_dists(x, nullptr, d2.data(), bad.data(), threads);
   std::vector<std::size_t> good;
   for (std::size_t i = 0; i < n; ++i) {
     if (!bad[i]) good.push_back(i);
@@ -1266,26 +1275,29 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
     std::fill(out, out + x.d, std::numeric_limits<T>::quiet_NaN());
     return 0;
   }
-  // Medoid of the finite rows.
-  std::size_t med = good[0];
-  double best = std::numeric_limits<double>::infinity();
-  for (std::size_t i : good) {
-    double s = 0.0;
-    for (std::size_t j : good) s += std::sqrt(dist[i * n + j]);
-    if (s < best) {
-      best = s;
-      med = i;
-    }
-  }
-  // Start: mean of the ceil(h / 2) finite rows nearest to the medoid. The start pass also
-  // yields the distance of every finite row to z_0.
-  std::vector<double> key(n);
-  for (std::size_t j = 0; j < n; ++j) key[j] = dist[med * n + j];
-  const auto order = detail::order_by(key, bad.data());
-  const std::size_t half = (good.size() + 1) / 2;
-  std::vector<double> beta(n, 0.0), d2(n, std::numeric_limits<double>::infinity());
-  for (std::size_t r = 0; r < half; ++r) beta[order[r]] = 1.0 / static_cast<double>(half);
   std::vector<double> z(x.d, 0.0);
+  if (start == GmStart::kMean) {
+    for (std::size_t i : good) beta[i] = 1.0 / static_cast<double>(good.size());
+  } else {
+    // Medoid of the finite rows.
+    std::size_t med = good[0];
+    double best = std::numeric_limits<double>::infinity();
+    for (std::size_t i : good) {
+      double s = 0.0;
+      for (std::size_t j : good) s += std::sqrt(dist[i * n + j]);
+      if (s < best) {
+        best = s;
+        med = i;
+      }
+    }
+    // Start: mean of the ceil(h / 2) finite rows nearest to the medoid. The start pass also
+    // yields the distance of every finite row to z_0.
+    std::vector<double> key(n);
+    for (std::size_t j = 0; j < n; ++j) key[j] = dist[med * n + j];
+    const auto order = detail::order_by(key, bad.data());
+    const std::size_t half = (good.size() + 1) / 2;
+    for (std::size_t r = 0; r < half; ++r) beta[order[r]] = 1.0 / static_cast<double>(half);
+  }
   detail::affine_step(x, e, 0.0, beta.data(), bad.data(), true, z.data(), d2.data(), threads);
   // The weights are ratios, so scaled distances give the same weights; eps and the unit of
   // the stopping rule are scaled along (eps 2^-e is kept at least the smallest positive

@@ -32,7 +32,12 @@ def multi_krum(
     x: NDArray[np.floating], f: int, m: int, threads: int = 0
 ) -> NDArray[np.floating]: ...
 def geometric_median(
-    x: NDArray[np.floating], eps: float, max_iter: int, tol: float, threads: int = 0
+    x: NDArray[np.floating],
+    eps: float,
+    max_iter: int,
+    tol: float,
+    start: str = "medoid",
+    threads: int = 0,
 ) -> tuple[NDArray[np.floating], int]: ...
 def centered_clipping(
     x: NDArray[np.floating],
@@ -41,7 +46,12 @@ def centered_clipping(
     center: NDArray[np.floating] | None,
     threads: int = 0,
 ) -> NDArray[np.floating]: ...
-def nnm(x: NDArray[np.floating], f: int, threads: int = 0) -> NDArray[np.floating]: ...
+def nnm(
+    x: NDArray[np.floating],
+    f: int,
+    out: NDArray[np.floating] | None = None,
+    threads: int = 0,
+) -> NDArray[np.floating]: ...
 def bucketing(
     x: NDArray[np.floating], perm: NDArray[np.int64], s: int, threads: int = 0
 ) -> NDArray[np.floating]: ...

@@ -92,6 +92,7 @@ from cyclad import _core
 from cyclad._validation import (
     INT64_MAX,
     ArgumentError,
+    ArgumentTypeError,
     as_float_array,
     as_matrix,
     check_float,
@@ -415,6 +416,7 @@ def geometric_median(
     max_iter: int = ...,
     tol: float = ...,
     *,
+    start: str = ...,
     threads: int | None = ...,
 ) -> torch.Tensor: ...
 @overload
@@ -424,6 +426,7 @@ def geometric_median(
     max_iter: int = ...,
     tol: float = ...,
     *,
+    start: str = ...,
     threads: int | None = ...,
 ) -> NDArray[_F]: ...
 @overload
@@ -433,6 +436,7 @@ def geometric_median(
     max_iter: int = ...,
     tol: float = ...,
     *,
+    start: str = ...,
     threads: int | None = ...,
 ) -> NDArray[Any]: ...
 
@@ -443,6 +447,7 @@ def geometric_median(
     max_iter: int = 200,
     tol: float = 1e-7,
     *,
+    start: str = "medoid",
     threads: int | None = None,
 ) -> Any:
     """Geometric median by smoothed Weiszfeld iterations.
@@ -466,6 +471,11 @@ def geometric_median(
         limit) are clamped to it: any such value means "until ``tol`` is met".
     tol : float, optional
         Relative stopping tolerance, finite and ``>= 0``.
+    start : {"medoid", "mean"}, optional
+        ``"medoid"`` (default): the robust start above, which costs one pairwise pass
+        (``O(n^2 D)``, as much as Krum). ``"mean"``: the mean of the finite rows, one ``O(n D)``
+        pass, the start most implementations use; an outlier then moves the start but not the
+        limit, and a few more steps may be needed. The guarantee below holds for both.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
@@ -490,7 +500,12 @@ def geometric_median(
     eps = check_float(eps, "eps", 0.0, strict_lo=True)
     max_iter = min(check_int(max_iter, "max_iter", 1), INT64_MAX)
     tol = check_float(tol, "tol", 0.0)
-    z, _ = _core.geometric_median(x, eps, max_iter, tol, threads=check_threads(threads))
+    if start not in ("medoid", "mean"):
+        msg = f"start must be 'medoid' or 'mean', got {start!r}"
+        raise ArgumentError(msg, argument="start")
+    z, _ = _core.geometric_median(
+        x, eps, max_iter, tol, start=start, threads=check_threads(threads)
+    )
     return wrap(z)
 
 
@@ -613,14 +628,18 @@ def bucket_permutation(n: int, seed: int) -> np.ndarray:
 
 
 @overload
-def nnm(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+def nnm(X: _Tensors, f: int, *, out: None = ..., threads: int | None = ...) -> torch.Tensor: ...
 @overload
-def nnm(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+def nnm(
+    X: NDArray[_F], f: int, *, out: NDArray[_F] | None = ..., threads: int | None = ...
+) -> NDArray[_F]: ...
 @overload
-def nnm(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
+def nnm(
+    X: ArrayLike, f: int, *, out: NDArray[Any] | None = ..., threads: int | None = ...
+) -> NDArray[Any]: ...
 
 
-def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
+def nnm(X: Any, f: int, *, out: Any = None, threads: int | None = None) -> Any:
     """Nearest-neighbour mixing (Allouah et al., 2023), a pre-aggregation.
 
     Row ``i`` of the output is the mean of the ``n - f`` rows nearest to row ``i`` (itself
@@ -635,13 +654,19 @@ def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
         float32 or float64 vectors, one per row.
     f : int
         Number of Byzantine rows tolerated, ``0 <= f <= n - 1``.
+    out : ndarray, shape (n, D), optional
+        A C-contiguous, writable array of ``X``'s dtype (after conversion: float32 or float64)
+        that does not overlap ``X``, to receive the result instead of a fresh array: the output
+        is as large as the input, and a caller that mixes every round saves the allocation and
+        its page faults. NumPy inputs only. Returned.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
     Returns
     -------
     array, shape (n, D)
-        Same dtype and kind as ``X``. With at most ``f`` rows holding non-finite entries, the
+        Same dtype and kind as ``X`` (``out`` when given). With at most ``f`` rows holding
+        non-finite entries, the
         output row of every finite row is finite; the output row of a non-finite row stays
         non-finite (it includes itself), for the rule that follows to discard. With at most
         ``f`` adversarial rows, the output row of an honest row is within
@@ -658,7 +683,36 @@ def nnm(X: Any, f: int, *, threads: int | None = None) -> Any:
     """
     x, wrap = as_matrix(X)
     f = _check_f(f, x.shape[0], 1, "nnm")
-    return wrap(_core.nnm(x, f, threads=check_threads(threads)))
+    if out is None:
+        return wrap(_core.nnm(x, f, threads=check_threads(threads)))
+    _check_out(out, x, X)
+    _core.nnm(x, f, out=out, threads=check_threads(threads))
+    return out
+
+
+def _check_out(out: Any, x: NDArray[Any], X: Any) -> None:
+    """Raise unless ``out`` can receive an (n, D) result of ``x``'s dtype in place."""
+    if not isinstance(X, np.ndarray) or not isinstance(out, np.ndarray):
+        msg = (
+            f"out must be a NumPy array and X a NumPy array, got {type(out).__name__} for out "
+            f"and {type(X).__name__} for X"
+        )
+        raise ArgumentTypeError(
+            msg,
+            argument="out",
+        )
+    if out.dtype != x.dtype:
+        msg = f"out must have X's dtype {x.dtype}, got {out.dtype}"
+        raise ArgumentTypeError(msg, argument="out")
+    if out.shape != x.shape:
+        msg = f"out must have shape {x.shape}, got {out.shape}"
+        raise ArgumentError(msg, argument="out")
+    if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
+        msg = "out must be C-contiguous, aligned and writable"
+        raise ArgumentError(msg, argument="out")
+    if np.may_share_memory(out, x):
+        msg = "out must not share memory with X"
+        raise ArgumentError(msg, argument="out")
 
 
 @overload
