@@ -96,28 +96,43 @@ typedef double dvec4 __attribute__((vector_size(32)));
 typedef double dvec4_u __attribute__((vector_size(32), aligned(8), may_alias));
 typedef double dvec2 __attribute__((vector_size(16)));
 typedef double dvec2_u __attribute__((vector_size(16), aligned(8), may_alias));
+typedef float fvec4 __attribute__((vector_size(16)));
+typedef float fvec4_u __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float fvec2 __attribute__((vector_size(8)));
+typedef float fvec2_u __attribute__((vector_size(8), aligned(4), may_alias));
+// F / FU: W floats, for storing a vector of doubles as floats.
 template <Isa I>
 struct Simd {
   using V = dvec2;
   using U = dvec2_u;
+  using F = fvec2;
+  using FU = fvec2_u;
   static constexpr std::size_t W = 2;
 };
 template <>
 struct Simd<Isa::v3> {
   using V = dvec4;
   using U = dvec4_u;
+  using F = fvec4;
+  using FU = fvec4_u;
   static constexpr std::size_t W = 4;
 };
 template <>
 struct Simd<Isa::v4> {
   using V = dvec;
   using U = dvec_u;
+  using F = fvec;
+  using FU = fvec_u;
   static constexpr std::size_t W = 8;
 };
 #define CYCLAD_NLOAD(I, p) (*reinterpret_cast<const typename Simd<I>::U*>(p))
 #define CYCLAD_NSTORE(I, p, v) (*reinterpret_cast<typename Simd<I>::U*>(p) = (v))
 // See CYCLAD_VLOAD_REG.
 #define CYCLAD_NLOAD_REG(I, p) (*reinterpret_cast<const volatile typename Simd<I>::U*>(p))
+// Store W doubles as W floats (rounded to nearest).
+#define CYCLAD_NSTORE_F32(I, p, v)                                  \
+  (*reinterpret_cast<typename Simd<I>::FU*>(p) =                    \
+       __builtin_convertvector((v), typename Simd<I>::F))
 #else
 template <Isa I>
 struct Simd {
@@ -127,6 +142,7 @@ struct Simd {
 #define CYCLAD_NLOAD(I, p) CYCLAD_VLOAD(p)
 #define CYCLAD_NSTORE(I, p, v) CYCLAD_VSTORE((p), (v))
 #define CYCLAD_NLOAD_REG(I, p) CYCLAD_VLOAD(p)
+#define CYCLAD_NSTORE_F32(I, p, v) CYCLAD_VSTORE_F32((p), (v))
 #endif
 
 /// Fold eight lanes in a fixed order.
@@ -722,8 +738,8 @@ CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t strid
       const double* a = buf + prog.left[q] * chunk;
       const double* b = buf + prog.right[q] * chunk;
       double* c = buf + (n + q) * chunk;
-      for (std::size_t k = 0; k < padded; k += kDistLanes) {
-        CYCLAD_VSTORE(c + k, CYCLAD_VLOAD(a + k) + CYCLAD_VLOAD(b + k));
+      for (std::size_t k = 0; k < padded; k += Simd<I>::W) {
+        CYCLAD_NSTORE(I, c + k, CYCLAD_NLOAD(I, a + k) + CYCLAD_NLOAD(I, b + k));
       }
     }
     // A full chunk stores the means straight from registers into the output rows; the last,
@@ -733,30 +749,32 @@ CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t strid
       const std::size_t t0 = prog.term_off[s], t1 = prog.term_off[s + 1];
       const std::size_t o0 = prog.out_off[s], o1 = prog.out_off[s + 1];
       const double inv = 1.0 / static_cast<double>(prog.size[s]);
-      dvec flag = {};  // NaN in a lane when a mean is not finite (double inputs only)
-      for (std::size_t k = 0; k < padded; k += kPad) {
-        dvec a[kUnroll];
+      using V = typename Simd<I>::V;
+      constexpr std::size_t W = Simd<I>::W, Q = 4;
+      V flag = {};  // NaN in a lane when a mean is not finite (double inputs only)
+      for (std::size_t k = 0; k < padded; k += Q * W) {
+        V a[Q];
         const double* b0 = buf + prog.terms[t0] * chunk + k;
-        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = CYCLAD_VLOAD(b0 + u * kDistLanes);
+        for (std::size_t q = 0; q < Q; ++q) a[q] = CYCLAD_NLOAD(I, b0 + q * W);
         for (std::size_t t = t0 + 1; t < t1; ++t) {
           const double* b = buf + prog.terms[t] * chunk + k;
-          for (std::size_t u = 0; u < kUnroll; ++u) a[u] += CYCLAD_VLOAD(b + u * kDistLanes);
+          for (std::size_t q = 0; q < Q; ++q) a[q] += CYCLAD_NLOAD(I, b + q * W);
         }
-        for (std::size_t u = 0; u < kUnroll; ++u) a[u] = a[u] * inv;
+        for (std::size_t q = 0; q < Q; ++q) a[q] = a[q] * inv;
         if constexpr (std::is_same_v<T, double>) {
-          for (std::size_t u = 0; u < kUnroll; ++u) flag += a[u] - a[u];
+          for (std::size_t q = 0; q < Q; ++q) flag += a[q] - a[q];
         }
         if (!direct) {
-          for (std::size_t u = 0; u < kUnroll; ++u) CYCLAD_VSTORE(sb + k + u * kDistLanes, a[u]);
+          for (std::size_t q = 0; q < Q; ++q) CYCLAD_NSTORE(I, sb + k + q * W, a[q]);
           continue;
         }
         for (std::size_t o = o0; o < o1; ++o) {
           T* dst = out + prog.out_rows[o] * out_stride + c0 + k;
-          for (std::size_t u = 0; u < kUnroll; ++u) {
+          for (std::size_t q = 0; q < Q; ++q) {
             if constexpr (std::is_same_v<T, float>) {
-              CYCLAD_VSTORE_F32(dst + u * kDistLanes, a[u]);
+              CYCLAD_NSTORE_F32(I, dst + q * W, a[q]);
             } else {
-              CYCLAD_VSTORE(dst + u * kDistLanes, a[u]);
+              CYCLAD_NSTORE(I, dst + q * W, a[q]);
             }
           }
         }
@@ -768,9 +786,11 @@ CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t strid
         }
       }
       if constexpr (std::is_same_v<T, double>) {
-        double fl[kDistLanes];
-        CYCLAD_VSTORE(fl, flag);
-        if (any_nan8(fl)) set_means_wide(x, stride, c0, len, prog, s, out, out_stride);
+        double fl[W];
+        CYCLAD_NSTORE(I, fl, flag);
+        bool nan = false;
+        for (std::size_t l = 0; l < W; ++l) nan = nan || std::isnan(fl[l]);
+        if (nan) set_means_wide(x, stride, c0, len, prog, s, out, out_stride);
       }
     }
   }
