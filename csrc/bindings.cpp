@@ -588,6 +588,14 @@ std::uint64_t read_pass_impl(const py::buffer& b, int threads) {
 void bind_bench(py::module_& m) {
   m.def("read_pass", &read_pass_impl, py::arg("buffer"), py::arg("threads") = 0,
         "Multi-threaded read of a contiguous buffer; returns an XOR checksum.");
+  m.def(
+      "fma_peak",
+      [](int threads, double seconds) {
+        py::gil_scoped_release release;
+        return k::fma_peak_flops(threads, seconds);
+      },
+      py::arg("threads") = 0, py::arg("seconds") = 0.2,
+      "Peak double multiply-add throughput of the active ISA in flop/s (a multiply-add is 2).");
 }
 
 }  // namespace
