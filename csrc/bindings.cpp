@@ -267,16 +267,18 @@ CArray<T> bucketing_impl(const CArray<T>& x, const CArray<std::int64_t>& perm, s
 }
 
 template <typename T>
-CArray<T> clip_impl(const CArray<T>& x, double tau, int threads) {
+CArray<T> clip_impl(const CArray<T>& x, double tau, const std::optional<CArray<T>>& out,
+                    int threads) {
   auto v = matrix_arg(x, "X");
-  return released(rows_out(v, v.n), [&](T* o) { k::clip<T>(v, tau, o, threads); });
+  return released(rows_out_or(v, v.n, out), [&](T* o) { k::clip<T>(v, tau, o, threads); });
 }
 
 template <typename T>
-CArray<T> arc_impl(const CArray<T>& x, std::int64_t f, int threads) {
+CArray<T> arc_impl(const CArray<T>& x, std::int64_t f, const std::optional<CArray<T>>& out,
+                   int threads) {
   auto v = matrix_arg(x, "X");
   std::size_t uf = count_arg(f, "f");
-  return released(rows_out(v, v.n), [&](T* o) { k::arc<T>(v, uf, o, threads); });
+  return released(rows_out_or(v, v.n, out), [&](T* o) { k::arc<T>(v, uf, o, threads); });
 }
 
 void bind_aggregators(py::module_& m) {
@@ -304,9 +306,11 @@ void bind_aggregators(py::module_& m) {
             "Nearest-neighbour mixing.");
   def_float(m, "bucketing", CYCLAD_IMPL(bucketing_impl), x, py::arg("perm").noconvert(),
             py::arg("s"), threads, "Bucketing with a given row permutation.");
-  def_float(m, "clip", CYCLAD_IMPL(clip_impl), x, py::arg("tau"), threads,
+  def_float(m, "clip", CYCLAD_IMPL(clip_impl), x, py::arg("tau"),
+            py::arg("out").noconvert().none(true) = py::none(), threads,
             "Static norm clipping of rows.");
-  def_float(m, "arc", CYCLAD_IMPL(arc_impl), x, py::arg("f"), threads,
+  def_float(m, "arc", CYCLAD_IMPL(arc_impl), x, py::arg("f"),
+            py::arg("out").noconvert().none(true) = py::none(), threads,
             "Adaptive robust clipping.");
 }
 

@@ -179,12 +179,21 @@ def test_geometric_median_start_must_be_known(rng) -> None:
     assert agg.get("geometric_median", start="mean")(X).shape == (3,)
 
 
-def test_nnm_into_out(rng, dtype, threads) -> None:
+@pytest.mark.parametrize(
+    "rule",
+    [
+        lambda X, **kw: agg.nnm(X, 2, **kw),
+        lambda X, **kw: agg.clip(X, 3.0, **kw),
+        lambda X, **kw: agg.arc(X, 2, **kw),
+    ],
+    ids=["nnm", "clip", "arc"],
+)
+def test_pre_aggregations_into_out(rng, dtype, threads, rule) -> None:
     X = _data(rng, 7, 1001, dtype)
     out = np.full_like(X, np.nan)
-    res = agg.nnm(X, 2, out=out, threads=threads)
+    res = rule(X, out=out, threads=threads)
     assert res is out
-    np.testing.assert_array_equal(out, agg.nnm(X, 2, threads=threads))
+    np.testing.assert_array_equal(out, rule(X, threads=threads))
 
 
 def test_nnm_out_is_checked(rng) -> None:
@@ -208,6 +217,10 @@ def test_nnm_out_is_checked(rng) -> None:
     # The C++ layer checks too, for direct calls.
     with pytest.raises(ValueError, match="share memory"):
         _core.nnm(X, 1, out=X)
+    with pytest.raises(ValueError, match="share memory"):
+        _core.clip(X, 1.0, out=X)
+    with pytest.raises(agg.ArgumentError, match="shape"):
+        agg.arc(X, 1, out=np.zeros((4, 8)))
 
 
 def test_geometric_median_float32_and_reported_iterations(rng) -> None:

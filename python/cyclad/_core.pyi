@@ -56,8 +56,18 @@ def nnm(
 def bucketing(
     x: NDArray[np.floating], perm: NDArray[np.int64], s: int, threads: int = 0
 ) -> NDArray[np.floating]: ...
-def clip(x: NDArray[np.floating], tau: float, threads: int = 0) -> NDArray[np.floating]: ...
-def arc(x: NDArray[np.floating], f: int, threads: int = 0) -> NDArray[np.floating]: ...
+def clip(
+    x: NDArray[np.floating],
+    tau: float,
+    out: NDArray[np.floating] | None = None,
+    threads: int = 0,
+) -> NDArray[np.floating]: ...
+def arc(
+    x: NDArray[np.floating],
+    f: int,
+    out: NDArray[np.floating] | None = None,
+    threads: int = 0,
+) -> NDArray[np.floating]: ...
 
 # compression (the wire format: docs/wire-format.md)
 wire_format: dict[str, Any]  # codes and limits: magic, version, kinds, dtypes, max_dim, ...

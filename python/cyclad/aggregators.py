@@ -763,14 +763,20 @@ def bucketing(X: Any, s: int, seed: int, *, threads: int | None = None) -> Any:
 
 
 @overload
-def clip(X: _Tensors, tau: float, *, threads: int | None = ...) -> torch.Tensor: ...
+def clip(
+    X: _Tensors, tau: float, *, out: None = ..., threads: int | None = ...
+) -> torch.Tensor: ...
 @overload
-def clip(X: NDArray[_F], tau: float, *, threads: int | None = ...) -> NDArray[_F]: ...
+def clip(
+    X: NDArray[_F], tau: float, *, out: NDArray[_F] | None = ..., threads: int | None = ...
+) -> NDArray[_F]: ...
 @overload
-def clip(X: ArrayLike, tau: float, *, threads: int | None = ...) -> NDArray[Any]: ...
+def clip(
+    X: ArrayLike, tau: float, *, out: NDArray[Any] | None = ..., threads: int | None = ...
+) -> NDArray[Any]: ...
 
 
-def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
+def clip(X: Any, tau: float, *, out: Any = None, threads: int | None = None) -> Any:
     """Static norm clipping, a pre-aggregation: rows with norm ``> tau`` scaled to norm ``tau``.
 
     ``x_i * min(1, tau / |x_i|)`` with the norm and the scaling in double. ``X`` is never
@@ -783,6 +789,8 @@ def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
         float32 or float64 vectors, one per row.
     tau : float
         Clipping radius, finite and ``> 0``.
+    out : ndarray, shape (n, D), optional
+        Receives the result instead of a fresh array (see :func:`nnm`). Returned.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
@@ -801,18 +809,26 @@ def clip(X: Any, tau: float, *, threads: int | None = None) -> Any:
     """
     x, wrap = as_matrix(X)
     tau = check_float(tau, "tau", 0.0, strict_lo=True)
-    return wrap(_core.clip(x, tau, threads=check_threads(threads)))
+    if out is None:
+        return wrap(_core.clip(x, tau, threads=check_threads(threads)))
+    _check_out(out, x, X)
+    _core.clip(x, tau, out=out, threads=check_threads(threads))
+    return out
 
 
 @overload
-def arc(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
+def arc(X: _Tensors, f: int, *, out: None = ..., threads: int | None = ...) -> torch.Tensor: ...
 @overload
-def arc(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
+def arc(
+    X: NDArray[_F], f: int, *, out: NDArray[_F] | None = ..., threads: int | None = ...
+) -> NDArray[_F]: ...
 @overload
-def arc(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
+def arc(
+    X: ArrayLike, f: int, *, out: NDArray[Any] | None = ..., threads: int | None = ...
+) -> NDArray[Any]: ...
 
 
-def arc(X: Any, f: int, *, threads: int | None = None) -> Any:
+def arc(X: Any, f: int, *, out: Any = None, threads: int | None = None) -> Any:
     """Adaptive robust clipping (Allouah et al., 2024), a pre-aggregation.
 
     With ``k = floor(2 (f / n) (n - f))``, every row is clipped to the norm of the
@@ -829,6 +845,8 @@ def arc(X: Any, f: int, *, threads: int | None = None) -> Any:
         float32 or float64 vectors, one per row.
     f : int
         Number of Byzantine rows tolerated, ``0 <= f < n / 2`` (then ``k >= f``).
+    out : ndarray, shape (n, D), optional
+        Receives the result instead of a fresh array (see :func:`nnm`). Returned.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
@@ -850,7 +868,11 @@ def arc(X: Any, f: int, *, threads: int | None = None) -> Any:
     x, wrap = as_matrix(X)
     n = x.shape[0]
     f = _check_f(f, n, 0, "arc", hi=(n - 1) // 2)
-    return wrap(_core.arc(x, f, threads=check_threads(threads)))
+    if out is None:
+        return wrap(_core.arc(x, f, threads=check_threads(threads)))
+    _check_out(out, x, X)
+    _core.arc(x, f, out=out, threads=check_threads(threads))
+    return out
 
 
 __all__ += ["arc", "bucket_permutation", "bucketing", "clip", "nnm"]
