@@ -119,24 +119,31 @@ def efficiency(plt: Any, records: Sequence[Record], out: Path, title: str) -> Pa
 
 
 def round_phases(plt: Any, rounds: Sequence[dict[str, Any]], out: Path) -> Path:
-    """Stacked bars: the median ms of each phase, one bar per (P, variant)."""
+    """Stacked bars: each phase's share of the round (median ms in the segment), one bar per
+    (P, variant), the round's median ms above it."""
     import matplotlib
 
     phases = [p for p in rounds[0]["phases"] if p != "round"]
     labels = [f"P={r['P']:,}\n{r['variant']}" for r in rounds]
     cmap = matplotlib.colormaps["tab10"]
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.8 * len(rounds) + 3), 5))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.9 * len(rounds) + 3), 5.2))
+    totals = [sum(r["phases"][ph]["median"] for ph in phases) for r in rounds]
     bottom = [0.0] * len(rounds)
     for i, ph in enumerate(phases):
-        ys = [r["phases"][ph]["median"] * 1e3 for r in rounds]
-        ax.bar(range(len(rounds)), ys, 0.6, bottom=bottom, label=ph, color=cmap(i))
-        bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+        ms = [r["phases"][ph]["median"] * 1e3 for r in rounds]
+        share = [100 * m / (1e3 * t) for m, t in zip(ms, totals, strict=True)]
+        ax.bar(range(len(rounds)), share, 0.6, bottom=bottom, label=ph, color=cmap(i))
+        for x, (b, sh, m) in enumerate(zip(bottom, share, ms, strict=True)):
+            if sh >= 6:
+                ax.text(x, b + sh / 2, f"{m:.3g} ms", ha="center", va="center", fontsize=8)
+        bottom = [b + y for b, y in zip(bottom, share, strict=True)]
+    for x, t in enumerate(totals):
+        ax.text(x, 101, f"round {t * 1e3:.3g} ms", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(rounds)), labels, fontsize=8)
-    ax.set_ylabel("median ms per round")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3, axis="y")
+    ax.set_ylabel("share of the round (%)")
+    ax.set_ylim(0, 110)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title("one in-process round, by phase")
+    ax.set_title("one in-process round, by phase (median per phase)", pad=12)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
