@@ -368,9 +368,13 @@ def _main(argv: list[str] | None) -> int:
         "plot",
         allow_abbrev=False,
         help="accuracy / loss vs round and vs uplink bytes (PNG)",
-        description="Plot test accuracy and training loss against the round and the cumulative "
-        "uplink bytes, one line per history (named by its sweep variant and the fields that "
-        "differ), or with --x FIELD the final accuracy against a config field.",
+        description="Plot test accuracy against the round and the cumulative uplink bytes. A "
+        "sweep whose runs form a grid (e.g. 3 attacks x 5 values of d) gets one panel per value "
+        "of its outer field(s) (per attack), its lines coloured by the numeric field (d) on "
+        "viridis with a colour bar, seeds pooled; any other set of runs gets accuracy and loss "
+        "panels with one distinct line per history (named by its sweep variant and the fields "
+        "that differ) and the legend outside. With --x FIELD: the final accuracy against a "
+        "config field.",
     )
     pp.add_argument("results", nargs="+", help="history.json files, run or sweep folders")
     pp.add_argument("--out", default="plot.png", help="PNG file to write (default plot.png)")
