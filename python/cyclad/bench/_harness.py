@@ -47,19 +47,23 @@ SPREAD_DOC = "spread = (slowest - fastest) / median of the timed calls"
 class Budget:
     """How long one figure is timed: at least ``repeat`` calls after a warm-up, more until
     ``min_total`` seconds are spent (at most ``max_calls``); a call whose warm-up takes over
-    ``slow`` seconds is timed once (its record says ``1 run``)."""
+    ``slow`` seconds is timed once (its record says ``1 run``), one over ``long`` seconds
+    ``long_repeat`` times."""
 
     repeat: int = 5
     min_total: float = 0.1
     max_calls: int = 100
     slow: float = 1.0
+    #: a call whose warm-up takes over ``long`` seconds is timed ``long_repeat`` times
+    long: float = 0.1
+    long_repeat: int = 3
 
 
 BUDGETS = {
     "full": Budget(),
     "quick": Budget(repeat=3, min_total=0.01, max_calls=20, slow=0.5),
     # test-only (the hidden --tiny option): one call per figure
-    "tiny": Budget(repeat=1, min_total=0.0, max_calls=1, slow=0.5),
+    "tiny": Budget(repeat=1, min_total=0.0, max_calls=1, slow=0.5, long_repeat=1),
 }
 
 
@@ -207,9 +211,8 @@ def measure(fn: Fn, budget: Budget, *, memory: bool = True) -> Timing:
             once()
         return Timing.of(samples, peak[0])
     spent = 0.0
-    while len(samples) < budget.repeat or (
-        spent < budget.min_total and len(samples) < budget.max_calls
-    ):
+    repeat = budget.long_repeat if first > budget.long else budget.repeat
+    while len(samples) < repeat or (spent < budget.min_total and len(samples) < budget.max_calls):
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0

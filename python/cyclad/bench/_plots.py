@@ -98,7 +98,9 @@ def efficiency(plt: Any, records: Sequence[Record], out: Path, title: str) -> Pa
 
     cmap = matplotlib.colormaps["viridis"]
     width = 0.8 / len(sizes)
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.55 * len(kernels) * max(1, len(sizes) / 2)), 5))
+    fig, ax = plt.subplots(
+        figsize=(max(7.0, 0.75 * len(kernels) * max(1, len(sizes) / 2) + 2), 5.5)
+    )
     table = {(kernel(r), size(r)): r.efficiency for r in recs}
     for j, sz in enumerate(sizes):
         xs = [i + (j - (len(sizes) - 1) / 2) * width for i in range(len(kernels))]

@@ -12,8 +12,12 @@ has. Honesty rules for the baselines:
 
 * a call (kernel or baseline) whose warm-up takes longer than the budget's ``slow`` seconds is
   timed once (``1 run`` in the table);
-* memory-hungry baselines (sort/argsort based NumPy and torch versions, ByzFL) are skipped above
-  ``BASELINE_MAX_ELEMS`` elements (they allocate several int64 copies of the input), noted;
+* the sort/argsort based NumPy and torch baselines and ByzFL are skipped above ``baseline_cap``
+  elements: ``SWEEP_BASELINE_MAX_ELEMS`` (2e7) in the sweeps, where at n = 20, D = 1e7 they took
+  most of a full run's time (torch's sorts alone 280 s), and ``BASELINE_MAX_ELEMS`` (2e8) for
+  one size (``--n/--D``), where they also allocate several int64 copies of the input; ByzFL is
+  skipped above n = ``SWEEP_BYZFL_MAX_N`` (100) in the sweeps (it took 134 s at n = 200,
+  D = 1e5); every skip is noted;
 * NumPy and ByzFL are timed once per (n, D) and shown beside both thread settings (NumPy is
   single-threaded; ByzFL uses torch / NumPy internally); torch is timed with
   ``torch.set_num_threads`` matching the cyclad thread count;
@@ -47,6 +51,8 @@ from cyclad.bench._harness import (
 
 AREA = "aggregators"
 BASELINE_MAX_ELEMS = 200_000_000
+SWEEP_BASELINE_MAX_ELEMS = 20_000_000
+SWEEP_BYZFL_MAX_N = 100
 
 #: (n, D values) of the time-vs-D sweep, (D, n values) of the time-vs-n sweep, hostile (n, D)
 SIZES: dict[str, dict[str, Any]] = {
@@ -134,23 +140,23 @@ def _bind(
     return call
 
 
-def _numpy_baselines(X: np.ndarray, f: int) -> dict[str, Fn]:
+def _numpy_baselines(X: np.ndarray, f: int, cap: int) -> dict[str, Fn]:
     n, d = X.shape
     out: dict[str, Fn] = {
         "mean": lambda: np.mean(X, axis=0),
         "median": lambda: np.median(X, axis=0),
         "trimmed_mean": lambda: np_trimmed_mean(X, f),
     }
-    if n * d <= BASELINE_MAX_ELEMS:
+    if n * d <= cap:
         out["meamed"] = lambda: np_meamed(X, f)
     return out
 
 
-def _torch_baselines(torch: Any, X: np.ndarray, f: int) -> dict[str, Fn]:
+def _torch_baselines(torch: Any, X: np.ndarray, f: int, cap: int) -> dict[str, Fn]:
     n, d = X.shape
     t = torch.from_numpy(X)
     out: dict[str, Fn] = {"mean": lambda: torch.mean(t, dim=0)}
-    if n * d <= BASELINE_MAX_ELEMS:
+    if n * d <= cap:
         out["median"] = lambda: torch_median(torch, t)
         out["trimmed_mean"] = lambda: torch_trimmed_mean(torch, t, f)
     return out
@@ -186,9 +192,11 @@ def _byzfl_baselines(byz: Any, X: np.ndarray, f: int, tau: float, s: int) -> dic
 # --------------------------------------------------------------------------------------------
 
 
-def _weiszfeld(t1: Timing, t5: Timing) -> Timing:
+def _weiszfeld(t1: Timing, t5: Timing) -> Timing | None:
     """One Weiszfeld iteration as (t[max_iter=5] - t[max_iter=1]) / 4, with the range that the
-    two ranges allow."""
+    two ranges allow; None when the difference is not resolved (t5 <= t1: noise)."""
+    if t5.median <= t1.median:
+        return None
     return Timing(
         median=max(t5.median - t1.median, 1e-9) / 4,
         low=max(t5.low - t1.high, 0.0) / 4,
@@ -199,9 +207,17 @@ def _weiszfeld(t1: Timing, t5: Timing) -> Timing:
 
 
 def bench_size(
-    n: int, d: int, settings: Settings | None = None, notes: list[str] | None = None
+    n: int,
+    d: int,
+    settings: Settings | None = None,
+    notes: list[str] | None = None,
+    *,
+    baseline_cap: int = BASELINE_MAX_ELEMS,
+    byzfl_max_n: int | None = None,
 ) -> list[Record]:
-    """Time every rule and baseline on one (n, D) float32 matrix, threads in {1, all}."""
+    """Time every rule and baseline on one (n, D) float32 matrix, threads in {1, all}; the
+    memory-hungry baselines only up to ``baseline_cap`` elements, ByzFL up to ``byzfl_max_n``
+    rows."""
     settings = settings or Settings()
     notes = [] if notes is None else notes
     budget = settings.budget
@@ -217,17 +233,21 @@ def bench_size(
     cases = _cases(X, f, tau, s)
     present = {name for name, _, _ in cases}
     rule_notes: dict[str, list[str]] = {name: [] for name in present}
-    big = n * d > BASELINE_MAX_ELEMS
+    big = n * d > baseline_cap
     if big:
         for name in present:
-            rule_notes[name].append(f"above {BASELINE_MAX_ELEMS:.0e} elements: baselines skipped")
+            rule_notes[name].append(f"n*D above {baseline_cap:.0e}: sort-based baselines skipped")
+    if byz is not None and byzfl_max_n is not None and n > byzfl_max_n:
+        byz = None
+        for name in present:
+            rule_notes[name].append(f"n above {byzfl_max_n}: byzfl skipped")
 
     # Single-threaded baselines once per size, only for rules cyclad has.
     np_times: dict[str, Timing] = {}
     if "numpy" in settings.baselines:
         np_times = {
             name: measure(fn, budget)
-            for name, fn in _numpy_baselines(X, f).items()
+            for name, fn in _numpy_baselines(X, f, baseline_cap).items()
             if name in present
         }
     byz_times: dict[str, Timing] = {}
@@ -266,17 +286,24 @@ def bench_size(
         if gm is not None:
             t1 = measure(functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads), budget)
             t5 = measure(functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads), budget)
-            pending.append(
-                Record(
-                    AREA,
-                    "weiszfeld_iteration",
-                    dict(params),
-                    threads,
-                    _weiszfeld(t1, t5),
-                    X.nbytes,
-                    extra={"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"},
+            iteration = _weiszfeld(t1, t5)
+            if iteration is None:
+                notes.append(
+                    f"weiszfeld_iteration at n={n}, D={d}, {threads} thread(s) not resolved: "
+                    "t[max_iter=5] <= t[max_iter=1]"
                 )
-            )
+            else:
+                pending.append(
+                    Record(
+                        AREA,
+                        "weiszfeld_iteration",
+                        dict(params),
+                        threads,
+                        iteration,
+                        X.nbytes,
+                        extra={"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"},
+                    )
+                )
         # The read pass is timed before and after the kernels; the faster one is the reference
         # (on a shared machine a burst of other work can slow either).
         rp_after = read_pass(X, threads, budget)
@@ -293,7 +320,7 @@ def bench_size(
             try:
                 torch_times = {
                     name: measure(fn, budget)
-                    for name, fn in _torch_baselines(torch, X, f).items()
+                    for name, fn in _torch_baselines(torch, X, f, baseline_cap).items()
                     if name in present
                 }
             finally:
@@ -377,12 +404,17 @@ def _sweep(
     settings: Settings,
     notes: list[str],
     cache: dict[tuple[int, int], list[Record]],
+    *,
+    sweep: bool = True,
 ) -> list[Record]:
     out = []
     for n, d in sizes:
         if (n, d) not in cache:
             settings.say(f"aggregators: n={n}, D={d}")
-            cache[n, d] = bench_size(n, d, settings, notes)
+            kw: dict[str, Any] = {}
+            if sweep:
+                kw = {"baseline_cap": SWEEP_BASELINE_MAX_ELEMS, "byzfl_max_n": SWEEP_BYZFL_MAX_N}
+            cache[n, d] = bench_size(n, d, settings, notes, **kw)
         out += [dataclasses.replace(r, group=group) for r in cache[n, d]]
     return out
 
@@ -411,7 +443,7 @@ def run(
         n, d = size or sizes["hostile"]
         records += bench_hostile(n, d, settings)
     elif size is not None:
-        records += _sweep([size], "size", settings, notes, cache)
+        records += _sweep([size], "size", settings, notes, cache, sweep=False)
     else:
         n, ds = sizes["vs_D"]
         records += _sweep([(n, d) for d in ds], "vs_D", settings, notes, cache)
