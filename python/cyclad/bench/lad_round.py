@@ -4,7 +4,7 @@ A synthetic MLP (1000 inputs, ``H`` hidden units, 10 classes, float64, the defau
 ``cyclad run``) sized to about ``P`` parameters, ``n = 20`` devices holding 32 samples each,
 redundancy ``d = 3``, server rule trimmed mean with ``f = 3``, no Byzantine device. Two
 variants: LAD (raw vectors) and Com-LAD (top-k 1 % with EF14 error feedback on every device).
-P in {1e5, 1e6} (``--quick``: the same sizes, fewer rounds).
+P in {1e5, 1e6}, 10 timed rounds (``--quick``: the same sizes, one timed round).
 
 The round is the in-process simulation's (``cyclad.train``), step by step, timed per phase:
 
@@ -49,7 +49,7 @@ PHASES = ("gradient", "encode", "compress", "decode", "aggregate")
 #: model sizes P and timed rounds (after one warm-up round) per mode
 SIZES: dict[str, tuple[tuple[int, ...], int]] = {
     "full": ((10**5, 10**6), 10),
-    "quick": ((10**5, 10**6), 2),
+    "quick": ((10**5, 10**6), 1),
     "tiny": ((2000,), 1),
 }
 VARIANTS = ("LAD", "Com-LAD top-k 1% + EF14")
