@@ -5,7 +5,7 @@ Two sweeps, float32, threads in {1, all}, ``f = max(1, n // 4)``:
 
 * **time vs D** at n = 20, D in {1e4, 1e5, 1e6, 1e7} (``--quick``: D in {1e4, 3e4, 1e5});
 * **time vs n** at D = 1e5, n in {10, 20, 50, 100, 200} (``--quick``: D = 1e4, n in
-  {10, 20, 100});
+  {10, 20, 50});
 
 then the hostile-row cases (:func:`bench_hostile`) at n = 20, D = 1e6 (``--quick``: 1e4).
 Rules are looked up with ``getattr`` so the bench runs with whatever rules the installed package
@@ -64,7 +64,7 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "vs_D": (20, (10**4, 3 * 10**4, 10**5)),
-        "vs_n": (10**4, (10, 20, 100)),
+        "vs_n": (10**4, (10, 20, 50)),
         "hostile": (20, 10**4),
     },
     "tiny": {"vs_D": (6, (1000, 2000)), "vs_n": (1000, (5, 8)), "hostile": (6, 1000)},
