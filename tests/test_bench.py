@@ -107,9 +107,14 @@ def test_aggregators_report(tiny_all: Path) -> None:
     if data["machine"]["memory_method"] is not None:
         assert all(isinstance(r["peak_bytes"], int) for r in kernels)
     if _harness.all_threads() > 1:
+        ones = {
+            (r["group"], r["name"], json.dumps(r["params"])) for r in kernels if r["threads"] == 1
+        }
         multi = [r for r in kernels if r["threads"] > 1]
         assert multi
-        assert all(r["efficiency"] is not None for r in multi)
+        for r in multi:  # weiszfeld_iteration may lack a twin: a t5 <= t1 difference is noted
+            twin = (r["group"], r["name"], json.dumps(r["params"])) in ones
+            assert (r["efficiency"] is not None) == twin, r["name"]
     for title in ("### time vs D (n = 6)", "### time vs n (D = 1000)", "### hostile rows"):
         assert title in md
     assert "| kernel | params | threads | ms | spread |" in md

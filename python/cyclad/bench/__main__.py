@@ -49,7 +49,7 @@ memory of one call; thread counts 1 and all cores. The report starts with the ma
 ISA clone the kernels run on, cores and the measured read bandwidth.
 
 Writes AREA-MODE-STAMP.md, .json and .png plots (matplotlib, the plot extra) into --out.
-The full run takes about 10 minutes on 2 cores, --quick well under one minute.
+On 2 busy cores the full run took 14 minutes and --quick about one (bench/README.md).
 
 areas:
 """ + "\n".join(f"  {name:<12} {text}" for name, text in DESCRIPTIONS.items())
@@ -70,8 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="fewer and smaller sizes, fewer calls per figure: the whole suite in under a "
-        "minute on 2 cores (plots still drawn)",
+        help="fewer and smaller sizes, fewer calls per figure: the whole suite in about a "
+        "minute on 2 cores, less when they are idle (plots still drawn)",
     )
     p.add_argument(
         "--out",

@@ -15,9 +15,9 @@ has. Honesty rules for the baselines:
   timed once (``1 run`` in the table);
 * the sort/argsort based NumPy and torch baselines and ByzFL are skipped above ``baseline_cap``
   elements: ``SWEEP_BASELINE_MAX_ELEMS`` (2e7) in the sweeps, where at n = 20, D = 1e7 they took
-  most of a full run's time (torch's sorts alone 280 s), and ``BASELINE_MAX_ELEMS`` (2e8) for
+  most of a full run's time (torch's sorts alone about 280 s), and ``BASELINE_MAX_ELEMS`` (2e8) for
   one size (``--n/--D``), where they also allocate several int64 copies of the input; ByzFL is
-  skipped above n = ``SWEEP_BYZFL_MAX_N`` (100) in the sweeps (it took 134 s at n = 200,
+  skipped above n = ``SWEEP_BYZFL_MAX_N`` (100) in the sweeps (about 134 s at n = 200,
   D = 1e5); every skip is noted;
 * NumPy and ByzFL are timed once per (n, D) and shown beside both thread settings (NumPy is
   single-threaded; ByzFL uses torch / NumPy internally); torch is timed with
