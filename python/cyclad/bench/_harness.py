@@ -502,6 +502,11 @@ def set_efficiency(records: Iterable[Record]) -> None:
                 r.efficiency = one.seconds / (r.threads * r.seconds)
 
 
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -538,7 +543,7 @@ def markdown_table(records: Sequence[Record], baselines: Sequence[str] | None = 
             r.name,
             _params_text(r.params),
             str(r.threads),
-            f"{r.seconds * 1e3:.3g}",
+            _ms(r.seconds),
             _pct(r.timing.spread) if r.timing.runs > 1 else "1 run",
             f"{r.gbps:.1f}",
             "-" if r.read_ratio is None else f"{r.read_ratio:.2f}",

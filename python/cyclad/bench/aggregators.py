@@ -237,7 +237,9 @@ def bench_size(
     big = n * d > baseline_cap
     if big:
         for name in present:
-            rule_notes[name].append(f"n*D above {baseline_cap:.0e}: sort-based baselines skipped")
+            rule_notes[name].append(
+                f"n*D above {baseline_cap:.0e}: sort-based and byzfl baselines skipped"
+            )
     if byz is not None and byzfl_max_n is not None and n > byzfl_max_n:
         byz = None
         for name in present:
