@@ -564,11 +564,11 @@ def markdown_table(records: Sequence[Record], baselines: Sequence[str] | None = 
 
 
 LEGEND = (
-    "ms: median of the timed calls after a warm-up; " + SPREAD_DOC + "; GB/s: bytes of the "
-    "input over the median; x read pass: median over the C++ read pass of the same bytes and "
-    "threads (1.0 is the memory-bandwidth floor); par. eff.: t(1 thread) / (threads x "
-    "t(threads)); peak MB: peak extra resident memory of one call (output included); vs X: X's "
-    "median over cyclad's (X's own spread in brackets)."
+    "ms: median of the timed calls after a warm-up; " + SPREAD_DOC + " (one preempted call "
+    "makes it large); GB/s: the figure's bytes over the median; x read pass: median over the "
+    "C++ read pass of the same bytes and threads (1.0 is the memory-bandwidth floor); par. "
+    "eff.: t(1 thread) / (threads x t(threads)); peak MB: peak extra resident memory of one "
+    "call (output included); vs X: X's median over cyclad's (X's own spread in brackets)."
 )
 
 
@@ -600,6 +600,8 @@ def grouped_tables(records: Sequence[Record], titles: dict[str, str] | None = No
 
 def report_markdown(report: Report, machine: dict[str, Any]) -> str:
     head = f"# cyclad bench: {report.area} ({report.mode})\n\n" + machine_table(machine)
+    if report.records and report.area != "round":
+        head += "\n" + LEGEND + "\n"
     notes = "".join(f"- {n}\n" for n in report.notes)
     tail = f"\n{len(report.records)} figures in {report.seconds:.1f} s.\n"
     return head + "\n" + (notes + "\n" if notes else "") + report.body + tail
