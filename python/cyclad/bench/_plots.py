@@ -30,6 +30,17 @@ def pyplot() -> Any:
     return plt
 
 
+def _size(v: Any) -> str:
+    """10000 -> 1e4, 30000 -> 3e4, 200 -> 200."""
+    if isinstance(v, int | float) and v >= 10_000 and float(v) == float(f"{v:.0e}"):
+        return f"{v:.0e}".replace("e+0", "e").replace("e+", "e")
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
+
+
 def _style(i: int) -> dict[str, Any]:
     """Distinct colour, marker and line style for line ``i`` (up to 20 without a repeat)."""
     import matplotlib
@@ -90,7 +101,7 @@ def efficiency(plt: Any, records: Sequence[Record], out: Path, title: str) -> Pa
         return " ".join([r.name, *own])
 
     def size(r: Record) -> str:
-        return ", ".join(f"{k}={r.params[k]:g}" for k in size_keys if k in r.params) or "-"
+        return ", ".join(f"{k}={_size(r.params[k])}" for k in size_keys if k in r.params) or "-"
 
     kernels = list(dict.fromkeys(kernel(r) for r in recs))
     sizes = list(dict.fromkeys(size(r) for r in recs))
@@ -137,10 +148,10 @@ def round_phases(plt: Any, rounds: Sequence[dict[str, Any]], out: Path) -> Path:
         ax.bar(range(len(rounds)), share, 0.6, bottom=bottom, label=ph, color=cmap(i))
         for x, (b, sh, m) in enumerate(zip(bottom, share, ms, strict=True)):
             if sh >= 6:
-                ax.text(x, b + sh / 2, f"{m:.3g} ms", ha="center", va="center", fontsize=8)
+                ax.text(x, b + sh / 2, f"{_ms(m)} ms", ha="center", va="center", fontsize=8)
         bottom = [b + y for b, y in zip(bottom, share, strict=True)]
     for x, t in enumerate(totals):
-        ax.text(x, 101, f"round {t * 1e3:.3g} ms", ha="center", va="bottom", fontsize=9)
+        ax.text(x, 101, f"round {_ms(t * 1e3)} ms", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(range(len(rounds)), labels, fontsize=8)
     ax.set_ylabel("share of the round (%)")
     ax.set_ylim(0, 110)
@@ -163,7 +174,7 @@ def plot_report(report: Report, out_dir: Path, stem: str) -> tuple[list[Path], s
         for group, key, other in (("vs_D", "D", "n"), ("vs_n", "n", "D")):
             g = [r for r in recs if r.group == group]
             if g:
-                fixed = f"{other} = {g[0].params[other]:g}"
+                fixed = f"{other} = {_size(g[0].params[other])}"
                 files.append(
                     time_vs(plt, g, key, fixed, out_dir / f"{stem}-vs-{key}.png", f"time vs {key}")
                 )
