@@ -153,3 +153,156 @@ def test_a_sweep_records_each_runs_variant_label(tmp_path):
     experiment.run_sweep(values, tmp_path / "s", jobs=1)
     labels = sorted(p.read_text().strip() for p in (tmp_path / "s" / "runs").glob("*/label.txt"))
     assert labels == ["plain", "topk"]
+
+
+# --- sweep plots: panels and colours, read from the matplotlib figure ------------------------
+
+
+def _fake_runs(tmp_path, points, *, seeds=(0,), labels=None):
+    """history.json files (no training): one per point (a dict of config fields) and seed."""
+    dirs = []
+    for i, point in enumerate(points):
+        for seed in seeds:
+            cfg = train.Config.from_dict({**SMALL, "rounds": 4, "seed": seed, **point})
+            acc = [0.1 * (i % 7) + 0.01 * r + 0.001 * seed for r in range(4)]
+            hist = train.History(
+                loss=[1.0, 0.8, 0.6, 0.5],
+                accuracy=acc,
+                bytes_up=[1000 * (1 + i)] * 4,
+                bytes_down=[10] * 4,
+                seconds=[0.1, 0.2, 0.3, 0.4],
+                config=cfg.to_dict(),
+            )
+            out = tmp_path / f"{len(dirs):03d}"
+            out.mkdir()
+            hist.to_json(out / "history.json")
+            if labels is not None:
+                (out / "label.txt").write_text(labels[i] + "\n")
+            dirs.append(out)
+    return dirs
+
+
+def _line_axes(fig):
+    return [ax for ax in fig.axes if ax.get_lines()]
+
+
+ATTACKS = ["sign_flip", "alie", "foe"]
+DS = [1, 2, 4, 10, 20]
+
+
+def test_a_grid_sweep_plots_one_panel_per_attack_coloured_by_d(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    _fake_runs(tmp_path, [{"d": d, "attack": a} for d in DS for a in ATTACKS])
+    fig = experiment.history_figure([tmp_path])
+    try:
+        axes = _line_axes(fig)
+        assert len(axes) == 2 * len(ATTACKS)  # accuracy vs round, accuracy vs uplink bytes
+        titles = [ax.get_title() for ax in axes]
+        for a in ATTACKS:
+            assert sum(t.startswith(f"attack={a}:") for t in titles) == 2
+        assert sum("vs round" in t for t in titles) == len(ATTACKS)
+        assert sum(ax.get_xscale() == "log" for ax in axes) == len(ATTACKS)
+        colour_of = {}
+        for ax in axes:
+            lines = ax.get_lines()
+            assert [ln.get_label() for ln in lines] == [f"d={d}" for d in DS]
+            hexes = [to_hex(ln.get_color()) for ln in lines]
+            assert len(set(hexes)) == len(DS)  # one colour per d within a panel
+            for d, h in zip(DS, hexes, strict=True):
+                assert colour_of.setdefault(d, h) == h  # the same d, the same colour everywhere
+        # the colours follow viridis in the order of d, and a colour bar names them
+        viridis = plt.get_cmap("viridis")
+        assert colour_of[1] == to_hex(viridis(0.0))
+        assert colour_of[20] == to_hex(viridis(0.9))
+        (cbar_ax,) = [ax for ax in fig.axes if ax.get_ylabel() == "d" and not ax.get_lines()]
+        ticks = [t.get_text() for t in cbar_ax.get_yticklabels()]
+        assert ticks == [str(d) for d in DS]
+        assert not any(ax.get_legend() for ax in fig.axes)  # no legend over the curves
+    finally:
+        plt.close(fig)
+
+
+def test_grid_sweep_pools_seeds_into_one_line_with_a_band(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    _fake_runs(tmp_path, [{"d": d, "attack": a} for d in (1, 3) for a in ATTACKS[:2]], seeds=(0, 1))
+    fig = experiment.history_figure([tmp_path])
+    try:
+        axes = _line_axes(fig)
+        assert len(axes) == 4
+        for ax in axes:
+            assert len(ax.get_lines()) == 2  # seeds pooled
+            assert len(ax.collections) == 2  # a min-max band per line
+    finally:
+        plt.close(fig)
+
+
+def test_a_one_field_sweep_is_one_panel_per_row(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    _fake_runs(tmp_path, [{"d": d} for d in DS])
+    fig = experiment.history_figure([tmp_path], title="d only")
+    try:
+        axes = _line_axes(fig)
+        assert len(axes) == 2
+        assert all(len(ax.get_lines()) == len(DS) for ax in axes)
+        assert fig.get_suptitle() == "d only"
+    finally:
+        plt.close(fig)
+
+
+def test_variant_labels_span_panels(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    points = [{"d": d, "compressor": c} for c in (None, "topk:0.2") for d in (1, 2, 3)]
+    labels = ["LAD"] * 3 + ["top-k"] * 3
+    _fake_runs(tmp_path, points, labels=labels)
+    fig = experiment.history_figure([tmp_path])
+    try:
+        titles = [ax.get_title() for ax in _line_axes(fig)]
+        assert len(titles) == 4
+        assert sum(t.startswith("variant=LAD:") for t in titles) == 2
+        assert sum(t.startswith("variant=top-k:") for t in titles) == 2
+    finally:
+        plt.close(fig)
+
+
+def test_runs_that_are_no_grid_get_distinct_colours_and_an_outside_legend(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    grid = [{"d": d, "attack": a} for d in DS for a in ATTACKS]
+    _fake_runs(tmp_path, grid[:13])  # two grid points missing: not a grid
+    fig = experiment.history_figure([tmp_path])
+    try:
+        axes = _line_axes(fig)
+        assert len(axes) == 4  # accuracy and loss vs round and vs uplink bytes
+        for ax in axes:
+            styles = {(to_hex(ln.get_color()), ln.get_linestyle()) for ln in ax.get_lines()}
+            assert len(styles) == 13
+            assert ax.get_legend() is None
+        (legend,) = fig.legends
+        assert len(legend.get_texts()) == 13
+    finally:
+        plt.close(fig)
+    many = tmp_path / "many"
+    many.mkdir()
+    _fake_runs(many, [{"d": 1 + i % 6, "lr": 0.1 + 0.01 * i} for i in range(24)])
+    fig = experiment.history_figure([many])
+    try:
+        (ax, *_) = _line_axes(fig)
+        styles = {(to_hex(ln.get_color()), ln.get_linestyle()) for ln in ax.get_lines()}
+        assert len(styles) == 24  # tab20, then other line styles
+    finally:
+        plt.close(fig)
+
+
+def test_sweep_layout_rules() -> None:
+    coords = [{"attack": a, "d": d} for a in ATTACKS for d in DS]
+    assert experiment.sweep_layout(["attack", "d"], coords) == ("d", ["attack"])
+    assert experiment.sweep_layout(["attack", "d"], coords[:-1]) is None
+    assert experiment.sweep_layout([], []) is None
+    cat = [{"attack": a, "aggregator": g} for a in ATTACKS for g in ("median", "krum")]
+    assert experiment.sweep_layout(["attack", "aggregator"], cat) == ("aggregator", ["attack"])

@@ -368,9 +368,13 @@ def _main(argv: list[str] | None) -> int:
         "plot",
         allow_abbrev=False,
         help="accuracy / loss vs round and vs uplink bytes (PNG)",
-        description="Plot test accuracy and training loss against the round and the cumulative "
-        "uplink bytes, one line per history (named by its sweep variant and the fields that "
-        "differ), or with --x FIELD the final accuracy against a config field.",
+        description="Plot test accuracy against the round and the cumulative uplink bytes. A "
+        "sweep whose runs form a grid (e.g. 3 attacks x 5 values of d) gets one panel per value "
+        "of its outer field(s) (per attack), its lines coloured by the numeric field (d) on "
+        "viridis with a colour bar, seeds pooled; any other set of runs gets accuracy and loss "
+        "panels with one distinct line per history (named by its sweep variant and the fields "
+        "that differ) and the legend outside. With --x FIELD: the final accuracy against a "
+        "config field.",
     )
     pp.add_argument("results", nargs="+", help="history.json files, run or sweep folders")
     pp.add_argument("--out", default="plot.png", help="PNG file to write (default plot.png)")
@@ -390,19 +394,14 @@ def _main(argv: list[str] | None) -> int:
         "see cyclad launch --help)",
     )
 
+    from cyclad.bench.__main__ import add_arguments as bench_arguments
+
     pb = sub.add_parser(
         "bench",
         allow_abbrev=False,
-        help="time the kernels of an area against NumPy (python -m cyclad.bench)",
-        description="Run a bench area. Further options go to python -m cyclad.bench: --quick "
-        "(small sizes only), --out DIR (JSON and markdown, default bench/results), --n N --D D "
-        "(aggregators: one size); python -m cyclad.bench --help lists them all.",
+        help="time the kernels and a LAD round against the read pass, NumPy, torch, ByzFL",
     )
-    pb.add_argument(
-        "area",
-        choices=["aggregators", "coding", "compression", "all"],
-        help="the kernels to time: aggregators, coding, compression or all",
-    )
+    bench_arguments(pb)
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "launch":
@@ -424,9 +423,11 @@ def _main(argv: list[str] | None) -> int:
     else:
         args, extra = p.parse_known_args(argv)
     if args.command == "bench":
-        from cyclad.bench.__main__ import main as bench_main
+        from cyclad.bench.__main__ import run as bench_run
 
-        return int(bench_main([args.area, *extra]))
+        if extra:
+            pb.error(f"unrecognized arguments: {' '.join(extra)}")
+        return bench_run(args, pb)
     if args.command == "fields":
         if extra:
             p.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -34,12 +34,15 @@ __all__ = [
     "collect_histories",
     "demo_runs",
     "expand_grid",
+    "history_figure",
     "label",
     "line_names",
     "markdown_table",
     "plot_histories",
     "plot_summary",
+    "run_coordinates",
     "run_sweep",
+    "sweep_layout",
     "write_run",
 ]
 
@@ -345,6 +348,27 @@ def _label_of(f: Path) -> str | None:
     return p.read_text().strip() if p.is_file() else None
 
 
+def _label_own(
+    hists: Sequence[train.History], labels: Sequence[str | None], differing: Sequence[str]
+) -> list[str]:
+    """The fields of ``differing`` that the variant labels explain: constant within the
+    histories of every label."""
+    if not any(lb is not None for lb in labels):
+        return []
+    own = []
+    for k in differing:
+        groups: dict[str | None, set[str]] = {}
+        for h, lb in zip(hists, labels, strict=True):
+            groups.setdefault(lb, set()).add(_val(h, k))
+        if all(len(v) == 1 for v in groups.values()):
+            own.append(k)
+    return own
+
+
+def _val(h: train.History, k: str) -> str:
+    return json.dumps(h.config.get(k), sort_keys=True)
+
+
 def line_names(
     hists: Sequence[train.History], files: Sequence[Path], *, skip: Sequence[str] = ()
 ) -> list[str]:
@@ -352,27 +376,263 @@ def line_names(
     the config fields that differ between the histories and that the label does not explain
     (a field constant within every label's histories is the label's own)."""
     labels = [_label_of(f) for f in files]
-
-    def val(h: train.History, k: str) -> str:
-        return json.dumps(h.config.get(k), sort_keys=True)
-
     keys = sorted({k for h in hists for k in h.config} - set(skip))
-    differing = [k for k in keys if len({val(h, k) for h in hists}) > 1]
-    if any(lb is not None for lb in labels):
-        groups: dict[str | None, set[str]] = {}
-        own = []
-        for k in differing:
-            groups = {}
-            for h, lb in zip(hists, labels, strict=True):
-                groups.setdefault(lb, set()).add(val(h, k))
-            if all(len(v) == 1 for v in groups.values()):
-                own.append(k)
-        differing = [k for k in differing if k not in own]
+    differing = [k for k in keys if len({_val(h, k) for h in hists}) > 1]
+    own = _label_own(hists, labels, differing)
+    differing = [k for k in differing if k not in own]
     out = []
     for h, f, lb in zip(hists, files, labels, strict=True):
         parts = ([lb] if lb is not None else []) + [f"{k}={h.config.get(k)}" for k in differing]
         out.append(", ".join(parts) or f.parent.name)
     return out
+
+
+def run_coordinates(
+    hists: Sequence[train.History], files: Sequence[Path]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The fields that tell the runs apart, in config order (``variant`` first, from the sweep's
+    ``label.txt`` files, and without the fields the labels explain; ``seed`` left out: seeds
+    are pooled), and each run's values of them."""
+    labels = [_label_of(f) for f in files]
+    keys = list(dict.fromkeys(k for h in hists for k in h.config if k != "seed"))
+    differing = [k for k in keys if len({_val(h, k) for h in hists}) > 1]
+    own = _label_own(hists, labels, differing)
+    fields = [k for k in differing if k not in own]
+    if len({lb for lb in labels}) > 1:
+        fields = ["variant", *fields]
+    coords = [
+        {k: (lb if k == "variant" else h.config.get(k)) for k in fields}
+        for h, lb in zip(hists, labels, strict=True)
+    ]
+    return fields, coords
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+MAX_PANELS = 25
+
+
+def sweep_layout(
+    fields: Sequence[str], coords: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[str]] | None:
+    """``(colour field, panel fields)`` when the runs form a grid over at most three fields (every
+    combination present, seeds aside) with at most :data:`MAX_PANELS` panels, else None.
+
+    The colour field is the numeric field with the most values (drawn on an ordered colour map),
+    or without one, the last field; the others span the panels.
+    """
+    if not fields or len(fields) > 3:
+        return None
+
+    def values(k: str) -> list[str]:
+        return list(dict.fromkeys(json.dumps(c[k], sort_keys=True) for c in coords))
+
+    numeric = [k for k in fields if all(_numeric(c[k]) for c in coords)]
+    colour = max(numeric, key=lambda k: len(values(k))) if numeric else fields[-1]
+    panels = [k for k in fields if k != colour]
+    points = {tuple(json.dumps(c[k], sort_keys=True) for k in fields) for c in coords}
+    size = 1
+    for k in fields:
+        size *= len(values(k))
+    n_panels = len({tuple(json.dumps(c[k], sort_keys=True) for k in panels) for c in coords})
+    if len(points) != size or n_panels > MAX_PANELS:
+        return None
+    return colour, panels
+
+
+def _distinct_style(i: int, total: int) -> dict[str, Any]:
+    """Colour and line style of line ``i`` of ``total``: tab10 up to 10 lines, tab20 up to 20,
+    then tab20 again with another line style."""
+    import matplotlib
+
+    if total <= 10:
+        return {"color": matplotlib.colormaps["tab10"](i), "linestyle": "-"}
+    styles = ("-", "--", ":", "-.")
+    # the ten dark shades of tab20 first, then the ten light ones, so that neighbours differ
+    return {
+        "color": matplotlib.colormaps["tab20"]((2 * i) % 20 + (i // 10) % 2),
+        "linestyle": styles[(i // 20) % len(styles)],
+    }
+
+
+def _pooled(
+    runs: Sequence[train.History], x: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, mean, low, high)`` of the test accuracy over ``runs`` (seeds), on the rounds where
+    it was evaluated; x is the round or the mean cumulative uplink bytes."""
+    m = min(len(h) for h in runs)
+    acc = np.array([np.asarray(h.accuracy[:m], dtype=float) for h in runs])
+    ok = ~np.isnan(acc).any(axis=0)
+    if x == "round":
+        xs = np.arange(1, m + 1, dtype=float)
+    else:
+        xs = np.mean([np.asarray(h.cum_bytes_up[:m], dtype=float) for h in runs], axis=0)
+    a = acc[:, ok]
+    return xs[ok], a.mean(axis=0), a.min(axis=0), a.max(axis=0)
+
+
+def _bytes_axis(ax: Any) -> None:
+    """A log x axis of byte counts labelled 1-2-5 per decade in kB / MB / GB (no minor labels:
+    they overlap on a span of one or two decades)."""
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(EngFormatter(unit="B", places=0))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _grid_figure(
+    plt: Any,
+    hists: Sequence[train.History],
+    coords: Sequence[Mapping[str, Any]],
+    colour: str,
+    panels: Sequence[str],
+    title: str | None,
+) -> Any:
+    """One panel per combination of the panel fields, in two blocks of rows (accuracy vs
+    round, accuracy vs cumulative uplink bytes); lines coloured by ``colour``."""
+    import matplotlib
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    def key(c: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(json.dumps(c[k], sort_keys=True) for k in panels)
+
+    panel_keys = list(dict.fromkeys(key(c) for c in coords))
+    panel_names = {key(c): ", ".join(f"{k}={_fmt_value(c[k])}" for k in panels) for c in coords}
+    cvals = list(dict.fromkeys(json.dumps(c[colour], sort_keys=True) for c in coords))
+    raw = {json.dumps(c[colour], sort_keys=True): c[colour] for c in coords}
+    numeric = all(_numeric(raw[v]) for v in cvals)
+    if numeric:
+        cvals.sort(key=lambda v: float(raw[v]))
+        cmap = matplotlib.colormaps["viridis"]
+        colours = [cmap(x) for x in np.linspace(0.0, 0.9, len(cvals))]
+    else:
+        colours = [_distinct_style(i, len(cvals))["color"] for i in range(len(cvals))]
+    n = len(panel_keys)
+    cols = n if n <= 4 else (4 if n <= 8 else 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        2 * rows,
+        cols,
+        figsize=(3.9 * cols + 1.6, 3.0 * 2 * rows + 0.9),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for block, (x, xlabel) in enumerate(
+        (("round", "round"), ("bytes", "uplink bytes (cumulative)"))
+    ):
+        for p in range(rows * cols):
+            ax = axes[block * rows + p // cols][p % cols]
+            if p >= n:
+                ax.set_visible(False)
+                continue
+            pk = panel_keys[p]
+            for cv, col in zip(cvals, colours, strict=True):
+                runs = [
+                    h
+                    for h, c in zip(hists, coords, strict=True)
+                    if key(c) == pk and json.dumps(c[colour], sort_keys=True) == cv
+                ]
+                if not runs:
+                    continue
+                xs, mean, lo, hi = _pooled(runs, x)
+                ax.plot(xs, mean, color=col, linewidth=1.6, label=f"{colour}={_fmt_value(raw[cv])}")
+                if len(runs) > 1:
+                    ax.fill_between(xs, lo, hi, color=col, alpha=0.15, linewidth=0)
+            name = panel_names[pk] or "all runs"
+            ax.set_title(f"{name}: accuracy vs {'round' if x == 'round' else 'uplink'}", fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=9)
+            if x == "bytes":
+                _bytes_axis(ax)
+            if p % cols == 0:
+                ax.set_ylabel("test accuracy")
+            ax.grid(alpha=0.3)
+    visible = [ax for ax in axes.ravel() if ax.get_visible()]
+    if numeric:
+        k = len(cvals)
+        sm = matplotlib.cm.ScalarMappable(
+            norm=BoundaryNorm(np.arange(k + 1) - 0.5, k), cmap=ListedColormap(colours)
+        )
+        cb = fig.colorbar(sm, ax=visible, ticks=range(k), shrink=0.6, aspect=30)
+        cb.set_ticklabels([_fmt_value(raw[v]) for v in cvals])
+        cb.set_label(colour)
+    else:
+        handles, labels = visible[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle(
+        title
+        or f"test accuracy by {colour}, one panel per "
+        + (", ".join(panels) if panels else "run set")
+    )
+    return fig
+
+
+def _lines_figure(
+    plt: Any, hists: Sequence[train.History], names: Sequence[str], title: str | None
+) -> Any:
+    """Accuracy and loss vs round and vs cumulative uplink bytes, one distinct line per history,
+    the legend outside the axes."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), layout="constrained")
+    for i, (h, name) in enumerate(zip(hists, names, strict=True)):
+        style = _distinct_style(i, len(hists))
+        rounds = np.arange(1, len(h) + 1)
+        acc = np.asarray(h.accuracy, dtype=float)
+        loss = np.asarray(h.loss, dtype=float)
+        cum = np.asarray(h.cum_bytes_up, dtype=float)
+        ok = ~np.isnan(acc)
+        axes[0, 0].plot(rounds[ok], acc[ok], label=name, **style)
+        axes[0, 1].plot(rounds[ok], loss[ok], label=name, **style)
+        axes[1, 0].plot(cum[ok], acc[ok], label=name, **style)
+        axes[1, 1].plot(cum[ok], loss[ok], label=name, **style)
+    axes[0, 0].set(xlabel="round", ylabel="test accuracy")
+    axes[0, 1].set(xlabel="round", ylabel="training loss", yscale="log")
+    axes[1, 0].set(xlabel="uplink bytes (cumulative)", ylabel="test accuracy", xscale="log")
+    axes[1, 1].set(
+        xlabel="uplink bytes (cumulative)", ylabel="training loss", xscale="log", yscale="log"
+    )
+    for ax in axes.ravel():
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        _bytes_axis(ax)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside right center",
+        fontsize=7 if len(hists) > 12 else 8,
+        ncols=1 if len(hists) <= 30 else 2,
+    )
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def history_figure(paths: Sequence[str | Path], title: str | None = None) -> Any:
+    """The figure :func:`plot_histories` saves (a matplotlib ``Figure``; close it after use).
+
+    When the runs form a grid (:func:`sweep_layout`, e.g. a sweep over 3 attacks x 5 values of
+    ``d``): one panel per value of the panel field(s) (per attack), the lines coloured by the
+    numeric field (``d``) on viridis with a colour bar, seeds pooled (mean, range as a band),
+    accuracy vs round in the top rows and accuracy vs cumulative uplink bytes below. Otherwise:
+    accuracy and loss vs round and vs uplink bytes in four panels, one distinct line per
+    history (tab10, or tab20 and line styles past 10 and 20), the legend outside the axes.
+    """
+    plt = _pyplot()
+    files = collect_histories(paths)
+    hists = [train.History.from_json(f) for f in files]
+    fields, coords = run_coordinates(hists, files)
+    layout = sweep_layout(fields, coords)
+    if layout is not None:
+        return _grid_figure(plt, hists, coords, layout[0], layout[1], title)
+    return _lines_figure(plt, hists, line_names(hists, files), title)
 
 
 def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | None = None) -> Path:
@@ -424,10 +684,11 @@ def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | No
 
 
 def plot_histories(paths: Sequence[str | Path], out: Path, title: str | None = None) -> Path:
-    """Accuracy and loss vs round and vs cumulative uplink bytes, one line per history.
+    """Accuracy (and loss) vs round and vs cumulative uplink bytes (:func:`history_figure`).
 
-    Lines are named by :func:`line_names` (a sweep variant's label, and the config fields that
-    differ between the histories). Writes a PNG to ``out`` and returns ``out``.
+    A sweep that forms a grid gets one panel per value of its outer field(s) with its lines
+    coloured by the numeric field; any other set of runs one line per history, named by
+    :func:`line_names`. Writes a PNG to ``out`` and returns ``out``.
 
     Raises
     ------
@@ -437,32 +698,7 @@ def plot_histories(paths: Sequence[str | Path], out: Path, title: str | None = N
         See :func:`collect_histories`.
     """
     plt = _pyplot()
-    files = collect_histories(paths)
-    hists = [train.History.from_json(f) for f in files]
-    names = line_names(hists, files)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    for h, name in zip(hists, names, strict=True):
-        rounds = np.arange(1, len(h) + 1)
-        acc = np.asarray(h.accuracy, dtype=float)
-        loss = np.asarray(h.loss, dtype=float)
-        cum = np.asarray(h.cum_bytes_up, dtype=float)
-        ok = ~np.isnan(acc)
-        axes[0, 0].plot(rounds[ok], acc[ok], label=name)
-        axes[0, 1].plot(rounds[ok], loss[ok], label=name)
-        axes[1, 0].plot(cum[ok], acc[ok], label=name)
-        axes[1, 1].plot(cum[ok], loss[ok], label=name)
-    axes[0, 0].set(xlabel="round", ylabel="test accuracy")
-    axes[0, 1].set(xlabel="round", ylabel="training loss", yscale="log")
-    axes[1, 0].set(xlabel="uplink bytes (cumulative)", ylabel="test accuracy", xscale="log")
-    axes[1, 1].set(
-        xlabel="uplink bytes (cumulative)", ylabel="training loss", xscale="log", yscale="log"
-    )
-    for ax in axes.ravel():
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    fig = history_figure(paths, title)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -1,94 +1,80 @@
-"""Bench area ``aggregators``: every rule in :mod:`cyclad.aggregators` against the read pass
+"""Bench area ``aggregators``: every rule in :mod:`cyclad.aggregators` against the C++ read pass
 over the same bytes, and against NumPy, torch and ByzFL equivalents timed in the same process.
 
-Sizes: n in {10, 20, 50, 100} x D in {1e5, 1e6, 1e7}, float32, threads in {1, all}
-(``quick``: n in {10, 20}, D = 1e5). Rules are looked up with ``getattr`` so the bench runs with
-whatever rules the installed package has. Honesty rules for the baselines:
+Two sweeps, float32, threads in {1, all}, ``f = max(1, n // 4)``:
 
-* a baseline whose first (warm-up) call takes longer than ``SLOW_CALL`` seconds is timed once
-  (``repeat=1``) and listed in the record's ``notes``;
-* memory-hungry baselines (sort/argsort based NumPy and torch versions, ByzFL) are skipped
-  above ``BASELINE_MAX_ELEMS`` elements (they allocate several int64 copies of the input);
-  skipped baselines are listed in ``notes`` as well;
+* **time vs D** at n = 20, D in {1e4, 1e5, 1e6, 1e7} (``--quick``: D in {1e4, 3e4, 1e5});
+* **time vs n** at D = 1e5, n in {10, 20, 50, 100, 200} (``--quick``: D = 1e4, n in
+  {10, 20, 50});
+
+then the hostile-row cases (:func:`bench_hostile`) at n = 20, D = 1e6 (``--quick``: 1e4).
+Rules are looked up with ``getattr`` so the bench runs with whatever rules the installed package
+has. Honesty rules for the baselines:
+
+* a call (kernel or baseline) whose warm-up takes longer than the budget's ``slow`` seconds is
+  timed once (``1 run`` in the table);
+* the sort/argsort based NumPy and torch baselines and ByzFL are skipped above ``baseline_cap``
+  elements: ``SWEEP_BASELINE_MAX_ELEMS`` (2e7) in the sweeps, where at n = 20, D = 1e7 they took
+  most of a full run's time (torch's sorts alone about 280 s), and ``BASELINE_MAX_ELEMS`` (2e8) for
+  one size (``--n/--D``), where they also allocate several int64 copies of the input; ByzFL is
+  skipped above n = ``SWEEP_BYZFL_MAX_N`` (100) in the sweeps (about 134 s at n = 200,
+  D = 1e5); every skip is noted;
 * NumPy and ByzFL are timed once per (n, D) and shown beside both thread settings (NumPy is
   single-threaded; ByzFL uses torch / NumPy internally); torch is timed with
-  ``torch.set_num_threads`` matching the cyclad thread count.
+  ``torch.set_num_threads`` matching the cyclad thread count;
+* ByzFL gets its own copy of the matrix: its ``Clipping`` and ``ARC`` scale the caller's array in
+  place (so from its second call on they have little left to do, as the notes say).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import gc
-import importlib.util
-import sys
-import time
-import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 import cyclad.aggregators as agg
-from cyclad import _core
-from cyclad.bench._harness import Record, best_time, read_pass_time
+from cyclad.bench._harness import (
+    Record,
+    Report,
+    Settings,
+    Timing,
+    grouped_tables,
+    measure,
+    peers,
+    read_pass,
+    set_efficiency,
+    settle,
+    thread_counts,
+)
 
 AREA = "aggregators"
-SLOW_CALL = 1.0
 BASELINE_MAX_ELEMS = 200_000_000
+SWEEP_BASELINE_MAX_ELEMS = 20_000_000
+SWEEP_BYZFL_MAX_N = 100
+
+#: (n, D values) of the time-vs-D sweep, (D, n values) of the time-vs-n sweep, hostile (n, D)
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "vs_D": (20, (10**4, 10**5, 10**6, 10**7)),
+        "vs_n": (10**5, (10, 20, 50, 100, 200)),
+        "hostile": (20, 10**6),
+    },
+    "quick": {
+        "vs_D": (20, (10**4, 3 * 10**4, 10**5)),
+        "vs_n": (10**4, (10, 20, 50)),
+        "hostile": (20, 10**4),
+    },
+    "tiny": {"vs_D": (6, (1000, 2000)), "vs_n": (1000, (5, 8)), "hostile": (6, 1000)},
+}
 
 Fn = Callable[[], Any]
 
 
 # --------------------------------------------------------------------------------------------
-# optional peers
-# --------------------------------------------------------------------------------------------
-
-
-def _load_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
-_BYZFL: list[Any] = []
-
-
-def _load_byzfl() -> Any:
-    """ByzFL's aggregator module, or None (looked up once)."""
-    if not _BYZFL:
-        _BYZFL.append(_import_byzfl())
-    return _BYZFL[0]
-
-
-def _import_byzfl() -> Any:
-    """``import byzfl`` also imports its training framework (torchvision, ...); the aggregators
-    need only NumPy, SciPy and torch, so when the full import fails the subpackage is loaded on
-    its own under an empty parent package."""
-    try:
-        import byzfl
-
-        return byzfl
-    except ImportError:
-        pass
-    sys.modules.pop("byzfl", None)
-    spec = importlib.util.find_spec("byzfl")
-    if spec is None or spec.submodule_search_locations is None:
-        return None
-    pkg = types.ModuleType("byzfl")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    sys.modules["byzfl"] = pkg
-    try:
-        import byzfl.aggregators as byz_agg
-    except ImportError:
-        del sys.modules["byzfl"]
-        return None
-    return byz_agg
-
-
-# --------------------------------------------------------------------------------------------
-# NumPy / torch baselines
+# NumPy / torch / ByzFL baselines
 # --------------------------------------------------------------------------------------------
 
 
@@ -117,24 +103,6 @@ def torch_median(torch: Any, t: Any) -> Any:
 def torch_trimmed_mean(torch: Any, t: Any, f: int) -> Any:
     n = t.shape[0]
     return torch.sort(t, dim=0).values[f : n - f].mean(dim=0)
-
-
-# --------------------------------------------------------------------------------------------
-# timing
-# --------------------------------------------------------------------------------------------
-
-
-def _time(fn: Fn, notes: list[str], label: str) -> float:
-    """Best time of ``fn``; a call slower than SLOW_CALL is timed once and noted."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    if first > SLOW_CALL:
-        t0 = time.perf_counter()
-        fn()
-        notes.append(f"{label} repeat=1")
-        return time.perf_counter() - t0
-    return best_time(fn, repeat=3, min_total=0.2)
 
 
 def _cases(
@@ -173,32 +141,29 @@ def _bind(
     return call
 
 
-def _numpy_baselines(X: np.ndarray, f: int) -> dict[str, Fn]:
+def _numpy_baselines(X: np.ndarray, f: int, cap: int) -> dict[str, Fn]:
     n, d = X.shape
     out: dict[str, Fn] = {
         "mean": lambda: np.mean(X, axis=0),
         "median": lambda: np.median(X, axis=0),
         "trimmed_mean": lambda: np_trimmed_mean(X, f),
     }
-    if n * d <= BASELINE_MAX_ELEMS:
+    if n * d <= cap:
         out["meamed"] = lambda: np_meamed(X, f)
     return out
 
 
-def _torch_baselines(torch: Any, X: np.ndarray, f: int) -> dict[str, Fn]:
+def _torch_baselines(torch: Any, X: np.ndarray, f: int, cap: int) -> dict[str, Fn]:
     n, d = X.shape
     t = torch.from_numpy(X)
     out: dict[str, Fn] = {"mean": lambda: torch.mean(t, dim=0)}
-    if n * d <= BASELINE_MAX_ELEMS:
+    if n * d <= cap:
         out["median"] = lambda: torch_median(torch, t)
         out["trimmed_mean"] = lambda: torch_trimmed_mean(torch, t, f)
     return out
 
 
 def _byzfl_baselines(byz: Any, X: np.ndarray, f: int, tau: float, s: int) -> dict[str, Fn]:
-    n, d = X.shape
-    if n * d > BASELINE_MAX_ELEMS:
-        return {}
     ctors: dict[str, Callable[[], Any]] = {
         "mean": lambda: byz.Average(),
         "median": lambda: byz.Median(),
@@ -228,14 +193,37 @@ def _byzfl_baselines(byz: Any, X: np.ndarray, f: int, tau: float, s: int) -> dic
 # --------------------------------------------------------------------------------------------
 
 
+def _weiszfeld(t1: Timing, t5: Timing) -> Timing | None:
+    """One Weiszfeld iteration as (t[max_iter=5] - t[max_iter=1]) / 4, with the range that the
+    two ranges allow; None when the difference is not resolved (t5 <= t1: noise)."""
+    if t5.median <= t1.median:
+        return None
+    return Timing(
+        median=max(t5.median - t1.median, 1e-9) / 4,
+        low=max(t5.low - t1.high, 0.0) / 4,
+        high=max(t5.high - t1.low, 1e-9) / 4,
+        runs=min(t1.runs, t5.runs),
+        peak_bytes=t5.peak_bytes,
+    )
+
+
 def bench_size(
-    n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
+    n: int,
+    d: int,
+    settings: Settings | None = None,
+    notes: list[str] | None = None,
+    *,
+    baseline_cap: int = BASELINE_MAX_ELEMS,
+    byzfl_max_n: int | None = None,
 ) -> list[Record]:
-    """Time every rule and baseline on one (n, D) float32 matrix, threads in {1, all}."""
-    torch = _load_torch()
-    byz = _load_byzfl()
-    all_threads = int(_core.hardware_threads())
-    rng = np.random.default_rng(seed)
+    """Time every rule and baseline on one (n, D) float32 matrix, threads in {1, all}; the
+    memory-hungry baselines only up to ``baseline_cap`` elements, ByzFL up to ``byzfl_max_n``
+    rows."""
+    settings = settings or Settings()
+    notes = [] if notes is None else notes
+    budget = settings.budget
+    torch, byz = peers(settings, notes)
+    rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d), dtype=np.float32)
     f = max(1, n // 4)
     s = 2
@@ -243,113 +231,111 @@ def bench_size(
         d / min(d, 100_000)
     )
     params = {"n": n, "D": d, "f": f, "dtype": "float32"}
-    nbytes = X.nbytes
     cases = _cases(X, f, tau, s)
     present = {name for name, _, _ in cases}
-    notes: dict[str, list[str]] = {name: [] for name in present}
-    if n * d > BASELINE_MAX_ELEMS:
+    rule_notes: dict[str, list[str]] = {name: [] for name in present}
+    big = n * d > baseline_cap
+    if big:
         for name in present:
-            notes[name].append(
-                f"size cap {BASELINE_MAX_ELEMS:.0e} elements: some baselines skipped"
+            rule_notes[name].append(
+                f"n*D above {baseline_cap:.0e}: sort-based and byzfl baselines skipped"
             )
+    if byz is not None and byzfl_max_n is not None and n > byzfl_max_n:
+        byz = None
+        for name in present:
+            rule_notes[name].append(f"n above {byzfl_max_n}: byzfl skipped")
 
     # Single-threaded baselines once per size, only for rules cyclad has.
-    np_times = {
-        name: _time(fn, notes[name], "numpy")
-        for name, fn in _numpy_baselines(X, f).items()
-        if name in present
-    }
-    byz_times: dict[str, float] = {}
-    if byz is not None:
-        for name, fn in _byzfl_baselines(byz, X, f, tau, s).items():
+    np_times: dict[str, Timing] = {}
+    if "numpy" in settings.baselines:
+        np_times = {
+            name: measure(fn, budget)
+            for name, fn in _numpy_baselines(X, f, baseline_cap).items()
+            if name in present
+        }
+    byz_times: dict[str, Timing] = {}
+    if byz is not None and not big:
+        Xb = X.copy()  # ByzFL's Clipping and ARC scale their input in place
+        for name, fn in _byzfl_baselines(byz, Xb, f, tau, s).items():
             if name not in present:
                 continue
             try:
-                byz_times[name] = _time(fn, notes[name], "byzfl")
+                byz_times[name] = measure(fn, budget)
             except Exception as exc:  # noqa: BLE001 - a peer library failing is reported, not fatal
-                notes[name].append(f"byzfl failed: {type(exc).__name__}")
-    gc.collect()
-    time.sleep(0.2)  # let peer libraries' worker threads go idle
+                rule_notes[name].append(f"byzfl failed: {type(exc).__name__}")
+        for name in ("clip", "arc"):
+            if name in byz_times:
+                rule_notes[name].append("byzfl scales its input in place (later calls: no-ops)")
+        del Xb
+    settle(settings)
 
     records: list[Record] = []
-    for threads in (1, all_threads):
-        rp_before = read_pass_time(X, threads=threads)
+    for threads in thread_counts():
+        rp_before = read_pass(X, threads, budget)
         pending: list[Record] = []
         for name, desc, call in cases:
             try:
-                secs = _time(functools.partial(call, threads), notes[name], f"cyclad t{threads}")
+                tm = measure(functools.partial(call, threads), budget)
             except (TypeError, ValueError) as exc:  # another signature: report, keep going
-                if log is not None:
-                    log(f"skipped {name}: {type(exc).__name__}: {exc}")
+                settings.say(f"skipped {name}: {type(exc).__name__}: {exc}")
                 continue
-            rec = Record(
-                AREA, name, dict(params), threads, secs, nbytes, rp_before, {}, {"call": desc}
+            pending.append(
+                Record(AREA, name, dict(params), threads, tm, X.nbytes, extra={"call": desc})
             )
-            pending.append(rec)
-            if log is not None:
-                log(
-                    f"n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
-                    f"({rec.read_ratio:.2f}x read pass)"
-                )
+            settings.say(f"  n={n} D={d} t={threads} {name}: {tm.median * 1e3:.2f} ms")
         # One Weiszfeld iteration, as the marginal cost of four more iterations (tol=0 keeps
         # them all), so the start point's distance pass is not counted as an iteration.
         gm = getattr(agg, "geometric_median", None)
         if gm is not None:
-            label = f"cyclad t{threads}"
-            t1 = _time(
-                functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads),
-                notes.setdefault("weiszfeld_iteration", []),
-                label,
-            )
-            t5 = _time(
-                functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads),
-                notes["weiszfeld_iteration"],
-                label,
-            )
-            pending.append(
-                Record(
-                    AREA,
-                    "weiszfeld_iteration",
-                    dict(params),
-                    threads,
-                    max(t5 - t1, 1e-9) / 4,
-                    nbytes,
-                    rp_before,
-                    {},
-                    {"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"},
+            t1 = measure(functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads), budget)
+            t5 = measure(functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads), budget)
+            iteration = _weiszfeld(t1, t5)
+            if iteration is None:
+                notes.append(
+                    f"weiszfeld_iteration at n={n}, D={d}, {threads} thread(s) not resolved: "
+                    "t[max_iter=5] <= t[max_iter=1]"
                 )
-            )
+            else:
+                pending.append(
+                    Record(
+                        AREA,
+                        "weiszfeld_iteration",
+                        dict(params),
+                        threads,
+                        iteration,
+                        X.nbytes,
+                        extra={"call": "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0"},
+                    )
+                )
         # The read pass is timed before and after the kernels; the faster one is the reference
         # (on a shared machine a burst of other work can slow either).
-        rp = min(rp_before, read_pass_time(X, threads=threads))
-        records.append(Record(AREA, "read_pass", dict(params), threads, rp, nbytes, rp))
+        rp_after = read_pass(X, threads, budget)
+        rp = rp_before if rp_before.median <= rp_after.median else rp_after
+        records.append(Record(AREA, "read_pass", dict(params), threads, rp, X.nbytes, rp))
         for rec in pending:
-            rec.read_pass_seconds = rp
+            rec.read_pass = rp
         # torch after cyclad: its OpenMP pool keeps spinning for a while after each call and
         # would steal the cores from the kernels timed next.
-        torch_times: dict[str, float] = {}
+        torch_times: dict[str, Timing] = {}
         if torch is not None:
             prev = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
                 torch_times = {
-                    name: _time(fn, notes[name], f"torch t{threads}")
-                    for name, fn in _torch_baselines(torch, X, f).items()
+                    name: measure(fn, budget)
+                    for name, fn in _torch_baselines(torch, X, f, baseline_cap).items()
                     if name in present
                 }
             finally:
                 torch.set_num_threads(prev)
-            time.sleep(0.2)
+            settle(settings)
         for rec in pending:
             for label, table in (("numpy", np_times), ("torch", torch_times), ("byzfl", byz_times)):
                 if rec.name in table:
                     rec.baselines[label] = table[rec.name]
+            rec.notes += rule_notes.get(rec.name, [])
         records += pending
-    for rec in records:
-        if rec.name in notes:
-            rec.extra["notes"] = "; ".join(dict.fromkeys(notes[rec.name]))
     del X
-    gc.collect()
     return records
 
 
@@ -365,15 +351,14 @@ HOSTILE_RULES = (
 )
 
 
-def bench_hostile(
-    n: int, d: int, *, seed: int = 0, log: Callable[[str], None] | None = None
-) -> list[Record]:
+def bench_hostile(n: int, d: int, settings: Settings | None = None) -> list[Record]:
     """The price of hostile rows: float64, f = n // 4 rows poisoned with NaN or with +-1e300
     (finite, but their squared distances overflow double, so the distance rules take their
     overflow-safe second pass), each timed against the same rule on the clean matrix
     (baseline ``clean``: a speed-up below 1 is the slowdown an attacker can cause)."""
-    all_threads = int(_core.hardware_threads())
-    rng = np.random.default_rng(seed)
+    settings = settings or Settings()
+    budget = settings.budget
+    rng = np.random.default_rng(0)
     clean = rng.standard_normal((n, d))
     f = max(1, n // 4)
     tau = float(np.sqrt(d))
@@ -385,50 +370,95 @@ def bench_hostile(
         X[:f] = rows
         cases = {name: (desc, call) for name, desc, call in _cases(X, f, tau, 2)}
         clean_cases = {name: call for name, _, call in _cases(clean, f, tau, 2)}
-        for threads in (1, all_threads):
-            rp = read_pass_time(X, threads=threads)
+        for threads in thread_counts():
+            rp = read_pass(X, threads, budget)
             for name in HOSTILE_RULES:
                 if name not in cases:
                     continue
                 desc, call = cases[name]
-                notes: list[str] = []
-                secs = _time(functools.partial(call, threads), notes, f"cyclad t{threads}")
-                base = _time(functools.partial(clean_cases[name], threads), notes, "clean")
+                tm = measure(functools.partial(call, threads), budget)
+                base = measure(functools.partial(clean_cases[name], threads), budget)
                 params = {"n": n, "D": d, "f": f, "dtype": "float64", "poison": kind}
-                rec = Record(
-                    AREA,
-                    name,
-                    params,
-                    threads,
-                    secs,
-                    X.nbytes,
-                    rp,
-                    {"clean": base},
-                    {"call": desc, "notes": "; ".join(notes)},
-                )
-                records.append(rec)
-                if log is not None:
-                    log(
-                        f"hostile {kind} n={n} D={d} t={threads} {name}: {secs * 1e3:.1f} ms "
-                        f"({base / secs:.2f}x the clean call)"
+                records.append(
+                    Record(
+                        AREA,
+                        name,
+                        params,
+                        threads,
+                        tm,
+                        X.nbytes,
+                        rp,
+                        {"clean": base},
+                        {"call": desc},
+                        group="hostile",
                     )
+                )
+                settings.say(
+                    f"  hostile {kind} n={n} D={d} t={threads} {name}: {tm.median * 1e3:.2f} ms "
+                    f"({base.median / tm.median:.2f}x the clean call)"
+                )
         del X
-        gc.collect()
     return records
 
 
-def run(quick: bool) -> list[Record]:
-    """All sizes (``quick``: n in {10, 20}, D = 1e5), then the hostile-row cases at n = 20
-    (D = 1e5 quick, else 1e6); see the module docstring."""
-    ns = (10, 20) if quick else (10, 20, 50, 100)
-    ds = (100_000,) if quick else (100_000, 1_000_000, 10_000_000)
+def _sweep(
+    sizes: list[tuple[int, int]],
+    group: str,
+    settings: Settings,
+    notes: list[str],
+    cache: dict[tuple[int, int], list[Record]],
+    *,
+    sweep: bool = True,
+) -> list[Record]:
+    out = []
+    for n, d in sizes:
+        if (n, d) not in cache:
+            settings.say(f"aggregators: n={n}, D={d}")
+            kw: dict[str, Any] = {}
+            if sweep:
+                kw = {"baseline_cap": SWEEP_BASELINE_MAX_ELEMS, "byzfl_max_n": SWEEP_BYZFL_MAX_N}
+            cache[n, d] = bench_size(n, d, settings, notes, **kw)
+        out += [dataclasses.replace(r, group=group) for r in cache[n, d]]
+    return out
 
-    def log(msg: str) -> None:
-        sys.stderr.write(msg + "\n")
 
+TITLES = {
+    "vs_D": "time vs D",
+    "vs_n": "time vs n",
+    "size": "one size",
+    "hostile": "hostile rows (float64, f = n/4 rows poisoned; vs clean: the same rule on the "
+    "clean matrix)",
+}
+
+
+def run(
+    settings: Settings,
+    *,
+    size: tuple[int, int] | None = None,
+    hostile_only: bool = False,
+) -> Report:
+    """The two sweeps and the hostile-row cases (or one size, or the hostile cases alone)."""
+    notes: list[str] = []
+    sizes = SIZES[settings.mode]
     records: list[Record] = []
-    for n in ns:
-        for d in ds:
-            records += bench_size(n, d, log=log)
-    records += bench_hostile(20, 100_000 if quick else 1_000_000, log=log)
-    return records
+    cache: dict[tuple[int, int], list[Record]] = {}
+    if hostile_only:
+        n, d = size or sizes["hostile"]
+        records += bench_hostile(n, d, settings)
+    elif size is not None:
+        records += _sweep([size], "size", settings, notes, cache, sweep=False)
+    else:
+        n, ds = sizes["vs_D"]
+        records += _sweep([(n, d) for d in ds], "vs_D", settings, notes, cache)
+        d, ns = sizes["vs_n"]
+        records += _sweep([(n, d) for n in ns], "vs_n", settings, notes, cache)
+        n, d = sizes["hostile"]
+        records += bench_hostile(n, d, settings)
+    set_efficiency(records)
+    titles = dict(TITLES)
+    if not hostile_only and size is None:
+        n, ds = sizes["vs_D"]
+        titles["vs_D"] = f"time vs D (n = {n})"
+        d, ns = sizes["vs_n"]
+        titles["vs_n"] = f"time vs n (D = {d:g})"
+    return Report(AREA, settings.mode, records, grouped_tables(records, titles), notes)

@@ -1,12 +1,13 @@
-"""Bench area ``coding``: the cyclic encoding kernel ``coding.encode``.
+"""Bench area ``coding``: the cyclic encoding kernel ``coding.encode``, n = 20 devices,
+d in {2, 4, 10}, D in {1e6, 1e7} (``--quick``: D = 1e5), float32, threads in {1, all}.
 
 For each size the record holds:
 
-- ``seconds``: best wall time of ``cyclad.coding.encode`` (output allocation included, as a
+- ``seconds``: median wall time of ``cyclad.coding.encode`` (output allocation included, as a
   user sees it);
 - ``nbytes``: the memory traffic the kernel cannot avoid, ``(N + n) * D * itemsize`` (read ``G``
   once, write ``z`` once), so ``GB/s`` is traffic bandwidth;
-- ``read_pass_seconds`` / ``x read pass``: ratio to the C++ read pass over ``G`` alone
+- ``read_pass`` / ``x read pass``: ratio to the C++ read pass over ``G`` alone
   (``N * D * itemsize`` bytes, same thread count);
 - ``extra["x traffic"]``: ratio to a read pass over the traffic bytes, estimated as the read
   pass over ``G`` scaled by ``(N + n) / N`` (i.e. writing ``z`` costed at read bandwidth). The
@@ -25,9 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from cyclad import _core
 from cyclad import coding as cod
-from cyclad.bench._harness import Record, best_time, read_pass_time
+from cyclad.bench._harness import (
+    Record,
+    Report,
+    Settings,
+    Timing,
+    grouped_tables,
+    measure,
+    peers,
+    read_pass,
+    set_efficiency,
+    settle,
+    thread_counts,
+)
+
+AREA = "coding"
+#: n, the D values and the d values per mode
+SIZES: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
+    "full": (20, (10**6, 10**7), (2, 4, 10)),
+    "quick": (20, (10**5,), (2, 4, 10)),
+    "tiny": (6, (1000,), (2, 3)),
+}
 
 
 def coefficient_matrix(a: np.ndarray, w: np.ndarray, N: int, dtype: Any) -> np.ndarray:
@@ -45,55 +65,55 @@ def numpy_loop(G: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(quick: bool = False) -> list[Record]:
-    n = 20
-    sizes = [10**5] if quick else [10**6, 10**7]
-    repeat = 3 if quick else 5
-    all_threads = int(_core.hardware_threads())
-    thread_counts = sorted({1, all_threads})
-    torch: Any
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is optional
-        torch = None
+def run(settings: Settings) -> Report:
+    """Time ``coding.encode`` and its baselines at every size of the mode."""
+    n, sizes, ds = SIZES[settings.mode]
+    budget = settings.budget
+    notes: list[str] = []
+    torch, _ = peers(settings, notes, ("torch",))
     rng = np.random.default_rng(0)
     records: list[Record] = []
     for D in sizes:
         G = rng.standard_normal((n, D), dtype=np.float32)
         item = G.itemsize
-        for d in (2, 4, 10):
+        for d in ds:
+            settings.say(f"coding: n={n} d={d} D={D}")
             code = cod.CyclicCode(n, d, seed=0)
             a = code.assignment(0)
             w = np.full((n, d), 1.0 / d, dtype=np.float32)
             W = coefficient_matrix(a, w, n, np.float32)
-            base: dict[str, float] = {}
-            base["numpy"] = best_time(partial(np.matmul, W, G), repeat=repeat)
-            if D <= 10**6:
-                base["numpy-loop"] = best_time(partial(numpy_loop, G, a, w), repeat=repeat)
-            for t in thread_counts:
-                rp = read_pass_time(G, threads=t, repeat=repeat)
-                sec = best_time(partial(cod.encode, G, a, w, threads=t), repeat=repeat)
+            base: dict[str, Timing] = {}
+            if "numpy" in settings.baselines:
+                base["numpy"] = measure(partial(np.matmul, W, G), budget)
+                if D <= 10**6:
+                    base["numpy-loop"] = measure(partial(numpy_loop, G, a, w), budget)
+            for t in thread_counts():
+                rp = read_pass(G, t, budget)
+                tm = measure(partial(cod.encode, G, a, w, threads=t), budget)
                 baselines = dict(base)
                 if torch is not None:
                     old = torch.get_num_threads()
                     torch.set_num_threads(t)
                     try:
                         Gt, Wt = torch.from_numpy(G), torch.from_numpy(W)
-                        baselines["torch"] = best_time(partial(torch.mm, Wt, Gt), repeat=repeat)
+                        baselines["torch"] = measure(partial(torch.mm, Wt, Gt), budget)
                     finally:
                         torch.set_num_threads(old)
-                traffic_rp = rp * (n + n) / n
+                    settle(settings)
+                traffic_rp = rp.median * (n + n) / n
                 records.append(
                     Record(
-                        area="coding",
+                        area=AREA,
                         name="encode",
                         params={"n": n, "d": d, "D": D, "dtype": "float32"},
                         threads=t,
-                        seconds=sec,
+                        timing=tm,
                         nbytes=(n + n) * D * item,
-                        read_pass_seconds=rp,
+                        read_pass=rp,
                         baselines=baselines,
-                        extra={"x traffic": round(sec / traffic_rp, 2)},
+                        extra={"x traffic": round(tm.median / traffic_rp, 2)},
                     )
                 )
-    return records
+        del G
+    set_efficiency(records)
+    return Report(AREA, settings.mode, records, grouped_tables(records), notes)

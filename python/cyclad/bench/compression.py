@@ -1,5 +1,6 @@
 # ruff: noqa: B023  (the timed closures run inside the loop iteration that defines them)
-"""Bench area ``compression``: compress / decompress kernels against NumPy (and torch.topk).
+"""Bench area ``compression``: compress / decompress kernels against NumPy (and torch.topk),
+at D in {1e6, 1e7} (``--quick``: 1e5), float32, threads in {1, all}.
 
 Every record carries the compression ratio ``nbytes / (4 D)`` (bytes sent over the bytes of a
 float32 vector) in ``extra["ratio"]``; baselines are timed in the same process on the same data.
@@ -14,10 +15,22 @@ from typing import Any
 import numpy as np
 
 import cyclad.compression as comp
-from cyclad import _core
-from cyclad.bench._harness import Record, best_time, read_pass_time
+from cyclad.bench._harness import (
+    Record,
+    Report,
+    Settings,
+    Timing,
+    grouped_tables,
+    load_torch,
+    measure,
+    peers,
+    read_pass,
+    set_efficiency,
+    thread_counts,
+)
 
 AREA = "compression"
+SIZES = {"full": (10**6, 10**7), "quick": (10**5,), "tiny": (2000,)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,10 +88,9 @@ def np_sparse_decompress(idx: np.ndarray, vals: np.ndarray, d: int) -> np.ndarra
 # --------------------------------------------------------------------------------------------
 
 
-def _torch_topk(x: np.ndarray, k: int) -> Callable[[], Any] | None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
+def _torch_topk(x: np.ndarray, k: int, settings: Settings) -> Callable[[], Any] | None:
+    torch = load_torch() if "torch" in settings.baselines else None
+    if torch is None:
         return None
     t = torch.from_numpy(x)
 
@@ -88,18 +100,16 @@ def _torch_topk(x: np.ndarray, k: int) -> Callable[[], Any] | None:
     return run
 
 
-def _threads_list() -> list[int]:
-    hw = int(_core.hardware_threads())
-    return [1] if hw == 1 else [1, hw]
-
-
-def run(quick: bool) -> list[Record]:
-    """Time every compressor at D in {1e6, 1e7} (quick: 1e5), threads in {1, all}."""
-    sizes = [100_000] if quick else [1_000_000, 10_000_000]
-    kw: dict[str, Any] = {"repeat": 2, "min_total": 0.05} if quick else {"repeat": 5}
+def run(settings: Settings) -> Report:
+    """Time every compressor at the mode's sizes, threads in {1, all}."""
+    budget = settings.budget
+    notes: list[str] = []
+    peers(settings, notes, ("torch",))
+    use_numpy = "numpy" in settings.baselines
     rng = np.random.default_rng(0)
     records: list[Record] = []
-    for d in sizes:
+    for d in SIZES[settings.mode]:
+        settings.say(f"compression: D={d}")
         x = rng.standard_normal(d).astype(np.float32)
         nbytes = x.nbytes
         cases: list[
@@ -119,7 +129,7 @@ def run(quick: bool) -> list[Record]:
                     comp.TopK(ratio=ratio),
                     {"D": d, "ratio": ratio},
                     partial(np_topk, x, k),
-                    _torch_topk(x, k),
+                    _torch_topk(x, k, settings),
                 )
             )
         k = max(1, round(0.01 * d))
@@ -153,17 +163,20 @@ def run(quick: bool) -> list[Record]:
             )
         cases.append(("sign", comp.Sign(), {"D": d}, partial(np_sign, x), None))
         np_sign_bytes = np_sign(x)
-        for t in _threads_list():
-            rp = read_pass_time(x, threads=t, **kw)
+        torch = load_torch() if "torch" in settings.baselines else None
+        for t in thread_counts():
+            rp = read_pass(x, t, budget)
+            if torch is not None:
+                torch.set_num_threads(t)  # torch.topk on as many threads as the kernel
             for name, c, params, np_fn, torch_fn in cases:
                 msg = c.compress(x, seed=1, threads=t)
                 ratio_bytes = msg.nbytes / (4 * d)
-                sec = best_time(partial(c.compress, x, seed=1, threads=t), **kw)
-                base: dict[str, float] = {}
-                if np_fn is not None:
-                    base["numpy"] = best_time(np_fn, **kw)
+                sec = measure(partial(c.compress, x, seed=1, threads=t), budget)
+                base: dict[str, Timing] = {}
+                if np_fn is not None and use_numpy:
+                    base["numpy"] = measure(np_fn, budget)
                 if torch_fn is not None:
-                    base["torch"] = best_time(torch_fn, **kw)
+                    base["torch"] = measure(torch_fn, budget)
                 records.append(
                     Record(
                         AREA,
@@ -177,14 +190,14 @@ def run(quick: bool) -> list[Record]:
                         {"ratio": round(ratio_bytes, 5), "bytes": msg.nbytes},
                     )
                 )
-                dsec = best_time(partial(c.decompress, msg, threads=t), **kw)
-                dbase: dict[str, float] = {}
-                if name == "sign":
-                    dbase["numpy"] = best_time(lambda: np_sign_decompress(np_sign_bytes, d), **kw)
-                elif name.startswith(("topk", "randk")):
+                dsec = measure(partial(c.decompress, msg, threads=t), budget)
+                dbase: dict[str, Timing] = {}
+                if use_numpy and name == "sign":
+                    dbase["numpy"] = measure(lambda: np_sign_decompress(np_sign_bytes, d), budget)
+                elif use_numpy and name.startswith(("topk", "randk")):
                     idx = np.sort(rng.choice(d, msg.k, replace=False))
                     vals = x[idx]
-                    dbase["numpy"] = best_time(lambda: np_sparse_decompress(idx, vals, d), **kw)
+                    dbase["numpy"] = measure(lambda: np_sparse_decompress(idx, vals, d), budget)
                 records.append(
                     Record(
                         AREA,
@@ -198,4 +211,5 @@ def run(quick: bool) -> list[Record]:
                         {"ratio": round(ratio_bytes, 5)},
                     )
                 )
-    return records
+    set_efficiency(records)
+    return Report(AREA, settings.mode, records, grouped_tables(records), notes)
