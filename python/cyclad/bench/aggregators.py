@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import cyclad.aggregators as agg
+from cyclad import _core
 from cyclad.bench._harness import (
     Record,
     Report,
@@ -76,6 +77,11 @@ Fn = Callable[[], Any]
 # --------------------------------------------------------------------------------------------
 # NumPy / torch / ByzFL baselines
 # --------------------------------------------------------------------------------------------
+
+
+# Rules whose cost is the pairwise distance pass: the whole call's time counts, so the rate is
+# a lower bound on the pass's own.
+PAIRWISE = frozenset({"krum", "multi_krum"})
 
 
 def np_trimmed_mean(X: np.ndarray, f: int) -> Any:
@@ -272,6 +278,9 @@ def bench_size(
     records: list[Record] = []
     for threads in thread_counts():
         rp_before = read_pass(X, threads, budget)
+        # The pairwise distance pass is compute-bound: its rate is set against the machine's
+        # peak multiply-add rate on the same ISA and threads, measured here.
+        peak = _core.fma_peak(threads=threads, seconds=0.2 if settings.mode == "full" else 0.02)
         pending: list[Record] = []
         for name, desc, call in cases:
             try:
@@ -279,9 +288,12 @@ def bench_size(
             except (TypeError, ValueError) as exc:  # another signature: report, keep going
                 settings.say(f"skipped {name}: {type(exc).__name__}: {exc}")
                 continue
-            pending.append(
-                Record(AREA, name, dict(params), threads, tm, X.nbytes, extra={"call": desc})
-            )
+            extra: dict[str, Any] = {"call": desc}
+            if name in PAIRWISE:
+                # 3 flops (subtract, multiply, add) per pair and coordinate.
+                rate = 3.0 * n * (n - 1) / 2 * d / tm.median
+                extra["pairwise GFLOP/s"] = f"{rate / 1e9:.1f} ({rate / peak:.0%} of peak)"
+            pending.append(Record(AREA, name, dict(params), threads, tm, X.nbytes, extra=extra))
             settings.say(f"  n={n} D={d} t={threads} {name}: {tm.median * 1e3:.2f} ms")
         # One Weiszfeld iteration, as the marginal cost of four more iterations (tol=0 keeps
         # them all), so the start point's distance pass is not counted as an iteration.
