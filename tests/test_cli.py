@@ -346,12 +346,11 @@ def test_sweep_ctrl_c_stops_reaps_writes_and_exits_130(tmp_path) -> None:
         line = proc.stdout.readline()
     assert "[2/12]" in line
     time.sleep(0.5)  # long runs are under way
-    t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole group gets SIGINT
+    # A sweep that waited for its running or queued jobs would outlive the timeout (a long run
+    # takes minutes); no wall-clock bound beyond that, which a busy machine could break.
     rest, err = proc.communicate(timeout=30)
-    elapsed = time.monotonic() - t0
     assert proc.returncode == cli.EXIT_INTERRUPTED, err
-    assert elapsed < 5, elapsed
     assert "Traceback" not in err
     assert "interrupted after" in err
     group_deadline = time.monotonic() + 5
