@@ -190,10 +190,7 @@ template <typename T>
 py::tuple geometric_median_impl(const CArray<T>& x, double eps, std::int64_t max_iter,
                                 double tol, const std::string& start, int threads) {
   auto v = matrix_arg(x, "X");
-  if (start != "medoid" && start != "mean") {
-    throw std::invalid_argument("start must be 'medoid' or 'mean', got '" + start + "'");
-  }
-  const auto how = start == "mean" ? k::GmStart::kMean : k::GmStart::kMedoid;
+  const k::GmStart how = k::parse_gm_start(start);
   std::size_t mi = count_arg(max_iter, "max_iter");
   std::size_t iters = 0;
   CArray<T> out = released(vector_out<T>(v.d), [&](T* o) {

@@ -13,6 +13,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -1268,6 +1269,13 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
 /// and the mean of the half nearest to it, or from the mean of the finite rows (one O(n D)
 /// pass, the usual start; an outlier then pulls the start, not the limit).
 enum class GmStart { kMedoid, kMean };
+
+/// "medoid" or "mean"; throws std::invalid_argument for anything else.
+inline GmStart parse_gm_start(const std::string& name) {
+  if (name == "medoid") return GmStart::kMedoid;
+  if (name == "mean") return GmStart::kMean;
+  throw std::invalid_argument("start must be 'medoid' or 'mean', got '" + name + "'");
+}
 
 template <typename T>
 std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, double tol,
