@@ -1100,7 +1100,12 @@ inline void krum_scores(const double* dist, const unsigned char* bad, std::size_
     for (std::size_t j = 0; j < n; ++j) {
       if (j != i) d.push_back(dist[i * n + j]);
     }
-    std::partial_sort(d.begin(), d.begin() + static_cast<std::ptrdiff_t>(q), d.end());
+    // The q smallest, summed in ascending order: nth_element then an introsort of those q is
+    // O(n + q log q), where a heap-based partial_sort costs O(n log q) with a large constant
+    // (q is close to n for small f). Same values in the same order, so the same sum.
+    const auto qth = d.begin() + static_cast<std::ptrdiff_t>(q);
+    if (qth != d.end()) std::nth_element(d.begin(), qth - 1, d.end());
+    std::sort(d.begin(), qth);
     double s = 0.0;
     for (std::size_t k = 0; k < q; ++k) s += d[k];
     score[i] = bad[i] ? std::numeric_limits<double>::infinity() : s;
