@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -100,18 +101,20 @@ void mean(MatrixView<T> x, T* out, int threads) {
 // --------------------------------------------------------------------------------------------
 // Coordinate-wise order statistics: median, trimmed mean, meamed.
 //
-// Design: blocks of kLanes coordinates are copied into an L1-resident (n x kLanes) scratch as
-// order-preserving unsigned integer keys (NaN canonicalised to +qNaN, which then sorts above
-// +Inf), sorted "vertically" across the n rows by a Batcher odd-even merge network whose every
-// comparator is a lane-wise integer min/max (vpminud/vpmaxud), and finished lane-wise from the
-// rows the rule needs. The network is generated once per call and pruned backwards so that only
-// comparators that influence the needed ranks remain. Above kNetworkMaxRows rows a per-column
-// std::nth_element / std::sort path replaces the network (its size grows as n log^2 n).
-// For 2 <= n <= kRegisterMaxRows on AVX-512 CPUs the network runs register-resident instead: each 64-byte slice
-// of a block is loaded straight from x (software-prefetched), keyed in registers and sorted by a
-// compile-time unrolled copy of the Batcher network whose pruned-away comparators are skipped by
-// per-comparator flags (so exactly the same comparators run and results are bit-identical to the
-// scratch path); the block is stored once to the scratch for the lane-wise finish.
+// Design: blocks of kLanes coordinates (256 bytes of each row) are sorted "vertically" across
+// the n rows by a Batcher odd-even merge network whose every comparator is a lane-wise min/max
+// of order-preserving unsigned integer keys (NaN canonicalised to +qNaN, which then sorts above
+// +Inf), and finished lane-wise from the ranks the rule needs. The network is generated once per
+// call and pruned backwards so that only comparators that influence the needed ranks remain.
+// It runs in two phases (NetworkPlan): its merge levels below G = kRegisterGroup (32 rows on
+// AVX-512, 16 on AVX2 and the baseline, whatever their register file holds) sort the aligned
+// groups of G rows independently, each loaded straight from x (software-prefetched), keyed and
+// sorted in registers by a compile-time unrolled copy of the network; the higher merge levels
+// then run on the (n x kLanes) key block in L1. The same comparators run on every ISA, so
+// results are bit-identical across ISAs and thread counts. The finish (sums in double, clamps,
+// meamed's choice) is written on explicit vectors of the ISA's width. Above kNetworkMaxRows
+// rows a per-column std::nth_element / std::sort path replaces the network (its size grows as
+// n log^2 n).
 // --------------------------------------------------------------------------------------------
 
 namespace detail {
@@ -182,20 +185,30 @@ struct Comparator {
 
 /// Batcher's odd-even merge sort on n wires (the power-of-two network with every comparator
 /// touching a wire >= n dropped, which is exact: those wires act as +Inf padding). Calls
-/// emit(lo, hi) for each comparator in network order. This is the one generator of the network:
-/// batcher_network (run time, any n) and StaticNetwork<N> (compile time, the register path)
-/// both take their comparators from it, so the two can never disagree.
+/// emit(lo, hi, p) for each comparator in network order, p being its merge level (the
+/// comparators of the levels p < G, for a power of two G, sort the aligned groups of G wires
+/// independently). This is the one generator of the network: batcher_network (run time, any n)
+/// and StaticNetwork<N> (compile time, the register path) both take their comparators from it,
+/// so the two can never disagree.
 template <typename Emit>
-constexpr void batcher_comparators(std::size_t n, Emit&& emit) {
+constexpr void batcher_comparators_by_level(std::size_t n, Emit&& emit) {
   for (std::size_t p = 1; p < n; p <<= 1) {
     for (std::size_t k = p; k >= 1; k >>= 1) {
       for (std::size_t j = k % p; j + k < n; j += 2 * k) {
         for (std::size_t i = 0; i < std::min(k, n - j - k); ++i) {
-          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) emit(i + j, i + j + k);
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) emit(i + j, i + j + k, p);
         }
       }
     }
   }
+}
+
+/// batcher_comparators_by_level without the level: emit(lo, hi).
+template <typename Emit>
+constexpr void batcher_comparators(std::size_t n, Emit&& emit) {
+  batcher_comparators_by_level(n, [&emit](std::size_t lo, std::size_t hi, std::size_t) {
+    emit(lo, hi);
+  });
 }
 
 /// The comparators of Batcher's network on n wires, in order (see batcher_comparators).
@@ -224,17 +237,6 @@ inline std::vector<unsigned char> prune_flags(const std::vector<Comparator>& net
   return keep;
 }
 
-/// The subsequence of `net` that prune_flags keeps.
-inline std::vector<Comparator> prune_network(const std::vector<Comparator>& net,
-                                             std::vector<std::size_t> label) {
-  const std::vector<unsigned char> keep = prune_flags(net, std::move(label));
-  std::vector<Comparator> kept;
-  for (std::size_t c = 0; c < net.size(); ++c) {
-    if (keep[c] != 0) kept.push_back(net[c]);
-  }
-  return kept;
-}
-
 enum class CoordRule { kMedian, kTrimmedMean, kMeamed };
 
 /// Rows above which the per-column path replaces the network.
@@ -257,11 +259,6 @@ inline std::vector<std::size_t> coordinate_labels(CoordRule rule, std::size_t n,
       break;
   }
   return label;
-}
-
-/// The pruned network that leaves the ranks `rule` needs on their rows.
-inline std::vector<Comparator> coordinate_network(CoordRule rule, std::size_t n, std::size_t f) {
-  return prune_network(batcher_network(n), coordinate_labels(rule, n, f));
 }
 
 /// Lanes per block: 256 bytes of each row, so an (n x kLanes) key block of up to ~100 rows
@@ -313,8 +310,18 @@ inline void compare_exchange(K* CYCLAD_RESTRICT a, K* CYCLAD_RESTRICT b) {
 #endif
 }
 
-/// Rows up to which a register-resident network path replaces the scratch-buffer network.
+/// Wires per register group: the largest group whose rows stay in vector registers (32 zmm on
+/// AVX-512, 16 ymm / xmm on AVX2 and the baseline). A power of two, so the groups are aligned
+/// to the merge levels of Batcher's network.
+template <Isa I>
+inline constexpr std::size_t kRegisterGroup = I == Isa::v4 ? 32 : 16;
+
+/// Largest register group of any ISA (the size of the compile-time network tables).
 inline constexpr std::size_t kRegisterMaxRows = 32;
+
+/// Bytes of one register-path vector: a whole zmm, ymm or xmm register of the ISA.
+template <Isa I>
+inline constexpr std::size_t kRegisterBytes = I == Isa::v4 ? 64 : I == Isa::v3 ? 32 : 16;
 
 /// Number of comparators of Batcher's network on N wires, at compile time.
 template <std::size_t N>
@@ -347,6 +354,12 @@ template <std::size_t N>
 inline constexpr StaticNetwork<N> kStaticNetwork = make_static_network<N>();
 
 #if defined(__GNUC__) || defined(__clang__)
+/// A GNU vector of `Bytes` bytes of keys K (one register of the ISA being compiled).
+template <typename K, std::size_t Bytes>
+struct KeyVec {
+  typedef K type __attribute__((vector_size(Bytes)));
+};
+
 // Helpers of the register path are forced inline into the ISA clone that calls them (a plain
 // call would run them in the baseline ISA with the rows spilled to memory).
 #define CYCLAD_INLINE_VEC inline __attribute__((always_inline))
@@ -371,41 +384,63 @@ CYCLAD_INLINE_VEC void compare_exchange_vec(V& a, V& b) {
   a = t;
 }
 
+/// Keys of rows 0 .. m-1 into v; the rest of v is padding (the largest key).
 template <typename T, typename V, std::size_t... R>
-CYCLAD_INLINE_VEC void load_keys_vec(V* v, const T* x, std::size_t stride,
+CYCLAD_INLINE_VEC void load_keys_vec(V* v, const T* x, std::size_t stride, std::size_t m,
+                                     std::index_sequence<R...>) {
+  (((R < m) ? (std::memcpy(&v[R], x + R * stride, sizeof(V)), to_key_vec<T>(v[R]))
+            : void(v[R] = ~V{})),
+   ...);
+}
+
+template <typename T, std::size_t... R>
+CYCLAD_INLINE_VEC void prefetch_rows(const T* x, std::size_t stride, std::size_t m,
                                      std::index_sequence<R...>) {
   // N concurrent row streams outrun the hardware prefetcher: fetch a few blocks ahead.
-  (__builtin_prefetch(x + R * stride + kPrefetchAhead / sizeof(T)), ...);
-  ((std::memcpy(&v[R], x + R * stride, sizeof(V)), to_key_vec<T>(v[R])), ...);
+  ((R < m ? __builtin_prefetch(x + R * stride + kPrefetchAhead / sizeof(T)) : void()), ...);
 }
 
 template <typename K, typename V, std::size_t B, std::size_t... R>
-CYCLAD_INLINE_VEC void store_keys_vec(const V* v, K* s, std::index_sequence<R...>) {
-  (std::memcpy(s + R * B, &v[R], sizeof(V)), ...);
+CYCLAD_INLINE_VEC void store_keys_vec(const V* v, K* s, std::size_t m,
+                                      std::index_sequence<R...>) {
+  ((R < m ? void(std::memcpy(s + R * B, &v[R], sizeof(V))) : void()), ...);
 }
 
-template <typename V, std::size_t N, std::size_t... I>
+/// The comparators of batcher_network(N) flagged in `keep`, or all of them when `All` (no
+/// flag tests: the branches cost spills).
+template <typename V, std::size_t N, bool All, std::size_t... I>
 CYCLAD_INLINE_VEC void run_static_network(V* v, const unsigned char* keep,
                                           std::index_sequence<I...>) {
   constexpr const StaticNetwork<N>& net = kStaticNetwork<N>;
-  ((keep[I] != 0 ? compare_exchange_vec(v[net.lo[I]], v[net.hi[I]]) : void()), ...);
+  (void)v;  // a group of one row has no comparator
+  (void)keep;
+  if constexpr (All) {
+    (compare_exchange_vec(v[net.lo[I]], v[net.hi[I]]), ...);
+  } else {
+    ((keep[I] != 0 ? compare_exchange_vec(v[net.lo[I]], v[net.hi[I]]) : void()), ...);
+  }
 }
 #undef CYCLAD_INLINE_VEC
 #endif
 
-/// Register-resident network for N rows: loads kLanes<T> coordinates [j0, j0+width) of each row,
-/// converts them to keys, runs the comparators of batcher_network(N) flagged in `keep`, and
-/// stores the rows as an (N x kLanes) key block `s` (padding lanes hold arbitrary keys).
-template <Isa I, typename T, std::size_t N>
+/// Register-resident network for a group of m rows on P wires (P a power of two, m <= P):
+/// loads kLanes<T> coordinates [j0, j0+width) of rows 0 .. m-1, converts them to keys, fills
+/// wires m .. P-1 with the largest key (padding: a comparator that touches one leaves both
+/// wires as they are, so the kept comparators of batcher_network(P) among the first m wires run
+/// as if the padding did not exist), runs the comparators flagged in `keep`, and stores the m
+/// rows as an (m x kLanes) key block `s` (padding lanes hold arbitrary keys). Works one
+/// register of the ISA at a time. `All`: every comparator is flagged (and m == P).
+template <Isa I, typename T, std::size_t P, bool All>
 CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
-                                                std::size_t j0, std::size_t width,
+                                                std::size_t m, std::size_t j0,
+                                                std::size_t width,
                                                 const unsigned char* CYCLAD_RESTRICT keep,
                                                 typename OrderKey<T>::type* CYCLAD_RESTRICT s) {
   using K = typename OrderKey<T>::type;
   constexpr std::size_t B = kLanes<T>;
-  T pad[N * B];
+  T pad[P * B];
   if (width < B) {  // last partial block: zero-padded copy (padding lanes are never output)
-    for (std::size_t i = 0; i < N; ++i) {
+    for (std::size_t i = 0; i < m; ++i) {
       for (std::size_t l = 0; l < B; ++l) pad[i * B + l] = l < width ? x[i * stride + j0 + l] : T(0);
     }
     x = pad;
@@ -413,41 +448,52 @@ CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_
     j0 = 0;
   }
 #if defined(__GNUC__) || defined(__clang__)
-  using V = typename Vec64<K>::type;
-  constexpr std::size_t kPer = 64 / sizeof(K);
+  using V = typename KeyVec<K, kRegisterBytes<I>>::type;
+  constexpr std::size_t kPer = sizeof(V) / sizeof(K);
+  // One prefetch per 64-byte line of each row (the empty volatile asm keeps GCC from deleting
+  // a loop of prefetches alone, see distance.hpp).
+  for (std::size_t line = 0; line < B * sizeof(T); line += 64) {
+    __asm__ volatile("");
+    prefetch_rows<T>(x + j0 + line / sizeof(T), stride, m, std::make_index_sequence<P>{});
+  }
   for (std::size_t sub = 0; sub < B; sub += kPer) {
-    V v[N];
-    load_keys_vec<T>(v, x + j0 + sub, stride, std::make_index_sequence<N>{});
-    run_static_network<V, N>(v, keep, std::make_index_sequence<batcher_size<N>()>{});
-    store_keys_vec<K, V, B>(v, s + sub, std::make_index_sequence<N>{});
+    V v[P];
+    load_keys_vec<T>(v, x + j0 + sub, stride, m, std::make_index_sequence<P>{});
+    run_static_network<V, P, All>(v, keep, std::make_index_sequence<batcher_size<P>()>{});
+    store_keys_vec<K, V, B>(v, s + sub, m, std::make_index_sequence<P>{});
   }
 #else
-  const StaticNetwork<N>& net = kStaticNetwork<N>;
-  for (std::size_t i = 0; i < N; ++i) {
-    for (std::size_t l = 0; l < B; ++l) s[i * B + l] = to_key(x[i * stride + j0 + l]);
+  const StaticNetwork<P>& net = kStaticNetwork<P>;
+  K k[P * B];
+  for (std::size_t i = 0; i < P; ++i) {
+    for (std::size_t l = 0; l < B; ++l) {
+      k[i * B + l] = i < m ? to_key(x[i * stride + j0 + l]) : std::numeric_limits<K>::max();
+    }
   }
-  for (std::size_t c = 0; c < batcher_size<N>(); ++c) {
-    if (keep[c]) compare_exchange<K, B>(s + net.lo[c] * B, s + net.hi[c] * B);
+  for (std::size_t c = 0; c < batcher_size<P>(); ++c) {
+    if (All || keep[c]) compare_exchange<K, B>(k + net.lo[c] * B, k + net.hi[c] * B);
   }
+  std::memcpy(s, k, m * B * sizeof(K));
 #endif
 }
 
 template <typename T>
-using RegisterNetworkFn = void (*)(const T*, std::size_t, std::size_t, std::size_t,
+using RegisterNetworkFn = void (*)(const T*, std::size_t, std::size_t, std::size_t, std::size_t,
                                    const unsigned char*, typename OrderKey<T>::type*);
 
-// The register networks are called through a table (one entry per n), so each ISA needs
-// out-of-line entry points compiled for it.
+// The register networks are called through a table (one entry per power of two), so each ISA
+// needs out-of-line entry points compiled for it.
 template <Isa I>
 struct RegisterNetworkEntry;
 #if CYCLAD_ISA_DISPATCH
 #define CYCLAD_REGNET_ENTRY(ISA, ATTR)                                                       \
   template <>                                                                                \
   struct RegisterNetworkEntry<ISA> {                                                         \
-    template <typename T, std::size_t N>                                                     \
-    ATTR static void run(const T* x, std::size_t stride, std::size_t j0, std::size_t width,  \
-                         const unsigned char* keep, typename OrderKey<T>::type* s) {         \
-      register_network_block<ISA, T, N>(x, stride, j0, width, keep, s);                      \
+    template <typename T, std::size_t P, bool All>                                           \
+    ATTR static void run(const T* x, std::size_t stride, std::size_t m, std::size_t j0,      \
+                         std::size_t width, const unsigned char* keep,                       \
+                         typename OrderKey<T>::type* s) {                                    \
+      register_network_block<ISA, T, P, All>(x, stride, m, j0, width, keep, s);              \
     }                                                                                        \
   };
 CYCLAD_REGNET_ENTRY(Isa::v4, __attribute__((target("arch=x86-64-v4"))))
@@ -457,42 +503,108 @@ CYCLAD_REGNET_ENTRY(Isa::baseline, )
 #else
 template <>
 struct RegisterNetworkEntry<kCompiledIsa> {
-  template <typename T, std::size_t N>
-  static void run(const T* x, std::size_t stride, std::size_t j0, std::size_t width,
-                  const unsigned char* keep, typename OrderKey<T>::type* s) {
-    register_network_block<kCompiledIsa, T, N>(x, stride, j0, width, keep, s);
+  template <typename T, std::size_t P, bool All>
+  static void run(const T* x, std::size_t stride, std::size_t m, std::size_t j0,
+                  std::size_t width, const unsigned char* keep, typename OrderKey<T>::type* s) {
+    register_network_block<kCompiledIsa, T, P, All>(x, stride, m, j0, width, keep, s);
   }
 };
 #endif
 
-template <Isa I, typename T, std::size_t... N>
-inline RegisterNetworkFn<T> register_network_for(std::size_t n, std::index_sequence<N...>) {
+/// The register worker of ISA I on 2^e wires, 2^e <= kRegisterGroup<I>; `all`: the one without
+/// flag tests, for a whole group of kRegisterGroup<I> rows whose comparators are all kept.
+template <Isa I, typename T, std::size_t... E>
+inline RegisterNetworkFn<T> register_network_for(std::size_t e, bool all,
+                                                 std::index_sequence<E...>) {
   static constexpr RegisterNetworkFn<T> table[] = {
-      &RegisterNetworkEntry<I>::template run<T, N + 2>...};
-  return (n >= 2 && n - 2 < sizeof...(N)) ? table[n - 2] : nullptr;
+      &RegisterNetworkEntry<I>::template run<T, std::size_t{1} << E, false>...};
+  if (all) return &RegisterNetworkEntry<I>::template run<T, kRegisterGroup<I>, true>;
+  return table[e];
 }
 
-/// Whether the register path runs with 32 wide registers (the AVX-512 kernels). With 16
-/// registers (AVX2 and baseline) the rows spill and the path is ~3x slower than the scratch
-/// network.
-inline bool register_network_supported() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  return active_isa() == Isa::v4;
-#else
-  return false;
-#endif
-}
+/// log2 of kRegisterGroup<I>.
+template <Isa I>
+inline constexpr std::size_t kRegisterGroupLog2 = kRegisterGroup<I> == 32 ? 5 : 4;
 
-/// The register-resident worker for n rows, or nullptr outside [2, kRegisterMaxRows] or without
-/// AVX-512.
+/// How a pruned network on n <= kNetworkMaxRows wires runs. The comparators of the merge
+/// levels below G = kRegisterGroup sort the aligned groups of G wires independently; each group
+/// is loaded from x into registers and sorted there by a worker on P wires (P = G, or the
+/// smallest power of two >= n when n <= G; wires past the group's rows are padding, see
+/// register_network_block). The kept comparators of the levels >= G (`rest`) then run
+/// lane-wise on the (n x kLanes) key block in L1. Every comparator of the pruned network runs,
+/// in an order that differs from the network's only between comparators on disjoint wires, so
+/// the keys end up exactly as the network leaves them, on every ISA and for every G.
 template <typename T>
-inline RegisterNetworkFn<T> register_network(std::size_t n) {
-  if (!register_network_supported()) return nullptr;
+struct NetworkPlan {
+  std::size_t group = 0;
+  std::vector<RegisterNetworkFn<T>> fns;  // one per group
+  std::vector<std::size_t> keep_at;       // start of each group's flags in `keep`
+  std::vector<unsigned char> keep;        // flags over batcher_network(P) of each group
+  std::vector<Comparator> rest;           // kept comparators of the levels >= G
+};
+
+template <Isa I, typename T>
+NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
+  const std::size_t n = label.size();
+  constexpr std::size_t G = kRegisterGroup<I>;
+  static_assert(G <= kRegisterMaxRows && (G & (G - 1)) == 0, "groups are powers of two");
+  std::vector<Comparator> net;
+  std::vector<std::size_t> level;
+  batcher_comparators_by_level(n, [&](std::size_t lo, std::size_t hi, std::size_t p) {
+    net.push_back({static_cast<std::uint32_t>(lo), static_cast<std::uint32_t>(hi)});
+    level.push_back(p);
+  });
+  const std::vector<unsigned char> flags = prune_flags(net, std::move(label));
+  NetworkPlan<T> plan;
+  plan.group = G;
+  const std::size_t ngroups = (n + G - 1) / G;
+  std::vector<std::vector<std::size_t>> members(ngroups);  // comparator indices, in order
+  for (std::size_t c = 0; c < net.size(); ++c) {
+    if (level[c] >= G) {
+      if (flags[c] != 0) plan.rest.push_back(net[c]);
+    } else {
+      members[net[c].lo / G].push_back(c);
+    }
+  }
+  std::size_t e = 0;  // log2 of the group's wires
+  while ((std::size_t{1} << e) < std::min(n, G)) ++e;
+  for (std::size_t g = 0; g < ngroups; ++g) {
+    const std::size_t base = g * G, m = std::min(G, n - base);
+    plan.keep_at.push_back(plan.keep.size());
+    std::size_t next = 0;
+    for (const Comparator& c : batcher_network(std::size_t{1} << e)) {
+      if (c.hi >= m) {  // touches padding
+        plan.keep.push_back(0);
+        continue;
+      }
+      const bool same = next < members[g].size() && net[members[g][next]].lo == base + c.lo &&
+                        net[members[g][next]].hi == base + c.hi;
+      if (!same) throw std::logic_error("register group does not match Batcher's network");
+      plan.keep.push_back(flags[members[g][next++]]);
+    }
+    if (next != members[g].size()) {
+      throw std::logic_error("register group does not match Batcher's network");
+    }
+    const bool all = m == G && (std::size_t{1} << e) == G &&
+                     std::all_of(plan.keep.begin() + static_cast<std::ptrdiff_t>(plan.keep_at[g]),
+                                 plan.keep.end(), [](unsigned char k) { return k != 0; });
+    plan.fns.push_back(register_network_for<I, T>(
+        e, all, std::make_index_sequence<kRegisterGroupLog2<I> + 1>{}));
+  }
+  return plan;
+}
+
+/// The plan of the active ISA for a rule's labels (see coordinate_labels).
+template <typename T>
+NetworkPlan<T> network_plan(std::vector<std::size_t> label) {
 #if CYCLAD_ISA_DISPATCH
-  return register_network_for<Isa::v4, T>(n, std::make_index_sequence<kRegisterMaxRows - 1>{});
+  switch (active_isa()) {
+    case Isa::v4: return network_plan_for<Isa::v4, T>(std::move(label));
+    case Isa::v3: return network_plan_for<Isa::v3, T>(std::move(label));
+    default: return network_plan_for<Isa::baseline, T>(std::move(label));
+  }
 #else
-  return register_network_for<kCompiledIsa, T>(n,
-                                                std::make_index_sequence<kRegisterMaxRows - 1>{});
+  return network_plan_for<kCompiledIsa, T>(std::move(label));
 #endif
 }
 
@@ -529,14 +641,227 @@ template <typename T>
   return static_cast<T>(acc / static_cast<long double>(k));
 }
 
+/// Lanes of the finishing vectors: one register of doubles of the ISA (two xmm on the baseline,
+/// so that float lanes fill one).
+template <Isa I, typename T>
+inline constexpr std::size_t kFinishLanes = I == Isa::v4 ? 8 : 4;
+
+#if defined(__GNUC__) || defined(__clang__)
+// The helpers pass GNU vectors by value; they are always inlined into the ISA's worker, so the
+// vector-ABI note GCC gives for a call compiled without AVX does not apply.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define CYCLAD_FINISH_INLINE inline __attribute__((always_inline))
+/// The GNU vector types of the finish, W lanes each: doubles, T values, keys and signed masks
+/// as wide as the keys.
+template <typename T, std::size_t W>
+struct FinishVec {
+  using K = typename OrderKey<T>::type;
+  using SK = std::make_signed_t<K>;
+  typedef double D __attribute__((vector_size(W * sizeof(double))));
+  typedef T V __attribute__((vector_size(W * sizeof(T))));
+  typedef K KV __attribute__((vector_size(W * sizeof(K))));
+  typedef SK KM __attribute__((vector_size(W * sizeof(K))));
+
+  CYCLAD_FINISH_INLINE static void load(const K* p, KV& v) { std::memcpy(&v, p, sizeof v); }
+  /// from_key, lane-wise, widened to double.
+  CYCLAD_FINISH_INLINE static void value(const KV& k, D& out) {
+    using OK = OrderKey<T>;
+    const KV u = k ^ (((k >> OK::kShift) - K{1}) | OK::kSign);
+    V t;
+    std::memcpy(&t, &u, sizeof t);
+    out = __builtin_convertvector(t, D);
+  }
+  /// value() of the keys at p.
+  CYCLAD_FINISH_INLINE static void value_at(const K* p, D& out) {
+    KV k;
+    load(p, k);
+    value(k, out);
+  }
+  /// midpoint(), lane-wise.
+  CYCLAD_FINISH_INLINE static void midpoint(const D& a, const D& b, D& out) {
+    const D m1 = (a + b) * 0.5;
+    if constexpr (sizeof(T) == sizeof(double)) {
+      const D m2 = a * 0.5 + b * 0.5;
+      const D abs1 = m1 < 0.0 ? -m1 : m1;
+      out = abs1 <= std::numeric_limits<double>::max() ? m1 : m2;
+    } else {
+      out = m1;
+    }
+  }
+};
+#endif
+
+/// Median finish: res[l] = the midpoint of the two middle ranks' values, as T.
+template <Isa I, typename T>
+CYCLAD_KERNEL void finish_median(const typename OrderKey<T>::type* CYCLAD_RESTRICT ra,
+                                 const typename OrderKey<T>::type* CYCLAD_RESTRICT rb,
+                                 T* CYCLAD_RESTRICT res) {
+  constexpr std::size_t B = kLanes<T>;
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr std::size_t W = kFinishLanes<I, T>;
+  using F = FinishVec<T, W>;
+  for (std::size_t l = 0; l < B; l += W) {
+    typename F::D a, b, mid;
+    F::value_at(ra + l, a);
+    F::value_at(rb + l, b);
+    F::midpoint(a, b, mid);
+    const typename F::V m = __builtin_convertvector(mid, typename F::V);
+    std::memcpy(res + l, &m, sizeof m);
+  }
+#else
+  for (std::size_t l = 0; l < B; ++l) {
+    res[l] = static_cast<T>(midpoint(from_key<T>(ra[l]), from_key<T>(rb[l])));
+  }
+#endif
+}
+
+/// Trimmed-mean / meamed finish: the kept values of each lane summed in double in a fixed
+/// order (the middle ranks f .. n-f-1 in row order, then for meamed the chosen tail value of
+/// each pair a, a+n-f), their mean clamped to their key range; acc, kmin and kmax keep the sum
+/// and range for the cold double-overflow path.
+template <Isa I, typename T, CoordRule R>
+CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT s,
+                               std::size_t n, std::size_t f, std::size_t mlo, std::size_t mhi,
+                               double inv_k, T* CYCLAD_RESTRICT res, double* CYCLAD_RESTRICT acc,
+                               typename OrderKey<T>::type* CYCLAD_RESTRICT kmin,
+                               typename OrderKey<T>::type* CYCLAD_RESTRICT kmax) {
+  constexpr std::size_t B = kLanes<T>;
+#if defined(__GNUC__) || defined(__clang__)
+  constexpr std::size_t W = kFinishLanes<I, T>;
+  using F = FinishVec<T, W>;
+  using D = typename F::D;
+  using KV = typename F::KV;
+  using K = typename F::K;
+  // Two chunks of W lanes at a time, their sums and key ranges held in named registers while
+  // the rows stream past (two independent add chains hide the add latency; four spill on AVX2).
+  struct Chunk {
+    D sum;
+    KV lo, hi;
+    D med;
+  };
+  static_assert(B % (2 * W) == 0, "lanes per block must be whole register chunks");
+  for (std::size_t l0 = 0; l0 < B; l0 += 2 * W) {
+    Chunk c0{D{}, ~KV{}, KV{}, D{}}, c1 = c0;
+    auto keep_value = [](Chunk& c, const D& v, const KV& kk) CYCLAD_INLINE_LAMBDA {
+      c.sum += v;
+      c.lo = kk < c.lo ? kk : c.lo;
+      c.hi = kk > c.hi ? kk : c.hi;
+    };
+    auto middle = [&](const K* row, Chunk& c) CYCLAD_INLINE_LAMBDA {
+      KV kk;
+      D v;
+      F::load(row, kk);
+      F::value(kk, v);
+      keep_value(c, v, kk);
+    };
+    for (std::size_t r = f; r < n - f; ++r) {
+      const K* row = s + r * B + l0;
+      middle(row, c0);
+      middle(row + W, c1);
+    }
+    if constexpr (R == CoordRule::kMeamed) {
+      // The n-f values closest to the median are a window of the sorted order containing the
+      // middle; tail rank a pairs with rank a+n-f and exactly one of each pair is kept: the
+      // lower unless the upper is strictly closer (a NaN distance never wins).
+      auto median_of = [&](std::size_t l, Chunk& c) CYCLAD_INLINE_LAMBDA {
+        D ma, mb;
+        F::value_at(s + mlo * B + l, ma);
+        F::value_at(s + mhi * B + l, mb);
+        F::midpoint(ma, mb, c.med);
+      };
+      median_of(l0, c0);
+      median_of(l0 + W, c1);
+      auto tail = [&](const K* rl, const K* rh, Chunk& c) CYCLAD_INLINE_LAMBDA {
+        KV kl, kh;
+        D vl, vh;
+        F::load(rl, kl);
+        F::load(rh, kh);
+        F::value(kl, vl);
+        F::value(kh, vh);
+        const auto upper = (vh - c.med) < (c.med - vl);
+        const typename F::KM kupper = __builtin_convertvector(upper, typename F::KM);
+        const D v = upper ? vh : vl;
+        const KV kk = kupper ? kh : kl;
+        keep_value(c, v, kk);
+      };
+      for (std::size_t a = 0; a < f; ++a) {
+        const K* rl = s + a * B + l0;
+        const K* rh = s + (a + n - f) * B + l0;
+        tail(rl, rh, c0);
+        tail(rl + W, rh + W, c1);
+      }
+    }
+    auto finish = [&](std::size_t l, const Chunk& c) CYCLAD_INLINE_LAMBDA {
+      std::memcpy(acc + l, &c.sum, sizeof c.sum);
+      std::memcpy(kmin + l, &c.lo, sizeof c.lo);
+      std::memcpy(kmax + l, &c.hi, sizeof c.hi);
+      // Clamp to the kept range: rounding of the sum must not leave it (NaN stays NaN).
+      D vlo, vhi;
+      F::value(c.lo, vlo);
+      F::value(c.hi, vhi);
+      typename F::V m = __builtin_convertvector(c.sum * inv_k, typename F::V);
+      const typename F::V vmin = __builtin_convertvector(vlo, typename F::V);
+      const typename F::V vmax = __builtin_convertvector(vhi, typename F::V);
+      m = m < vmin ? vmin : m;
+      m = m > vmax ? vmax : m;
+      std::memcpy(res + l, &m, sizeof m);
+    };
+    finish(l0, c0);
+    finish(l0 + W, c1);
+  }
+#else
+  using K = typename OrderKey<T>::type;
+  for (std::size_t l = 0; l < B; ++l) {
+    acc[l] = 0.0;
+    kmin[l] = std::numeric_limits<K>::max();
+    kmax[l] = 0;
+  }
+  for (std::size_t r = f; r < n - f; ++r) {
+    const K* row = s + r * B;
+    for (std::size_t l = 0; l < B; ++l) {
+      acc[l] += static_cast<double>(from_key<T>(row[l]));
+      kmin[l] = std::min(kmin[l], row[l]);
+      kmax[l] = std::max(kmax[l], row[l]);
+    }
+  }
+  if constexpr (R == CoordRule::kMeamed) {
+    for (std::size_t a = 0; a < f; ++a) {
+      const K* rl = s + a * B;
+      const K* rh = s + (a + n - f) * B;
+      for (std::size_t l = 0; l < B; ++l) {
+        const double med = midpoint(from_key<T>(s[mlo * B + l]), from_key<T>(s[mhi * B + l]));
+        const double vl = static_cast<double>(from_key<T>(rl[l]));
+        const double vh = static_cast<double>(from_key<T>(rh[l]));
+        const bool upper = (vh - med) < (med - vl);
+        acc[l] += upper ? vh : vl;
+        const K kk = upper ? rh[l] : rl[l];
+        kmin[l] = std::min(kmin[l], kk);
+        kmax[l] = std::max(kmax[l], kk);
+      }
+    }
+  }
+  for (std::size_t l = 0; l < B; ++l) {
+    T m = static_cast<T>(acc[l] * inv_k);
+    const T vmin = from_key<T>(kmin[l]), vmax = from_key<T>(kmax[l]);
+    m = m < vmin ? vmin : m;
+    res[l] = m > vmax ? vmax : m;
+  }
+#endif
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+#undef CYCLAD_FINISH_INLINE
+#pragma GCC diagnostic pop
+#endif
+
 /// Hot worker: coordinates [lo, hi) of the rule. Chunks of `chunk` coordinates are converted
 /// to keys first (long contiguous runs per row stream well from memory), laid out as blocks of
 /// (n x kLanes); each block is then ordered and finished while it sits in L1.
 template <Isa I, typename T, CoordRule R>
 CYCLAD_KERNEL void coordinate_rule_block(
     const T* CYCLAD_RESTRICT x, std::size_t n, std::size_t stride, std::size_t lo,
-    std::size_t hi, std::size_t chunk, const Comparator* net, std::size_t ncmp, bool columns,
-    std::size_t f, RegisterNetworkFn<T> regnet, const unsigned char* keep,
+    std::size_t hi, std::size_t chunk, const NetworkPlan<T>* plan, std::size_t f,
     typename OrderKey<T>::type* CYCLAD_RESTRICT scratch,
     typename OrderKey<T>::type* CYCLAD_RESTRICT col, T* CYCLAD_RESTRICT out) {
   using K = typename OrderKey<T>::type;
@@ -549,8 +874,9 @@ CYCLAD_KERNEL void coordinate_rule_block(
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t cw = std::min(chunk, hi - c0);
     const std::size_t nb = (cw + B - 1) / B;
-    // 1. Keys into scratch block by block (padding lanes get zero keys; lanes never interact).
-    for (std::size_t i = 0; regnet == nullptr && i < n; ++i) {
+    // 1. Per-column path: keys into scratch block by block (padding lanes get zero keys; lanes
+    // never interact).
+    for (std::size_t i = 0; plan == nullptr && i < n; ++i) {
       const T* src = x + i * stride + c0;
       for (std::size_t b = 0; b < nb; ++b) {
         K* dst = scratch + (b * n + i) * B;
@@ -566,73 +892,30 @@ CYCLAD_KERNEL void coordinate_rule_block(
     for (std::size_t b = 0; b < nb; ++b) {
     const std::size_t j0 = c0 + b * B;
     const std::size_t width = std::min(B, cw - b * B);
-    K* s = scratch + (regnet != nullptr ? 0 : b * n * B);
-    // 2. Order the ranks the rule needs (straight from x for a register-resident network).
-    if (regnet != nullptr) {
-      regnet(x, stride, j0, width, keep, s);
-    } else if (columns) {
-      order_columns<T, R>(s, n, f, width, col);
-    } else {
-      for (std::size_t c = 0; c < ncmp; ++c) {
-        compare_exchange<K, B>(s + static_cast<std::size_t>(net[c].lo) * B,
-                               s + static_cast<std::size_t>(net[c].hi) * B);
+    K* s = scratch + (plan != nullptr ? 0 : b * n * B);
+    // 2. Order the ranks the rule needs: the network's register groups straight from x, then
+    // its higher merge levels on the key block; or per column.
+    if (plan != nullptr) {
+      const std::size_t G = plan->group;
+      for (std::size_t g = 0; g < plan->fns.size(); ++g) {
+        plan->fns[g](x + g * G * stride, stride, std::min(G, n - g * G), j0, width,
+                     plan->keep.data() + plan->keep_at[g], s + g * G * B);
       }
+      for (const Comparator& c : plan->rest) {
+        compare_exchange<K, B>(s + static_cast<std::size_t>(c.lo) * B,
+                               s + static_cast<std::size_t>(c.hi) * B);
+      }
+    } else {
+      order_columns<T, R>(s, n, f, width, col);
     }
     // 3. Finish lane-wise.
     T res[B];
     if constexpr (R == CoordRule::kMedian) {
-      const K* ra = s + mlo * B;
-      const K* rb = s + mhi * B;
-      for (std::size_t l = 0; l < B; ++l) {
-        res[l] = static_cast<T>(midpoint(from_key<T>(ra[l]), from_key<T>(rb[l])));
-      }
+      finish_median<I, T>(s + mlo * B, s + mhi * B, res);
     } else {
       double acc[B];
       K kmin[B], kmax[B];
-      for (std::size_t l = 0; l < B; ++l) {
-        acc[l] = 0.0;
-        kmin[l] = std::numeric_limits<K>::max();
-        kmax[l] = 0;
-      }
-      // The always-kept middle ranks f .. n-f-1, in row order (fixed summation order).
-      for (std::size_t r = f; r < n - f; ++r) {
-        const K* row = s + r * B;
-        for (std::size_t l = 0; l < B; ++l) {
-          const K kk = row[l], lo_k = kmin[l], hi_k = kmax[l];  // values: std::min of two
-          acc[l] += static_cast<double>(from_key<T>(kk));        // memory refs won't vectorise
-          kmin[l] = std::min(lo_k, kk);
-          kmax[l] = std::max(hi_k, kk);
-        }
-      }
-      if constexpr (R == CoordRule::kMeamed) {
-        // The n-f values closest to the median are a window of the sorted order containing the
-        // middle; tail rank a pairs with rank a+n-f and exactly one of each pair is kept: the
-        // lower unless the upper is strictly closer (a NaN distance never wins).
-        double med[B];
-        const K* ra = s + mlo * B;
-        const K* rb = s + mhi * B;
-        for (std::size_t l = 0; l < B; ++l) med[l] = midpoint(from_key<T>(ra[l]), from_key<T>(rb[l]));
-        for (std::size_t a = 0; a < f; ++a) {
-          const K* rl = s + a * B;
-          const K* rh = s + (a + n - f) * B;
-          for (std::size_t l = 0; l < B; ++l) {
-            double vl = static_cast<double>(from_key<T>(rl[l]));
-            double vh = static_cast<double>(from_key<T>(rh[l]));
-            bool upper = (vh - med[l]) < (med[l] - vl);
-            acc[l] += upper ? vh : vl;
-            const K kk = upper ? rh[l] : rl[l], lo_k = kmin[l], hi_k = kmax[l];
-            kmin[l] = std::min(lo_k, kk);
-            kmax[l] = std::max(hi_k, kk);
-          }
-        }
-      }
-      for (std::size_t l = 0; l < B; ++l) {
-        // Clamp to the kept range: rounding of the sum must not leave it (NaN stays NaN).
-        T m = static_cast<T>(acc[l] * inv_k);
-        T vmin = from_key<T>(kmin[l]), vmax = from_key<T>(kmax[l]);
-        m = m < vmin ? vmin : m;
-        res[l] = m > vmax ? vmax : m;
-      }
+      finish_mean<I, T, R>(s, n, f, mlo, mhi, inv_k, res, acc, kmin, kmax);
       if constexpr (sizeof(T) == sizeof(double)) {
         // Finite kept values whose double sum overflowed: redo that lane in long double.
         for (std::size_t l = 0; l < width; ++l) {
@@ -668,15 +951,13 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
   constexpr std::size_t B = kLanes<T>;
   const std::size_t n = x.n;
   const bool columns = n > kNetworkMaxRows;
-  std::vector<Comparator> net;
-  if (!columns) net = coordinate_network(R, n, f);
-  const RegisterNetworkFn<T> regnet = register_network<T>(n);
-  const std::vector<unsigned char> keep =
-      regnet != nullptr ? prune_flags(batcher_network(n), coordinate_labels(R, n, f))
-                        : std::vector<unsigned char>{};
+  NetworkPlan<T> plan;
+  if (!columns) plan = network_plan<T>(coordinate_labels(R, n, f));
   const std::size_t nblocks = (x.d + B - 1) / B;
-  // Conversion chunks of ~192 KiB of keys (L2-resident), at least one block.
-  const std::size_t chunk = B * std::max<std::size_t>(1, (std::size_t{192} << 10) / (n * B * sizeof(K)));
+  // Per-column path: conversion chunks of ~192 KiB of keys (L2-resident), at least one block.
+  // The network path needs one (n x kLanes) key block.
+  const std::size_t chunk =
+      columns ? B * std::max<std::size_t>(1, (std::size_t{192} << 10) / (n * B * sizeof(K))) : B;
   const std::size_t grain = grain_for(n * B * sizeof(T));
   parallel_for(nblocks, threads, grain, [&](std::size_t b0, std::size_t b1) {
     const std::size_t lo = b0 * B, hi = std::min(x.d, b1 * B);
@@ -684,9 +965,8 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
     std::vector<K> col(columns ? n : 0);
     dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
       coordinate_rule_block<decltype(isa)::value, T, R>(x.data, n, x.row_stride, lo, hi, chunk,
-                                                        net.data(), net.size(), columns, f,
-                                                        regnet, keep.data(), scratch.data(),
-                                                        col.data(), out);
+                                                        columns ? nullptr : &plan, f,
+                                                        scratch.data(), col.data(), out);
     });
   });
 }
