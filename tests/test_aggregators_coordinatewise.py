@@ -44,7 +44,21 @@ def honest_bounds(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # examples
 # --------------------------------------------------------------------------------------------
 
-SHAPES = [(1, 1), (1, 7), (2, 5), (3, 1), (4, 97), (7, 129), (13, 10007), (20, 1031), (64, 300)]
+# Row counts across the register groups of the sorting network (16 and 32 rows) as well.
+SHAPES = [
+    (1, 1),
+    (1, 7),
+    (2, 5),
+    (3, 1),
+    (4, 97),
+    (7, 129),
+    (13, 10007),
+    (17, 300),
+    (20, 1031),
+    (33, 129),
+    (64, 300),
+    (100, 70),
+]
 
 
 @pytest.mark.parametrize("rule", RULES)
