@@ -11,6 +11,8 @@ runs against an extension built with CYCLAD_SANITIZE=address,undefined (see the 
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -244,3 +246,37 @@ def test_meamed_leaves_the_box_by_its_documented_bound(dtype) -> None:
     out = agg.meamed(X, 1)
     assert out[0] == pytest.approx(33.5 / 3, rel=1e-6)
     assert 11.0 < float(out[0]) <= 11.0 + 1 / 3 * 11.0
+
+
+def test_geometric_median_tol_zero_terminates() -> None:
+    # Aggregators fuzz target: with tol=0 and max_iter=2**63 (clamped to 2**63 - 1, "until tol
+    # is met"), these rows made the Weiszfeld iterates cycle at the last bits, and the call never
+    # returned. The loop now also stops after 64 steps in a row no shorter than the shortest
+    # one (a cycle at double precision). Run in a child
+    # process so that a regression fails the test instead of hanging the suite.
+    code = (
+        "import cyclad.aggregators as agg, numpy as np\n"
+        "X = [[-0.0004626679583452642, 3.4028234663852886e+38],\n"
+        "     [3.4028234663852886e+38, -0.0012211372377350926],\n"
+        "     [0.0004331072559580207, 3.4028234663852886e+38],\n"
+        "     [-0.0020720642060041428, 3.4028234663852886e+38],\n"
+        "     [-0.0017405292019248009, 3.4028234663852886e+38]]\n"
+        "z = agg.geometric_median(X, eps=1e-8, max_iter=2**63, tol=0.0)\n"
+        "assert np.isfinite(z).all(), z\n"
+        "print(repr(z.tolist()))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    z = np.array(eval(r.stdout))  # noqa: S307 - our own child's repr of a float list
+    X = np.array([[0.0, 3.4028234663852886e38], [3.4028234663852886e38, 0.0]] + [[0.0, 3.4e38]] * 3)
+    assert z.shape == (2,)
+    # Four of five rows sit at (~0, FLT_MAX): the geometric median is essentially there.
+    assert abs(z[0]) < 1e36 and abs(z[1] - X[0, 1]) < 1e36
+
+
+def test_geometric_median_tol_zero_stops_when_steps_stop_shrinking(rng) -> None:
+    X = rng.standard_normal((9, 40))
+    z1 = agg.geometric_median(X, max_iter=10**6, tol=0.0)
+    z2 = agg.geometric_median(X, max_iter=2**63, tol=0.0)
+    np.testing.assert_array_equal(z1, z2)  # both stop at the same fixed point, far below 10**6
+    np.testing.assert_allclose(z1, agg.geometric_median(X, max_iter=500, tol=1e-12), atol=1e-9)

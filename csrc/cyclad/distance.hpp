@@ -1261,8 +1261,9 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
 /// Start: the medoid m of the finite rows (least sum of distances to the other finite rows,
 /// lowest index on ties) and z_0 = mean of the ceil(h / 2) finite rows nearest to it (h finite
 /// rows), so the start is robust and not a data point. Step: w_i = 1 / max(eps, |z - x_i|),
-/// z <- sum w_i x_i / sum w_i over finite rows, until |z_new - z| <= tol * max(1, |z|) or
-/// max_iter steps. Each step is one pass over x that also accumulates |z_new - x_i|^2 (blocked
+/// z <- sum w_i x_i / sum w_i over finite rows, until |z_new - z| <= tol * max(1, |z|), or 64
+/// steps in a row were no shorter than the shortest so far (the iterates cycle at double
+/// precision, so tol = 0 terminates too), or max_iter steps. Each step is one pass over x that also accumulates |z_new - x_i|^2 (blocked
 /// partials in block order).
 /// \param[in] x (n, D). \param[out] out (D,). \return the number of Weiszfeld steps run.
 /// NaN policy: rows with a non-finite entry get weight 0 (skipped). If every row is non-finite
@@ -1339,6 +1340,13 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
   const double eps_s = std::max(std::ldexp(eps, -e), std::numeric_limits<double>::denorm_min());
   const double one_s = std::ldexp(1.0, -e);
   std::size_t it = 0;
+  // In floating point the iterates can end in a cycle at the last bits instead of a fixed
+  // point; with tol = 0 and a huge max_iter that would never end. Converging steps keep getting
+  // shorter, a cycle's do not: the loop also stops once kStall steps in a row were no shorter
+  // than the shortest step so far (convergence at the precision of double).
+  constexpr std::size_t kStall = 64;
+  double shortest = std::numeric_limits<double>::infinity();
+  std::size_t stalled = 0;
   while (it < max_iter) {
     double dmin = std::numeric_limits<double>::infinity();
     for (std::size_t i : good) {
@@ -1355,6 +1363,12 @@ std::size_t geometric_median(MatrixView<T> x, double eps, std::size_t max_iter, 
     auto [move, norm] = detail::affine_step(x, e, 0.0, beta.data(), bad.data(), true, z.data(),
                                             d2.data(), threads);
     if (move <= tol * std::max(one_s, norm)) break;
+    if (move < shortest) {
+      shortest = move;
+      stalled = 0;
+    } else if (++stalled == kStall) {
+      break;
+    }
   }
   detail::write_vector(z, out, threads);
   return it;

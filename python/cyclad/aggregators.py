@@ -456,9 +456,11 @@ def geometric_median(
     those rows (least sum of distances to the others, as in Krum's distance pass) and then the
     mean of the ``ceil(h / 2)`` of the ``h`` finite rows nearest to it -- a robust start that is
     not a data point. Step: ``w_i = 1 / max(eps, |z - x_i|)``,
-    ``z <- sum_i w_i x_i / sum_i w_i``, until ``|z_new - z| <= tol * max(1, |z|)`` or
-    ``max_iter`` steps. Each step is one pass over ``X`` (the distances to the new ``z`` are
-    accumulated while computing it), in double.
+    ``z <- sum_i w_i x_i / sum_i w_i``, until ``|z_new - z| <= tol * max(1, |z|)``, or 64 steps
+    in a row were no shorter than the shortest one so far (the iterates cycle at double
+    precision, so ``tol=0`` terminates too), or ``max_iter`` steps. Each step is one
+    pass over ``X`` (the distances to the new ``z`` are accumulated while computing it), in
+    double.
 
     Parameters
     ----------
@@ -468,7 +470,8 @@ def geometric_median(
         Smoothing radius, finite and ``> 0``.
     max_iter : int, optional
         Maximum number of Weiszfeld steps, ``>= 1``. Values above ``2**63 - 1`` (the kernel's
-        limit) are clamped to it: any such value means "until ``tol`` is met".
+        limit) are clamped to it: any such value means "until ``tol`` is met or the steps
+        stop getting shorter".
     tol : float, optional
         Relative stopping tolerance, finite and ``>= 0``.
     start : {"medoid", "mean"}, optional
