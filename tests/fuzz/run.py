@@ -101,12 +101,8 @@ def _run(target: str, args: argparse.Namespace) -> tuple[int, float, list[Path]]
         f"-artifact_prefix={work}/",
         f"-seed={args.seed}",
     ]
-    if args.runs is not None:
-        lf.append(f"-runs={args.runs}")
     if args.seconds is not None:
         lf.append(f"-max_total_time={args.seconds}")
-    if args.jobs > 1:
-        lf += [f"-workers={args.jobs}", f"-jobs={args.jobs}"]
     if args.reproduce:
         lf = [a for a in lf if not a.startswith(("-runs", "-max_total_time"))]
         lf.append(str(Path(args.reproduce).resolve()))
@@ -118,14 +114,27 @@ def _run(target: str, args: argparse.Namespace) -> tuple[int, float, list[Path]]
         os.environ,
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.fuzz.run", "--child", target, "--", *lf],
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
+    # --jobs N: N child processes of their own (libFuzzer's -jobs re-executes argv[0], which
+    # is no executable under atheris), each with its share of --runs and its own seed, all
+    # adding to the same scratch corpus. The first failing child's exit status is returned.
+    jobs = 1 if args.reproduce else max(1, args.jobs)
+    procs = []
+    for j in range(jobs):
+        extra = [] if args.reproduce else [f"-seed={args.seed + j if args.seed else 0}"]
+        if args.runs is not None and not args.reproduce:
+            extra.append(f"-runs={args.runs // jobs + (j < args.runs % jobs)}")
+        argv = [a for a in lf if not a.startswith("-seed=")] + extra if extra else lf
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.fuzz.run", "--child", target, "--", *argv],
+                cwd=REPO,
+                env=env,
+            )
+        )
+    codes = [p.wait() for p in procs]
+    code = next((c for c in codes if c != 0), 0)
     after = set(work.glob("crash-*")) | set(work.glob("timeout-*")) | set(work.glob("oom-*"))
-    return proc.returncode, time.monotonic() - t0, sorted(after - before)
+    return code, time.monotonic() - t0, sorted(after - before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="all", choices=[*TARGETS, "all"])
     ap.add_argument("--runs", type=int, default=None, help="executions per target")
     ap.add_argument("--seconds", type=int, default=None, help="time budget per target")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel libFuzzer workers")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="parallel processes (--runs split, seeds seed + j)"
+    )
     ap.add_argument("--seed", type=int, default=1, help="libFuzzer -seed (0: random)")
     ap.add_argument("--rss-limit-mb", type=int, default=2048)
     ap.add_argument("--timeout", type=int, default=60, help="seconds per input")
