@@ -531,13 +531,15 @@ inline constexpr std::size_t kRegisterGroupLog2 = kRegisterGroup<I> == 32 ? 5 : 
 /// is loaded from x into registers and sorted there by a worker on P wires (P = G, or the
 /// smallest power of two >= n when n <= G; wires past the group's rows are padding, see
 /// register_network_block). The kept comparators of the levels >= G (`rest`) then run
-/// lane-wise on the (n x kLanes) key block in L1. Every comparator of the pruned network runs,
-/// in an order that differs from the network's only between comparators on disjoint wires, so
-/// the keys end up exactly as the network leaves them, on every ISA and for every G.
+/// lane-wise on the (n x kLanes) key block in L1; a last group of at most G/4 rows is only
+/// converted to keys, and its comparators run first there. Every comparator of the pruned
+/// network runs, in an order that differs from the network's only between comparators on
+/// disjoint wires, so the keys end up exactly as the network leaves them, on every ISA and for
+/// every G.
 template <typename T>
 struct NetworkPlan {
   std::size_t group = 0;
-  std::vector<RegisterNetworkFn<T>> fns;  // one per group
+  std::vector<RegisterNetworkFn<T>> fns;  // one per group (null: keys only, see below)
   std::vector<std::size_t> keep_at;       // start of each group's flags in `keep`
   std::vector<unsigned char> keep;        // flags over batcher_network(P) of each group
   std::vector<Comparator> rest;           // kept comparators of the levels >= G
@@ -568,9 +570,20 @@ NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
   }
   std::size_t e = 0;  // log2 of the group's wires
   while ((std::size_t{1} << e) < std::min(n, G)) ++e;
+  std::vector<Comparator> head;  // a small last group's comparators, run on the key block
   for (std::size_t g = 0; g < ngroups; ++g) {
     const std::size_t base = g * G, m = std::min(G, n - base);
     plan.keep_at.push_back(plan.keep.size());
+    if (n > G && m <= G / 4) {
+      // A last group of a few rows has a few comparators spread over the whole network on G
+      // wires: testing every flag in registers costs more than converting its rows into the
+      // key block and running those comparators there, first of the block's comparators.
+      for (std::size_t c : members[g]) {
+        if (flags[c] != 0) head.push_back(net[c]);
+      }
+      plan.fns.push_back(nullptr);
+      continue;
+    }
     std::size_t next = 0;
     for (const Comparator& c : batcher_network(std::size_t{1} << e)) {
       if (c.hi >= m) {  // touches padding
@@ -591,6 +604,7 @@ NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
     plan.fns.push_back(register_network_for<I, T>(
         e, all, std::make_index_sequence<kRegisterGroupLog2<I> + 1>{}));
   }
+  plan.rest.insert(plan.rest.begin(), head.begin(), head.end());
   return plan;
 }
 
@@ -898,8 +912,21 @@ CYCLAD_KERNEL void coordinate_rule_block(
     if (plan != nullptr) {
       const std::size_t G = plan->group;
       for (std::size_t g = 0; g < plan->fns.size(); ++g) {
-        plan->fns[g](x + g * G * stride, stride, std::min(G, n - g * G), j0, width,
-                     plan->keep.data() + plan->keep_at[g], s + g * G * B);
+        const std::size_t m = std::min(G, n - g * G);
+        if (plan->fns[g] != nullptr) {
+          plan->fns[g](x + g * G * stride, stride, m, j0, width,
+                       plan->keep.data() + plan->keep_at[g], s + g * G * B);
+          continue;
+        }
+        for (std::size_t i = g * G; i < g * G + m; ++i) {  // keys only (see NetworkPlan)
+          const T* src = x + i * stride + j0;
+          K* dst = s + i * B;
+          if (width == B) {
+            for (std::size_t l = 0; l < B; ++l) dst[l] = to_key(src[l]);
+          } else {
+            for (std::size_t l = 0; l < B; ++l) dst[l] = l < width ? to_key(src[l]) : K{0};
+          }
+        }
       }
       for (const Comparator& c : plan->rest) {
         compare_exchange<K, B>(s + static_cast<std::size_t>(c.lo) * B,
