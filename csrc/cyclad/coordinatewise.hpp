@@ -706,6 +706,90 @@ struct FinishVec {
 };
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+/// The trimmed-mean / meamed finish works on one register of keys (WK lanes) at a time, so the
+/// integer work (key -> value bits, key ranges, meamed's key choice) runs at the ISA's full
+/// width; the values are widened to double in H halves of WD lanes (two for float, one for
+/// double).
+template <Isa I, typename T>
+struct WideFinish {
+  using K = typename OrderKey<T>::type;
+  using SK = std::make_signed_t<K>;
+  static constexpr std::size_t WK = kRegisterBytes<I> / sizeof(K);
+  static constexpr std::size_t H = sizeof(double) / sizeof(T);
+  static constexpr std::size_t WD = WK / H;
+  typedef K KV __attribute__((vector_size(WK * sizeof(K))));
+  typedef SK KM __attribute__((vector_size(WK * sizeof(K))));
+  typedef T VK __attribute__((vector_size(WK * sizeof(T))));
+  typedef T VH __attribute__((vector_size(WD * sizeof(T))));
+  typedef SK MH __attribute__((vector_size(WD * sizeof(K))));
+  typedef double D __attribute__((vector_size(WD * sizeof(double))));
+
+  CYCLAD_FINISH_INLINE static void load(const K* p, KV& v) { std::memcpy(&v, p, sizeof v); }
+  /// from_key, lane-wise: the value bits of the keys.
+  CYCLAD_FINISH_INLINE static void bits(const KV& k, VK& t) {
+    using OK = OrderKey<T>;
+    const KV u = k ^ (((k >> OK::kShift) - K{1}) | OK::kSign);
+    std::memcpy(&t, &u, sizeof t);
+  }
+  template <std::size_t Off, std::size_t... L>
+  CYCLAD_FINISH_INLINE static void half(const VK& t, D& d, std::index_sequence<L...>) {
+    const VH h = __builtin_shufflevector(t, t, (Off + L)...);
+    d = __builtin_convertvector(h, D);
+  }
+  /// The values widened to double: lanes [0, WD) into d0 and, for float, [WD, WK) into d1.
+  CYCLAD_FINISH_INLINE static void widen(const VK& t, D& d0, D& d1) {
+    if constexpr (H == 2) {
+      half<0>(t, d0, std::make_index_sequence<WD>{});
+      half<WD>(t, d1, std::make_index_sequence<WD>{});
+    } else {
+      d0 = __builtin_convertvector(t, D);
+      d1 = D{};
+    }
+  }
+  template <std::size_t... L>
+  CYCLAD_FINISH_INLINE static void join(const VH& a, const VH& b, VK& out,
+                                        std::index_sequence<L...>) {
+    out = __builtin_shufflevector(a, b, L...);
+  }
+  template <std::size_t... L>
+  CYCLAD_FINISH_INLINE static void join_mask(const MH& a, const MH& b, KM& out,
+                                             std::index_sequence<L...>) {
+    out = __builtin_shufflevector(a, b, L...);
+  }
+  /// The two halves rounded to T, at key width.
+  CYCLAD_FINISH_INLINE static void narrow(const D& d0, const D& d1, VK& out) {
+    if constexpr (H == 2) {
+      join(__builtin_convertvector(d0, VH), __builtin_convertvector(d1, VH), out,
+           std::make_index_sequence<WK>{});
+    } else {
+      out = __builtin_convertvector(d0, VK);
+    }
+  }
+  /// A key-width mask from the two halves' double comparisons.
+  template <typename M>
+  CYCLAD_FINISH_INLINE static void key_mask(const M& m0, const M& m1, KM& out) {
+    if constexpr (H == 2) {
+      join_mask(__builtin_convertvector(m0, MH), __builtin_convertvector(m1, MH), out,
+                std::make_index_sequence<WK>{});
+    } else {
+      out = __builtin_convertvector(m0, KM);
+    }
+  }
+  /// midpoint(), lane-wise (see FinishVec::midpoint).
+  CYCLAD_FINISH_INLINE static void midpoint(const D& a, const D& b, D& out) {
+    const D m1 = (a + b) * 0.5;
+    if constexpr (sizeof(T) == sizeof(double)) {
+      const D m2 = a * 0.5 + b * 0.5;
+      const D abs1 = m1 < 0.0 ? -m1 : m1;
+      out = abs1 <= std::numeric_limits<double>::max() ? m1 : m2;
+    } else {
+      out = m1;
+    }
+  }
+};
+#endif
+
 /// Median finish: res[l] = the midpoint of the two middle ranks' values, as T.
 template <Isa I, typename T>
 CYCLAD_KERNEL void finish_median(const typename OrderKey<T>::type* CYCLAD_RESTRICT ra,
@@ -742,32 +826,41 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
                                typename OrderKey<T>::type* CYCLAD_RESTRICT kmax) {
   constexpr std::size_t B = kLanes<T>;
 #if defined(__GNUC__) || defined(__clang__)
-  constexpr std::size_t W = kFinishLanes<I, T>;
-  using F = FinishVec<T, W>;
+  using F = WideFinish<I, T>;
   using D = typename F::D;
   using KV = typename F::KV;
+  using VK = typename F::VK;
   using K = typename F::K;
-  // Two chunks of W lanes at a time, their sums and key ranges held in named registers while
-  // the rows stream past (two independent add chains hide the add latency; four spill on AVX2).
+  constexpr std::size_t W = F::WK;
+  // Two chunks of W lanes at a time, their sums (two double halves each for float) and key
+  // ranges held in named registers while the rows stream past (independent add chains hide the
+  // add latency; four chunks spill on AVX2).
   struct Chunk {
-    D sum;
+    D sum0, sum1;
     KV lo, hi;
-    D med;
+    D med0, med1;
   };
   static_assert(B % (2 * W) == 0, "lanes per block must be whole register chunks");
   for (std::size_t l0 = 0; l0 < B; l0 += 2 * W) {
-    Chunk c0{D{}, ~KV{}, KV{}, D{}}, c1 = c0;
-    auto keep_value = [](Chunk& c, const D& v, const KV& kk) CYCLAD_INLINE_LAMBDA {
-      c.sum += v;
+    Chunk c0{D{}, D{}, ~KV{}, KV{}, D{}, D{}}, c1 = c0;
+    auto keep_value = [](Chunk& c, const D& v0, const D& v1, const KV& kk)
+                          CYCLAD_INLINE_LAMBDA {
+      c.sum0 += v0;
+      if constexpr (F::H == 2) c.sum1 += v1;
       c.lo = kk < c.lo ? kk : c.lo;
       c.hi = kk > c.hi ? kk : c.hi;
     };
+    auto values = [](const KV& kk, D& v0, D& v1) CYCLAD_INLINE_LAMBDA {
+      VK t;
+      F::bits(kk, t);
+      F::widen(t, v0, v1);
+    };
     auto middle = [&](const K* row, Chunk& c) CYCLAD_INLINE_LAMBDA {
       KV kk;
-      D v;
+      D v0, v1;
       F::load(row, kk);
-      F::value(kk, v);
-      keep_value(c, v, kk);
+      values(kk, v0, v1);
+      keep_value(c, v0, v1, kk);
     };
     for (std::size_t r = f; r < n - f; ++r) {
       const K* row = s + r * B + l0;
@@ -779,25 +872,32 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
       // middle; tail rank a pairs with rank a+n-f and exactly one of each pair is kept: the
       // lower unless the upper is strictly closer (a NaN distance never wins).
       auto median_of = [&](std::size_t l, Chunk& c) CYCLAD_INLINE_LAMBDA {
-        D ma, mb;
-        F::value_at(s + mlo * B + l, ma);
-        F::value_at(s + mhi * B + l, mb);
-        F::midpoint(ma, mb, c.med);
+        KV ka, kb;
+        D a0, a1, b0, b1;
+        F::load(s + mlo * B + l, ka);
+        F::load(s + mhi * B + l, kb);
+        values(ka, a0, a1);
+        values(kb, b0, b1);
+        F::midpoint(a0, b0, c.med0);
+        F::midpoint(a1, b1, c.med1);
       };
       median_of(l0, c0);
       median_of(l0 + W, c1);
       auto tail = [&](const K* rl, const K* rh, Chunk& c) CYCLAD_INLINE_LAMBDA {
         KV kl, kh;
-        D vl, vh;
+        D l0v, l1v, h0v, h1v;
         F::load(rl, kl);
         F::load(rh, kh);
-        F::value(kl, vl);
-        F::value(kh, vh);
-        const auto upper = (vh - c.med) < (c.med - vl);
-        const typename F::KM kupper = __builtin_convertvector(upper, typename F::KM);
-        const D v = upper ? vh : vl;
-        const KV kk = kupper ? kh : kl;
-        keep_value(c, v, kk);
+        values(kl, l0v, l1v);
+        values(kh, h0v, h1v);
+        const auto up0 = (h0v - c.med0) < (c.med0 - l0v);
+        const auto up1 = (h1v - c.med1) < (c.med1 - l1v);
+        typename F::KM kup;
+        F::key_mask(up0, up1, kup);
+        const D v0 = up0 ? h0v : l0v;
+        const D v1 = up1 ? h1v : l1v;
+        const KV kk = kup ? kh : kl;
+        keep_value(c, v0, v1, kk);
       };
       for (std::size_t a = 0; a < f; ++a) {
         const K* rl = s + a * B + l0;
@@ -807,16 +907,16 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
       }
     }
     auto finish = [&](std::size_t l, const Chunk& c) CYCLAD_INLINE_LAMBDA {
-      std::memcpy(acc + l, &c.sum, sizeof c.sum);
-      std::memcpy(kmin + l, &c.lo, sizeof c.lo);
-      std::memcpy(kmax + l, &c.hi, sizeof c.hi);
+      if constexpr (sizeof(T) == sizeof(double)) {  // for the cold overflow path
+        std::memcpy(acc + l, &c.sum0, sizeof c.sum0);
+        std::memcpy(kmin + l, &c.lo, sizeof c.lo);
+        std::memcpy(kmax + l, &c.hi, sizeof c.hi);
+      }
       // Clamp to the kept range: rounding of the sum must not leave it (NaN stays NaN).
-      D vlo, vhi;
-      F::value(c.lo, vlo);
-      F::value(c.hi, vhi);
-      typename F::V m = __builtin_convertvector(c.sum * inv_k, typename F::V);
-      const typename F::V vmin = __builtin_convertvector(vlo, typename F::V);
-      const typename F::V vmax = __builtin_convertvector(vhi, typename F::V);
+      VK m, vmin, vmax;
+      F::narrow(c.sum0 * inv_k, c.sum1 * inv_k, m);
+      F::bits(c.lo, vmin);
+      F::bits(c.hi, vmax);
       m = m < vmin ? vmin : m;
       m = m > vmax ? vmax : m;
       std::memcpy(res + l, &m, sizeof m);
