@@ -12,6 +12,13 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CYCLAD_X86_MASKS 1
+#else
+#define CYCLAD_X86_MASKS 0
+#endif
+
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
 #include "cyclad/random.hpp"
@@ -59,6 +66,63 @@ struct Candidates {
   std::vector<typename KeyTraits<T>::K> key;
 };
 
+/// One step of filter_block: bit j of the result is magnitude_key(x[j]) >= L for the 32
+/// elements at x, and kb[j] = magnitude_key(x[j]) (the vector compare's lanes go straight to a
+/// bit mask: movemask, not a horizontal OR of shifted lanes). L >= 1.
+#if CYCLAD_X86_MASKS
+// Compiled for AVX2 and called (inlined) only from the x86-64-v3 and v4 clones.
+__attribute__((target("avx2"))) inline std::uint32_t magnitude_mask_avx2(
+    const float* x, std::int32_t L, std::int32_t* kb) {
+  const __m256i abs = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i below = _mm256_set1_epi32(L - 1);
+  const __m256i nan = _mm256_set1_epi32(KeyTraits<float>::kNan);
+  std::uint32_t mask = 0;
+  for (int q = 0; q < 4; ++q) {
+    const __m256i v = _mm256_and_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * q)), abs);
+    const __m256i hit = _mm256_cmpgt_epi32(v, below);
+    mask |= static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(hit))) << (8 * q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + 8 * q), _mm256_min_epi32(v, nan));
+  }
+  return mask;
+}
+
+__attribute__((target("avx2"))) inline std::uint32_t magnitude_mask_avx2(
+    const double* x, std::int64_t L, std::int64_t* kb) {
+  const __m256i abs = _mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFLL);
+  const __m256i below = _mm256_set1_epi64x(L - 1);
+  const __m256i nan = _mm256_set1_epi64x(KeyTraits<double>::kNan);
+  std::uint32_t mask = 0;
+  for (int q = 0; q < 8; ++q) {
+    const __m256i v = _mm256_and_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 4 * q)), abs);
+    const __m256i hit = _mm256_cmpgt_epi64(v, below);
+    mask |= static_cast<std::uint32_t>(_mm256_movemask_pd(_mm256_castsi256_pd(hit))) << (4 * q);
+    const __m256i key = _mm256_blendv_epi8(v, nan, _mm256_cmpgt_epi64(v, nan));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(kb + 4 * q), key);
+  }
+  return mask;
+}
+
+/// The SSE2 form (every x86-64 CPU), float only: SSE2 has no 64-bit integer compare.
+inline std::uint32_t magnitude_mask_sse2(const float* x, std::int32_t L, std::int32_t* kb) {
+  const __m128i abs = _mm_set1_epi32(0x7FFFFFFF);
+  const __m128i below = _mm_set1_epi32(L - 1);
+  const __m128i nan = _mm_set1_epi32(KeyTraits<float>::kNan);
+  std::uint32_t mask = 0;
+  for (int q = 0; q < 8; ++q) {
+    const __m128i v =
+        _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 4 * q)), abs);
+    const __m128i hit = _mm_cmpgt_epi32(v, below);
+    mask |= static_cast<std::uint32_t>(_mm_movemask_ps(_mm_castsi128_ps(hit))) << (4 * q);
+    const __m128i over = _mm_cmpgt_epi32(v, nan);
+    const __m128i key = _mm_or_si128(_mm_and_si128(over, nan), _mm_andnot_si128(over, v));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(kb + 4 * q), key);
+  }
+  return mask;
+}
+#endif
+
 /// Append to `c` every i in [lo, hi) with magnitude_key(x[i]) >= L, with its key (L <= kNan, so
 /// NaN payloads above kNan need no clamping in the comparison).
 template <Isa I, typename T>
@@ -86,12 +150,21 @@ CYCLAD_KERNEL void filter_block(const T* CYCLAD_RESTRICT x, std::size_t lo, std:
     constexpr std::size_t kFixed = 4;
     std::uint32_t mask = 0;
     K kb[kStep + kFixed];
-    for (std::size_t j = 0; j < kStep; ++j) {
-      typename Tr::U u;
-      std::memcpy(&u, x + i + j, sizeof(T));
-      const auto m = static_cast<K>(u & Tr::kAbs);
-      mask |= static_cast<std::uint32_t>(m >= L) << j;
-      kb[j] = m < Tr::kNan ? m : Tr::kNan;
+#if CYCLAD_X86_MASKS
+    if constexpr (I == Isa::v3 || I == Isa::v4) {
+      mask = magnitude_mask_avx2(x + i, L, kb);
+    } else if constexpr (sizeof(T) == sizeof(float)) {
+      mask = magnitude_mask_sse2(x + i, L, kb);
+    } else
+#endif
+    {
+      for (std::size_t j = 0; j < kStep; ++j) {
+        typename Tr::U u;
+        std::memcpy(&u, x + i + j, sizeof(T));
+        const auto m = static_cast<K>(u & Tr::kAbs);
+        mask |= static_cast<std::uint32_t>(m >= L) << j;
+        kb[j] = m < Tr::kNan ? m : Tr::kNan;
+      }
     }
     for (std::size_t j = kStep; j < kStep + kFixed; ++j) kb[j] = 0;
     const auto cnt = static_cast<std::size_t>(__builtin_popcount(mask));
