@@ -707,15 +707,15 @@ struct FinishVec {
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
-/// The trimmed-mean / meamed finish works on one register of keys (WK lanes) at a time, so the
-/// integer work (key -> value bits, key ranges, meamed's key choice) runs at the ISA's full
-/// width; the values are widened to double in H halves of WD lanes (two for float, one for
-/// double).
+/// The trimmed-mean / meamed finish works on one register of keys (WK lanes; two xmm on the
+/// baseline, whose 8-byte halves would otherwise be too narrow) at a time, so the integer work
+/// (key -> value bits, key ranges, meamed's key choice) runs at the ISA's full width; the
+/// values are widened to double in H halves of WD lanes (two for float, one for double).
 template <Isa I, typename T>
 struct WideFinish {
   using K = typename OrderKey<T>::type;
   using SK = std::make_signed_t<K>;
-  static constexpr std::size_t WK = kRegisterBytes<I> / sizeof(K);
+  static constexpr std::size_t WK = (I == Isa::baseline ? 32 : kRegisterBytes<I>) / sizeof(K);
   static constexpr std::size_t H = sizeof(double) / sizeof(T);
   static constexpr std::size_t WD = WK / H;
   typedef K KV __attribute__((vector_size(WK * sizeof(K))));
