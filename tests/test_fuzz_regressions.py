@@ -285,3 +285,22 @@ def test_geometric_median_tol_zero_stops_when_steps_stop_shrinking(rng) -> None:
     z2 = agg.geometric_median(X, max_iter=2**63, tol=0.0)
     np.testing.assert_array_equal(z1, z2)  # both stop at the same fixed point, far below 10**6
     np.testing.assert_allclose(z1, agg.geometric_median(X, max_iter=500, tol=1e-12), atol=1e-9)
+
+
+def test_krum_may_select_a_close_adversarial_row(dtype) -> None:
+    """Krum's guarantee against finite adversarial rows is a distance, not the honest box: two
+    identical adversarial rows just outside the box score lower than every honest row (each
+    has a neighbour at distance 0), and Krum returns one of them. It is within
+    Delta * sqrt((n - f - 2) / (n - 2f - 1)) of an honest row, as documented; the aggregators
+    fuzz target asserted the plain box (found in its long run, n = 7, f = 2 and n = 31, f = 14)."""
+    H = np.array([[-3.0, 0.0], [3.0, 0.0], [0.0, -3.0], [0.0, 3.0], [-3.0, -3.0]])
+    X = np.vstack([H, [[3.5, 3.5], [3.5, 3.5]]]).astype(dtype)
+    n, f = X.shape[0], 2
+    out = agg.krum(X, f).astype(np.float64)
+    np.testing.assert_array_equal(out, [3.5, 3.5])  # an adversarial row, outside the box
+    delta = max(np.linalg.norm(a - b) for a in H for b in H)
+    bound = delta * np.sqrt((n - f - 2) / (n - 2 * f - 1))
+    assert min(np.linalg.norm(out - h) for h in H) <= bound
+    # Farther than the bound from every honest row, the same pair is never selected.
+    far = np.vstack([H, [[40.0, 40.0], [40.0, 40.0]]]).astype(dtype)
+    assert any(np.array_equal(agg.krum(far, f), h.astype(dtype)) for h in H)

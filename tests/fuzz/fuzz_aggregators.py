@@ -260,6 +260,9 @@ def _robustness(name, pres, rule, prm, x, honest, out):
             with np.errstate(over="ignore"):
                 widen = fr / (n - fr) * (hi - lo)
             lo, hi = lo - widen, hi + widen
+        elif rule in ("krum", "multi_krum"):
+            widen = _krum_widening(x, honest, n_rule, fr)
+            lo, hi = lo - widen, hi + widen
         o = out.astype(np.float64)
         outside = ~((o >= lo - slack * np.abs(lo)) & (o <= hi + slack * np.abs(hi)))
         if outside.any():
@@ -270,3 +273,33 @@ def _robustness(name, pres, rule, prm, x, honest, out):
                 f"{name} (n={n}, D={x.shape[1]}, {x.dtype}, {p} poisoned rows, f={f}) returned "
                 f"{o[j]} at coordinate {j}, outside the honest range [{lo[j]}, {hi[j]}]",
             )
+
+
+def _krum_widening(x, honest, n, f):
+    """How far Krum's / Multi-Krum's result may leave the honest box (aggregators.py): 0 when
+    every adversarial row with finite entries is farther than R = Delta * sqrt((n - f - 2) /
+    (n - 2f - 1)) from every honest row (Delta: the largest distance between honest rows; rows
+    with a non-finite entry are never selected), else R (a selected row is within R of an
+    honest row, so each coordinate is within R of the honest box). Distances are taken on
+    values divided by the largest magnitude, so they cannot overflow."""
+    xf = x.astype(np.float64)
+    adv = xf[~honest]
+    adv = adv[np.isfinite(adv).all(axis=1)]
+    if adv.shape[0] == 0:
+        return 0.0
+    h = xf[honest]
+    scale = max(float(np.abs(h).max(initial=0.0)), float(np.abs(adv).max(initial=0.0)))
+    scale = scale if scale > 0 else 1.0
+    hs, As = h / scale, adv / scale
+
+    def dist(a, b):  # Gram form: n x n doubles, not n x n x D
+        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        return np.sqrt(np.maximum(sq, 0.0))
+
+    delta = float(dist(hs, hs).max(initial=0.0))
+    radius = delta * np.sqrt((n - f - 2) / (n - 2 * f - 1))
+    # "Far" only with a margin for the Gram form's rounding; otherwise the widened box applies.
+    if (dist(As, hs).min(axis=1) > radius * (1 + 1e-6) + 1e-6).all():
+        return 0.0
+    with np.errstate(over="ignore"):
+        return radius * (1 + 1e-6) * scale
