@@ -655,59 +655,16 @@ template <typename T>
   return static_cast<T>(acc / static_cast<long double>(k));
 }
 
-/// Lanes of the finishing vectors: one register of doubles of the ISA (two xmm on the baseline,
-/// so that float lanes fill one).
-template <Isa I, typename T>
-inline constexpr std::size_t kFinishLanes = I == Isa::v4 ? 8 : 4;
-
 #if defined(__GNUC__) || defined(__clang__)
 // The helpers pass GNU vectors by value; they are always inlined into the ISA's worker, so the
 // vector-ABI note GCC gives for a call compiled without AVX does not apply.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #define CYCLAD_FINISH_INLINE inline __attribute__((always_inline))
-/// The GNU vector types of the finish, W lanes each: doubles, T values, keys and signed masks
-/// as wide as the keys.
-template <typename T, std::size_t W>
-struct FinishVec {
-  using K = typename OrderKey<T>::type;
-  using SK = std::make_signed_t<K>;
-  typedef double D __attribute__((vector_size(W * sizeof(double))));
-  typedef T V __attribute__((vector_size(W * sizeof(T))));
-  typedef K KV __attribute__((vector_size(W * sizeof(K))));
-  typedef SK KM __attribute__((vector_size(W * sizeof(K))));
-
-  CYCLAD_FINISH_INLINE static void load(const K* p, KV& v) { std::memcpy(&v, p, sizeof v); }
-  /// from_key, lane-wise, widened to double.
-  CYCLAD_FINISH_INLINE static void value(const KV& k, D& out) {
-    using OK = OrderKey<T>;
-    const KV u = k ^ (((k >> OK::kShift) - K{1}) | OK::kSign);
-    V t;
-    std::memcpy(&t, &u, sizeof t);
-    out = __builtin_convertvector(t, D);
-  }
-  /// value() of the keys at p.
-  CYCLAD_FINISH_INLINE static void value_at(const K* p, D& out) {
-    KV k;
-    load(p, k);
-    value(k, out);
-  }
-  /// midpoint(), lane-wise.
-  CYCLAD_FINISH_INLINE static void midpoint(const D& a, const D& b, D& out) {
-    const D m1 = (a + b) * 0.5;
-    if constexpr (sizeof(T) == sizeof(double)) {
-      const D m2 = a * 0.5 + b * 0.5;
-      const D abs1 = m1 < 0.0 ? -m1 : m1;
-      out = abs1 <= std::numeric_limits<double>::max() ? m1 : m2;
-    } else {
-      out = m1;
-    }
-  }
-};
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
-/// The trimmed-mean / meamed finish works on one register of keys (WK lanes; two xmm on the
+/// The finishes work on one register of keys (WK lanes; two xmm on the
 /// baseline, whose 8-byte halves would otherwise be too narrow) at a time, so the integer work
 /// (key -> value bits, key ranges, meamed's key choice) runs at the ISA's full width; the
 /// values are widened to double in H halves of WD lanes (two for float, one for double).
@@ -737,7 +694,13 @@ struct WideFinish {
     const VH h = __builtin_shufflevector(t, t, (Off + L)...);
     d = __builtin_convertvector(h, D);
   }
-  /// The values widened to double: lanes [0, WD) into d0 and, for float, [WD, WK) into d1.
+  /// The values of the keys widened to double: lanes [0, WD) into d0 and, for float, [WD, WK)
+  /// into d1.
+  CYCLAD_FINISH_INLINE static void values(const KV& k, D& d0, D& d1) {
+    VK t;
+    bits(k, t);
+    widen(t, d0, d1);
+  }
   CYCLAD_FINISH_INLINE static void widen(const VK& t, D& d0, D& d1) {
     if constexpr (H == 2) {
       half<0>(t, d0, std::make_index_sequence<WD>{});
@@ -776,7 +739,7 @@ struct WideFinish {
       out = __builtin_convertvector(m0, KM);
     }
   }
-  /// midpoint(), lane-wise (see FinishVec::midpoint).
+  /// midpoint(), lane-wise.
   CYCLAD_FINISH_INLINE static void midpoint(const D& a, const D& b, D& out) {
     const D m1 = (a + b) * 0.5;
     if constexpr (sizeof(T) == sizeof(double)) {
@@ -797,14 +760,18 @@ CYCLAD_KERNEL void finish_median(const typename OrderKey<T>::type* CYCLAD_RESTRI
                                  T* CYCLAD_RESTRICT res) {
   constexpr std::size_t B = kLanes<T>;
 #if defined(__GNUC__) || defined(__clang__)
-  constexpr std::size_t W = kFinishLanes<I, T>;
-  using F = FinishVec<T, W>;
-  for (std::size_t l = 0; l < B; l += W) {
-    typename F::D a, b, mid;
-    F::value_at(ra + l, a);
-    F::value_at(rb + l, b);
-    F::midpoint(a, b, mid);
-    const typename F::V m = __builtin_convertvector(mid, typename F::V);
+  using F = WideFinish<I, T>;
+  for (std::size_t l = 0; l < B; l += F::WK) {
+    typename F::KV ka, kb;
+    typename F::D a0, a1, b0, b1, m0, m1{};
+    F::load(ra + l, ka);
+    F::load(rb + l, kb);
+    F::values(ka, a0, a1);
+    F::values(kb, b0, b1);
+    F::midpoint(a0, b0, m0);
+    if constexpr (F::H == 2) F::midpoint(a1, b1, m1);
+    typename F::VK m;
+    F::narrow(m0, m1, m);
     std::memcpy(res + l, &m, sizeof m);
   }
 #else
@@ -850,16 +817,11 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
       c.lo = kk < c.lo ? kk : c.lo;
       c.hi = kk > c.hi ? kk : c.hi;
     };
-    auto values = [](const KV& kk, D& v0, D& v1) CYCLAD_INLINE_LAMBDA {
-      VK t;
-      F::bits(kk, t);
-      F::widen(t, v0, v1);
-    };
     auto middle = [&](const K* row, Chunk& c) CYCLAD_INLINE_LAMBDA {
       KV kk;
       D v0, v1;
       F::load(row, kk);
-      values(kk, v0, v1);
+      F::values(kk, v0, v1);
       keep_value(c, v0, v1, kk);
     };
     for (std::size_t r = f; r < n - f; ++r) {
@@ -876,8 +838,8 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
         D a0, a1, b0, b1;
         F::load(s + mlo * B + l, ka);
         F::load(s + mhi * B + l, kb);
-        values(ka, a0, a1);
-        values(kb, b0, b1);
+        F::values(ka, a0, a1);
+        F::values(kb, b0, b1);
         F::midpoint(a0, b0, c.med0);
         F::midpoint(a1, b1, c.med1);
       };
@@ -888,8 +850,8 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
         D l0v, l1v, h0v, h1v;
         F::load(rl, kl);
         F::load(rh, kh);
-        values(kl, l0v, l1v);
-        values(kh, h0v, h1v);
+        F::values(kl, l0v, l1v);
+        F::values(kh, h0v, h1v);
         const auto up0 = (h0v - c.med0) < (c.med0 - l0v);
         const auto up1 = (h1v - c.med1) < (c.med1 - l1v);
         typename F::KM kup;
@@ -969,6 +931,20 @@ CYCLAD_KERNEL void finish_mean(const typename OrderKey<T>::type* CYCLAD_RESTRICT
 #pragma GCC diagnostic pop
 #endif
 
+/// The keys of `width` <= kLanes values of one row into a key-block row; padding lanes get zero
+/// keys (lanes never interact).
+template <typename T>
+CYCLAD_KERNEL void key_row(const T* CYCLAD_RESTRICT src, std::size_t width,
+                           typename OrderKey<T>::type* CYCLAD_RESTRICT dst) {
+  using K = typename OrderKey<T>::type;
+  constexpr std::size_t B = kLanes<T>;
+  if (width == B) {
+    for (std::size_t l = 0; l < B; ++l) dst[l] = to_key(src[l]);
+  } else {
+    for (std::size_t l = 0; l < B; ++l) dst[l] = l < width ? to_key(src[l]) : K{0};
+  }
+}
+
 /// Hot worker: coordinates [lo, hi) of the rule. Chunks of `chunk` coordinates are converted
 /// to keys first (long contiguous runs per row stream well from memory), laid out as blocks of
 /// (n x kLanes); each block is then ordered and finished while it sits in L1.
@@ -993,14 +969,7 @@ CYCLAD_KERNEL void coordinate_rule_block(
     for (std::size_t i = 0; plan == nullptr && i < n; ++i) {
       const T* src = x + i * stride + c0;
       for (std::size_t b = 0; b < nb; ++b) {
-        K* dst = scratch + (b * n + i) * B;
-        const T* sb = src + b * B;
-        const std::size_t width = std::min(B, cw - b * B);
-        if (width == B) {
-          for (std::size_t l = 0; l < B; ++l) dst[l] = to_key(sb[l]);
-        } else {
-          for (std::size_t l = 0; l < B; ++l) dst[l] = l < width ? to_key(sb[l]) : K{0};
-        }
+        key_row(src + b * B, std::min(B, cw - b * B), scratch + (b * n + i) * B);
       }
     }
     for (std::size_t b = 0; b < nb; ++b) {
@@ -1019,13 +988,7 @@ CYCLAD_KERNEL void coordinate_rule_block(
           continue;
         }
         for (std::size_t i = g * G; i < g * G + m; ++i) {  // keys only (see NetworkPlan)
-          const T* src = x + i * stride + j0;
-          K* dst = s + i * B;
-          if (width == B) {
-            for (std::size_t l = 0; l < B; ++l) dst[l] = to_key(src[l]);
-          } else {
-            for (std::size_t l = 0; l < B; ++l) dst[l] = l < width ? to_key(src[l]) : K{0};
-          }
+          key_row(x + i * stride + j0, width, s + i * B);
         }
       }
       for (const Comparator& c : plan->rest) {

@@ -1263,8 +1263,8 @@ void arc(MatrixView<T> x, std::size_t f, T* out, int threads) {
 /// rows), so the start is robust and not a data point. Step: w_i = 1 / max(eps, |z - x_i|),
 /// z <- sum w_i x_i / sum w_i over finite rows, until |z_new - z| <= tol * max(1, |z|), or 64
 /// steps in a row were no shorter than the shortest so far (the iterates cycle at double
-/// precision, so tol = 0 terminates too), or max_iter steps. Each step is one pass over x that also accumulates |z_new - x_i|^2 (blocked
-/// partials in block order).
+/// precision, so tol = 0 terminates too), or max_iter steps. Each step is one pass over x that
+/// also accumulates |z_new - x_i|^2 (blocked partials in block order).
 /// \param[in] x (n, D). \param[out] out (D,). \return the number of Weiszfeld steps run.
 /// NaN policy: rows with a non-finite entry get weight 0 (skipped). If every row is non-finite
 /// the result is all NaN. Finite rows far enough apart for a squared distance to overflow

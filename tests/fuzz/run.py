@@ -99,14 +99,12 @@ def _run(target: str, args: argparse.Namespace) -> tuple[int, float, list[Path]]
         "-print_final_stats=1",
         "-keep_seed=1",
         f"-artifact_prefix={work}/",
-        f"-seed={args.seed}",
     ]
-    if args.seconds is not None:
-        lf.append(f"-max_total_time={args.seconds}")
     if args.reproduce:
-        lf = [a for a in lf if not a.startswith(("-runs", "-max_total_time"))]
         lf.append(str(Path(args.reproduce).resolve()))
     else:
+        if args.seconds is not None:
+            lf.append(f"-max_total_time={args.seconds}")
         lf += [str(scratch), str(HERE / "corpus" / target)]
     before = set(work.glob("crash-*")) | set(work.glob("timeout-*")) | set(work.glob("oom-*"))
     t0 = time.monotonic()
@@ -120,10 +118,9 @@ def _run(target: str, args: argparse.Namespace) -> tuple[int, float, list[Path]]
     jobs = 1 if args.reproduce else max(1, args.jobs)
     procs = []
     for j in range(jobs):
-        extra = [] if args.reproduce else [f"-seed={args.seed + j if args.seed else 0}"]
+        argv = [*lf, f"-seed={args.seed + j if args.seed else 0}"]
         if args.runs is not None and not args.reproduce:
-            extra.append(f"-runs={args.runs // jobs + (j < args.runs % jobs)}")
-        argv = [a for a in lf if not a.startswith("-seed=")] + extra if extra else lf
+            argv.append(f"-runs={args.runs // jobs + (j < args.runs % jobs)}")
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "tests.fuzz.run", "--child", target, "--", *argv],

@@ -130,6 +130,11 @@ def _cases(
         ("arc", f"arc(X, {f})", (f,), {}),
         ("bucketing", f"bucketing(X, {s}, 0)", (s, 0), {}),
     ]
+    calls: list[tuple[str, str, Callable[[Any], Any]]] = []
+    for name, desc, args, kw in table:
+        rule = getattr(agg, name, None)
+        if rule is not None:
+            calls.append((name, desc, _bind(rule, X, args, kw)))
     # NNM, clip and ARC return a fresh (n, D) array, whose first-touch page faults can cost more
     # than the kernel; a caller that runs them every round passes one buffer as out=.
     buf = np.empty_like(X)
@@ -138,12 +143,9 @@ def _cases(
         ("clip", "clip(X, tau, out=buf)", (tau,)),
         ("arc", f"arc(X, {f}, out=buf)", (f,)),
     ):
-        table.append((f"{name}_out", desc, args, {"out": buf, "_rule": name}))
-    calls: list[tuple[str, str, Callable[[Any], Any]]] = []
-    for name, desc, args, kw in table:
-        rule = getattr(agg, kw.pop("_rule", name), None)
+        rule = getattr(agg, name, None)
         if rule is not None:
-            calls.append((name, desc, _bind(rule, X, args, kw)))
+            calls.append((f"{name}_out", desc, _bind(rule, X, args, {"out": buf})))
     return calls
 
 
@@ -305,31 +307,32 @@ def bench_size(
             pending.append(Record(AREA, name, dict(params), threads, tm, X.nbytes, extra=extra))
             settings.say(f"  n={n} D={d} t={threads} {name}: {tm.median * 1e3:.2f} ms")
         # One Weiszfeld iteration and one centered-clipping iteration, as the marginal cost of
-        # four more iterations (tol=0 keeps them all), so the start's distance pass is not
-        # counted as an iteration.
+        # four more iterations over the one-iteration cases timed above (tol=0 keeps them all),
+        # so the start's distance pass is not counted as an iteration.
+        one = {r.name: r.timing for r in pending}
         marginal = []
-        gm = getattr(agg, "geometric_median", None)
-        if gm is not None:
+        if "geometric_median" in one:
             marginal.append(
                 (
                     "weiszfeld_iteration",
                     "(t[max_iter=5] - t[max_iter=1]) / 4, tol=0",
-                    functools.partial(gm, X, max_iter=1, tol=0.0, threads=threads),
-                    functools.partial(gm, X, max_iter=5, tol=0.0, threads=threads),
+                    one["geometric_median"],
+                    functools.partial(
+                        agg.geometric_median, X, max_iter=5, tol=0.0, threads=threads
+                    ),
                 )
             )
-        cc = getattr(agg, "centered_clipping", None)
-        if cc is not None:
+        if "centered_clipping" in one:
             marginal.append(
                 (
                     "centered_clipping_iteration",
                     "(t[iters=5] - t[iters=1]) / 4",
-                    functools.partial(cc, X, tau, iters=1, threads=threads),
-                    functools.partial(cc, X, tau, iters=5, threads=threads),
+                    one["centered_clipping"],
+                    functools.partial(agg.centered_clipping, X, tau, iters=5, threads=threads),
                 )
             )
-        for name, desc, one, five in marginal:
-            iteration = _marginal(measure(one, budget), measure(five, budget))
+        for name, desc, t1, five in marginal:
+            iteration = _marginal(t1, measure(five, budget))
             if iteration is None:
                 notes.append(
                     f"{name} at n={n}, D={d}, {threads} thread(s) not resolved: "
