@@ -151,6 +151,49 @@ def test_sweep_validates_every_point_first(tmp_path, capsys) -> None:
     assert not (tmp_path / "s" / "runs").exists()
 
 
+def test_plot_of_a_variants_sweep_uses_the_labels_and_x_d(tmp_path, capsys, monkeypatch):
+    from cyclad import experiment
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'rounds = 3\nn_devices = 6\nn_byzantine = 1\nd = [1, 6]\nattack = "sign_flip"\n'
+        '[[variants]]\nlabel = "plain LAD"\n'
+        '[[variants]]\nlabel = "top-k EF"\ncompressor = "topk:0.2"\nerror_feedback = true\n'
+    )
+    out = tmp_path / "s"
+    assert cli.main(["sweep", str(grid), "--out", str(out), "--jobs", "1"]) == 0
+    rows = [r.split(",") for r in (out / "summary.csv").read_text().splitlines()[1:]]
+    expected = {(v, float(d)): float(acc) for v, d, _, acc, *_ in rows}
+    assert {v for v, _ in expected} == {"plain LAD", "top-k EF"}
+
+    figures = []
+    for name in ("summary_figure", "history_figure"):
+        real = getattr(experiment, name)
+
+        def record(*a, _real=real, **k):
+            figures.append(_real(*a, **k))
+            return figures[-1]
+
+        monkeypatch.setattr(experiment, name, record)
+    png = tmp_path / "acc_vs_d.png"
+    assert cli.main(["plot", str(out), "--x", "d", "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = figures[0].axes
+    assert ax.get_xlabel() == "d"
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert sorted(lines) == ["plain LAD", "top-k EF"]
+    for label, ln in lines.items():
+        assert list(ln.get_xdata()) == [1.0, 6.0]
+        for d, acc in zip(ln.get_xdata(), ln.get_ydata(), strict=True):
+            assert acc == pytest.approx(expected[label, d], abs=5e-5)
+
+    assert cli.main(["plot", str(out), "--out", str(tmp_path / "h.png")]) == 0
+    titles = [a.get_title() for a in figures[1].axes if a.get_lines()]
+    assert sum(t.startswith("variant=plain LAD:") for t in titles) == 2
+    assert sum(t.startswith("variant=top-k EF:") for t in titles) == 2
+    capsys.readouterr()
+
+
 def test_plot_errors(tmp_path, capsys, monkeypatch) -> None:
     assert cli.main(["plot", str(tmp_path / "missing"), "--out", str(tmp_path / "p.png")]) == 1
     assert "no such file" in capsys.readouterr().err
@@ -289,6 +332,50 @@ def test_misspelled_aggregator_parameter_is_a_config_error(tmp_path, capsys) -> 
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "field", "needle"),
+    [
+        (["--compressor", "topk:zz=3"], "compressor", "valid parameters: ['k', 'ratio', "),
+        (["--compressor", "randk:0.1,shard"], "compressor", "['k', 'ratio', 'shared', "),
+        (["--compressor", "qsgd:4,lvls=2"], "compressor", "valid parameters: ['levels', "),
+        (["--attack", "alie", "--attack_params.zz", "1"], "attack", "parameters ['z']"),
+        (
+            ["--dataset", "synthetic", "--dataset_params.zz", "1"],
+            "dataset_params",
+            "valid parameters: ['n_samples', 'n_features', 'n_classes', 'separation']",
+        ),
+        (["--dataset_params.n_samples", "50"], "dataset_params", "valid parameters: []"),
+        (
+            ["--dataset", "synthetic", "--dataset_params.n_samples", "-5"],
+            "dataset_params",
+            "n_samples must be an integer >= 2, got -5",
+        ),
+    ],
+)
+def test_unknown_parameters_are_config_errors_everywhere(tmp_path, capsys, flags, field, needle):
+    code = cli.main(["run", *QUICK, *flags, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_CONFIG, err
+    assert f"config field '{field}'" in err
+    assert needle in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x" / "history.json").exists()
+
+
+def test_dataset_params_reach_the_synthetic_loader(tmp_path, capsys) -> None:
+    flags = ["--dataset", "synthetic", "--dataset_params.n_samples", "124"]
+    out = tmp_path / "x"
+    assert cli.main(["run", *QUICK, *flags, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    cfg = train.Config.from_toml(out / "config.toml")
+    assert cfg.dataset_params == {"n_samples": 124}
+    hist = train.History.from_json(out / "history.json")
+    # 31 test samples (test_fraction 0.25 of 124): every accuracy is a multiple of 1/31, which
+    # no accuracy strictly between 0 and 1 on the default 500 test samples is
+    assert all(abs(a * 31 - round(a * 31)) < 1e-9 for a in hist.accuracy)
+    assert any(0 < a < 1 for a in hist.accuracy)
+
+
 def test_a_parameter_no_component_takes_is_refused_by_a_sweep(tmp_path, capsys) -> None:
     grid = tmp_path / "g.toml"
     grid.write_text(
@@ -324,7 +411,8 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_sweep_ctrl_c_stops_reaps_writes_and_exits_130(tmp_path) -> None:
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_sweep_ctrl_c_stops_reaps_writes_and_exits_130(tmp_path, presses) -> None:
     grid = tmp_path / "g.toml"
     # 12 runs, 2 at a time: the first finishes quickly, the others are long
     grid.write_text(
@@ -344,9 +432,12 @@ def test_sweep_ctrl_c_stops_reaps_writes_and_exits_130(tmp_path) -> None:
     line = ""
     while "[2/12]" not in line and time.monotonic() < deadline:
         line = proc.stdout.readline()
-    assert "[2/12]" in line
+    if "[2/12]" not in line:
+        proc.kill()
+        pytest.fail(f"the sweep did not get going: {proc.communicate()[1]}")
     time.sleep(0.5)  # long runs are under way
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole group gets SIGINT
+    for _ in range(presses):  # what Ctrl-C does: the whole group gets SIGINT
+        os.killpg(proc.pid, signal.SIGINT)
     # A sweep that waited for its running or queued jobs would outlive the timeout (a long run
     # takes minutes); no wall-clock bound beyond that, which a busy machine could break.
     rest, err = proc.communicate(timeout=30)
@@ -394,3 +485,8 @@ def test_help_texts_list_options_choices_and_fields(capsys) -> None:
     blas = next(r for r in rows if r.split()[0] == "blas_threads")
     assert blas.split()[1:5] == ["int", "or", "None", "1"]
     assert all(len(r.split()) >= 4 for r in rows)  # every field has a meaning
+    meaning = {r.split()[0]: r for r in rows}
+    assert meaning["threads"].endswith("None = all cores")
+    assert meaning["f"].endswith("None uses n_byzantine")
+    assert '"topk:0.01"' in meaning["compressor"]
+    assert meaning["attack"].endswith('"ipm:0.5", ...')

@@ -214,7 +214,10 @@ def _attribute_docs(doc: str) -> dict[str, tuple[str, str]]:
         text = " ".join(body).replace("``", "").replace(":class:", "").replace(":func:", "")
         text = text.replace("`", "")
         text = text.replace("e.g. ", "e.g.\0").replace(".. ", "..\0")
-        first = text.split(". ")[0].split("; ")[0].rstrip(".").replace("\0", " ")
+        # the first sentence, whole: its clauses after a ";" often say what None means
+        first = text.split(". ")[0].replace("\0", " ")
+        if first.endswith(".") and not first.endswith("..."):
+            first = first[:-1]
         for n in names:
             out[n] = (typ, first)
     return out

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "DATASETS",
+    "DATASET_PARAMS",
     "PARTITIONS",
     "Dataset",
     "load",
@@ -33,6 +34,11 @@ __all__ = [
 
 DATASETS = ("digits", "wine", "breast_cancer", "synthetic", "mnist", "fashion_mnist")
 PARTITIONS = ("iid", "dirichlet", "extreme", "gamma")
+#: The extra :func:`load` parameters each bundled dataset takes (``Config.dataset_params``).
+DATASET_PARAMS: dict[str, tuple[str, ...]] = {
+    name: ("n_samples", "n_features", "n_classes", "separation") if name == "synthetic" else ()
+    for name in DATASETS
+}
 
 
 def _check_X(X: Any, name: str) -> NDArray[np.float64]:

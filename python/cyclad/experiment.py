@@ -5,7 +5,8 @@
 - :func:`run_sweep` runs every point (in parallel processes), writes each run's history and one
   table of final accuracy and loss (mean ± std over seeds) as CSV and markdown;
 - :func:`plot_histories` draws accuracy and loss against the round and against the cumulative
-  uplink bytes, one line per history;
+  uplink bytes, one line per history; :func:`plot_summary` the final accuracy against one
+  numeric field (``cyclad plot --x d``);
 - :func:`demo_runs` runs the ``cyclad demo`` grid (LAD on digits, several ``d`` and attacks).
 
 ``cyclad sweep``, ``cyclad plot``, ``cyclad demo`` and ``experiments/run_all.py`` call these.
@@ -13,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing as mp
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ __all__ = [
     "plot_summary",
     "run_coordinates",
     "run_sweep",
+    "summary_figure",
     "sweep_layout",
     "write_run",
 ]
@@ -159,6 +163,24 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: How often a parallel sweep checks for Ctrl-C while it waits for its runs (seconds).
+_POLL_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def _on_sigint(handler: Any) -> Iterator[None]:
+    """Handle SIGINT with ``handler`` inside the block (only in the main thread, the one
+    that receives signals; elsewhere the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _mean_std(xs: Sequence[float]) -> str:
     a = np.asarray(xs, dtype=float)
     if a.size == 1:
@@ -240,24 +262,37 @@ def run_sweep(
                 except train.Interrupted:  # the run in progress is not finished: not reported
                     raise KeyboardInterrupt from None
         else:
-            pool = mp.get_context("spawn").Pool(min(jobs, len(work)), initializer=_ignore_sigint)
-            try:
-                for res in pool.imap_unordered(_sweep_worker, work):
-                    done(res)
-                pool.close()
-            finally:
-                # on Ctrl-C (or an error): drop the queued runs, stop the running ones, reap
-                # every worker; a second Ctrl-C must not cut this short
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # Ctrl-C only sets a flag that the loop polls: a KeyboardInterrupt raised inside
+            # the pool's locks and conditions (a second Ctrl-C while the first is handled)
+            # would leave them broken and end in a traceback instead of the tables
+            stop = threading.Event()
+            with _on_sigint(lambda signum, frame: stop.set()):
+                pool = mp.get_context("spawn").Pool(
+                    min(jobs, len(work)), initializer=_ignore_sigint
+                )
                 try:
+                    results_of = pool.imap_unordered(_sweep_worker, work)
+                    while not stop.is_set():
+                        try:
+                            res = results_of.next(timeout=_POLL_SECONDS)
+                        except mp.TimeoutError:
+                            continue
+                        except StopIteration:
+                            break
+                        done(res)
+                    pool.close()
+                finally:
+                    # on Ctrl-C (or an error): drop the queued runs, stop the running ones,
+                    # reap every worker
                     pool.terminate()
                     pool.join()
-                finally:
-                    signal.signal(signal.SIGINT, previous)
+            if stop.is_set():
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
     results = [r for r in results if "config_error" not in r]
-    summary = _write_tables(out, keys, combos, results)
+    with _on_sigint(signal.SIG_IGN):  # a second Ctrl-C must not leave half-written tables
+        summary = _write_tables(out, keys, combos, results)
     if interrupted:
         raise SweepInterrupted(summary, len(results), len(work))
     return summary
@@ -635,9 +670,10 @@ def history_figure(paths: Sequence[str | Path], title: str | None = None) -> Any
     return _lines_figure(plt, hists, line_names(hists, files), title)
 
 
-def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | None = None) -> Path:
-    """Final test accuracy against the config field ``x`` (e.g. ``"d"``), one line per
-    combination of the other fields (seeds pooled: mean, with the range as a band).
+def summary_figure(paths: Sequence[str | Path], x: str, title: str | None = None) -> Any:
+    """The figure of :func:`plot_summary`: final test accuracy against the config field ``x``,
+    one line per combination of the other fields, named as in :func:`line_names` (a sweep
+    variant by its label), seeds pooled (mean, with the range as a band).
 
     Raises
     ------
@@ -677,6 +713,25 @@ def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | No
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | None = None) -> Path:
+    """Final test accuracy against the config field ``x`` (e.g. ``"d"``), one line per
+    combination of the other fields (seeds pooled: mean, with the range as a band); see
+    :func:`summary_figure`. Writes a PNG to ``out`` and returns ``out``.
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib (the ``plot`` extra).
+    ValueError
+        If no history has the field ``x``.
+    TypeError
+        If ``x`` is not numeric.
+    """
+    plt = _pyplot()
+    fig = summary_figure(paths, x, title)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -14,6 +14,7 @@ mini-batches, the compression seeds and the attack's noise, all counter-based.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -391,6 +392,16 @@ class Config:
         for name in ("aggregator_params", "attack_params", "dataset_params"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(name, f"must be a table / dict, got {getattr(self, name)!r}")
+        if isinstance(self.dataset, str):
+            valid = data.DATASET_PARAMS[self.dataset]
+            unknown = sorted(set(self.dataset_params) - set(valid))
+            if unknown:
+                name = "dataset_params"
+                raise ConfigError(
+                    name,
+                    f"parameter(s) {unknown} are not taken by dataset {self.dataset!r}; "
+                    f"valid parameters: {list(valid)}",
+                )
         if self.error_feedback not in (False, True, "ef14", "ef21", "none"):
             name = "error_feedback"
             raise ConfigError(
@@ -589,15 +600,26 @@ def build_compressor(spec: str, n_params: int | None = None) -> Any:
             msg = f"k={k} exceeds the number of model parameters D={n_params}"
             raise ValueError(msg)
         cls = compression.TopK if name == "topk" else compression.RandK
-        return cls(**kwargs)
+        return cls(**_compressor_params(name, cls, kwargs))
     if name == "qsgd":
         if args:
             kwargs["levels"] = args[0]
-        return compression.QSGD(**kwargs)
+        return compression.QSGD(**_compressor_params(name, compression.QSGD, kwargs))
     if args:
         msg = f"compressor {name!r} takes no positional argument, got {args}"
         raise ValueError(msg)
-    return compression.Sign(**kwargs) if name == "sign" else compression.Identity(**kwargs)
+    other = compression.Sign if name == "sign" else compression.Identity
+    return other(**_compressor_params(name, other, kwargs))
+
+
+def _compressor_params(name: str, cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs``, after checking that the compressor class ``cls`` takes each of them."""
+    valid = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        msg = f"compressor {name!r} takes no parameter(s) {unknown}; valid parameters: {valid}"
+        raise ValueError(msg)
+    return kwargs
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,8 +753,12 @@ def _resolve_dataset(cfg: Config) -> data.Dataset:
             path=cfg.data_path,
             **params,
         )
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, TypeError) as exc:
         if cfg.dataset not in ("mnist", "fashion_mnist"):
+            if params and isinstance(exc, ValueError | TypeError):
+                # e.g. n_samples = -5 for "synthetic": a value of dataset_params
+                name = "dataset_params"
+                raise ConfigError(name, str(exc)) from None
             raise
         # a missing, unreadable or truncated IDX file is a configuration error of data_path
         text = str(exc).removeprefix("path: ")
