@@ -626,6 +626,13 @@ PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
       throw py::import_error(std::string("CYCLAD_ISA: ") + e.what());
     }
   }
+  m.def("stream_threshold", [](std::optional<std::size_t> bytes) {
+        if (!bytes) return k::stream_threshold_bytes();
+        return k::set_stream_threshold_bytes(*bytes);
+      }, py::arg("bytes") = py::none(),
+        "Outputs of at least this many bytes are written with streaming (non-temporal) stores: "
+        "returns the threshold, or sets it to `bytes` (0: every output) and returns the "
+        "previous one. The bits written are the same either way.");
   m.def("hardware_threads", [] { return k::resolve_threads(0); },
         "Number of threads used when threads=None.");
   bind_aggregators(m);

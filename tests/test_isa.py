@@ -68,6 +68,9 @@ def assert_same(results: dict[str, Any]) -> None:
     for isa, r in results.items():
         for a, b in zip(_as_arrays(r), _as_arrays(results[best]), strict=True):
             np.testing.assert_array_equal(a, b, err_msg=f"{isa} vs {best}")
+            if a.dtype.kind == "f":  # the same bits: -0 and +0, and NaN payloads, too
+                u = np.dtype(f"u{a.dtype.itemsize}")
+                np.testing.assert_array_equal(a.view(u), b.view(u), err_msg=f"{isa} vs {best}")
 
 
 def test_the_active_isa_is_reported_and_settable() -> None:
@@ -164,6 +167,39 @@ def test_coordinatewise_agree_across_isas_at_every_group_size(rule: str, dtype: 
             else:
                 call = partial(getattr(aggregators, rule), X, f)
             assert_same(on_every_isa(call))
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean", "meamed"])
+def test_coordinatewise_value_path_agrees_across_isas(rule: str, dtype: type) -> None:
+    # The baseline sorts a register group on values (minps / maxps) when none of its loaded
+    # lanes is NaN or -0, and on keys otherwise: columns of ties, zeros and infinities take the
+    # value path; columns with one -0 or one NaN next to them take the key path. Both give the
+    # bits of the other ISAs, -0 and +0 told apart.
+    rng = np.random.default_rng(12)
+    for n in (3, 5, 16, 17, 20, 33):
+        X = rng.integers(-3, 4, size=(n, 263)).astype(dtype)  # many ties, many +0
+        X[:, 40:48] = np.inf
+        X[: n // 2, 48:56] = -np.inf
+        X[n // 3, 100] = -0.0
+        X[n // 2, 180] = np.nan
+        X[:, 200:204] = -0.0
+        X[0, 204:208] = 0.0
+        for f in {0, 1, (n - 1) // 4}:
+            if rule == "median":
+                call = partial(aggregators.median, X)
+            else:
+                call = partial(getattr(aggregators, rule), X, f)
+            results = on_every_isa(call)
+            assert_same(results)
+        if rule == "median" and n % 2 == 1:  # an odd median is a data value: compare exactly
+            clean = np.ones(X.shape[1], bool)
+            clean[[100, 180]] = False
+            clean[200:208] = False
+            got = results["baseline"][clean]
+            np.testing.assert_array_equal(got, np.median(X[:, clean], axis=0).astype(dtype))
+        if rule == "median":
+            zeros = results["baseline"][200:208]
+            assert np.all(np.signbit(zeros[:4])), "all -0 columns keep -0"
 
 
 COMPRESSORS = {

@@ -10,12 +10,9 @@
 #include <string>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
+#include "cyclad/stream.hpp"
 
 namespace cyclad::kernels {
 
@@ -76,50 +73,7 @@ CYCLAD_KERNEL void encode_row_block(const T* const* rows, const T* w, std::size_
   }
 }
 
-// Copy a finished block to the output. Large outputs are written with non-temporal stores: they
-// bypass the cache and skip the read-for-ownership of the destination lines, so writing z costs
-// n*D*sizeof(T) bytes of traffic instead of twice that. Copies are bit-exact either way.
-inline void stream_copy(float* dst, const float* src, std::size_t len, bool stream) {
-#if defined(__SSE2__)
-  if (stream) {
-    std::size_t c = 0;
-    for (; c < len && (reinterpret_cast<std::uintptr_t>(dst + c) & 15) != 0; ++c) dst[c] = src[c];
-    for (; c + 4 <= len; c += 4) _mm_stream_ps(dst + c, _mm_loadu_ps(src + c));
-    for (; c < len; ++c) dst[c] = src[c];
-    return;
-  }
-#else
-  (void)stream;
-#endif
-  std::copy(src, src + len, dst);
-}
-
-inline void stream_copy(double* dst, const double* src, std::size_t len, bool stream) {
-#if defined(__SSE2__)
-  if (stream) {
-    std::size_t c = 0;
-    for (; c < len && (reinterpret_cast<std::uintptr_t>(dst + c) & 15) != 0; ++c) dst[c] = src[c];
-    for (; c + 2 <= len; c += 2) _mm_stream_pd(dst + c, _mm_loadu_pd(src + c));
-    for (; c < len; ++c) dst[c] = src[c];
-    return;
-  }
-#else
-  (void)stream;
-#endif
-  std::copy(src, src + len, dst);
-}
-
-inline void store_fence() {
-#if defined(__SSE2__)
-  _mm_sfence();
-#endif
-}
-
 }  // namespace detail
-
-/// Outputs at least this large (bytes) are written with non-temporal stores (they would not
-/// stay in cache for the caller anyway).
-inline constexpr std::size_t kEncodeStreamBytes = std::size_t{1} << 24;
 
 /// \brief Cyclic gradient encoding: z_i = sum_{j=0}^{d-1} w_ij * G[a_ij] for i = 0..n-1.
 /// \tparam T float or double (G, weights and z share it; accumulation is in T).
@@ -158,7 +112,8 @@ void encode(MatrixView<T> G, const std::int64_t* assignment, std::size_t n, std:
   const std::size_t ld = G.row_stride;
   const std::size_t bcols = detail::encode_block_cols(G.n, sizeof(T));
   const std::size_t nblocks = (D + bcols - 1) / bcols;
-  const bool stream = n * D * sizeof(T) >= kEncodeStreamBytes;
+  // z larger than the cache is written with streaming stores (stream.hpp).
+  const bool stream = stream_output(n * D * sizeof(T));
   // Each block reads d rows of G per output row: count those bytes.
   const std::size_t grain = grain_for(n * d * std::min(D, bcols) * sizeof(T));
   parallel_for(nblocks, threads, grain, [&](std::size_t b0, std::size_t b1) {

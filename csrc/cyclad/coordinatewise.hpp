@@ -16,6 +16,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
 
@@ -52,7 +56,23 @@ CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
     const T* CYCLAD_RESTRICT r1 = r0 + stride;
     const T* CYCLAD_RESTRICT r2 = r1 + stride;
     const T* CYCLAD_RESTRICT r3 = r2 + stride;
-    for (std::size_t j = 0; j < len; ++j) {
+    // Four row streams, each restarting the hardware prefetcher at every page: prefetch each
+    // a few lines ahead, one prefetch per 64-byte line.
+    constexpr std::size_t kLine = 64 / sizeof(T), kAhead = 2048 / sizeof(T);
+    std::size_t j0 = 0;
+    for (; j0 + kLine <= len; j0 += kLine) {
+      __asm__ volatile("");
+      __builtin_prefetch(r0 + j0 + kAhead);
+      __builtin_prefetch(r1 + j0 + kAhead);
+      __builtin_prefetch(r2 + j0 + kAhead);
+      __builtin_prefetch(r3 + j0 + kAhead);
+      for (std::size_t j = j0; j < j0 + kLine; ++j) {
+        acc[j] = (((acc[j] + static_cast<double>(r0[j])) + static_cast<double>(r1[j])) +
+                  static_cast<double>(r2[j])) +
+                 static_cast<double>(r3[j]);
+      }
+    }
+    for (std::size_t j = j0; j < len; ++j) {
       acc[j] = (((acc[j] + static_cast<double>(r0[j])) + static_cast<double>(r1[j])) +
                 static_cast<double>(r2[j])) +
                static_cast<double>(r3[j]);
@@ -384,6 +404,64 @@ CYCLAD_INLINE_VEC void compare_exchange_vec(V& a, V& b) {
   a = t;
 }
 
+#if defined(__SSE2__)
+// The baseline's value path. SSE2 has no lane-wise minimum or maximum of 32- or 64-bit
+// integers, so a comparator of keys costs a compare, a sign flip and three logic operations per
+// output, but it has one for floats and doubles (minps / maxps, minpd / maxpd). On values with
+// no NaN and no -0 the float order is the key order and equal values have equal bits, so a
+// network of value comparators leaves exactly the bits the key network leaves: the register
+// groups of the baseline run on values when their loaded vectors pass that check, and convert
+// to keys after the network.
+
+/// Value compare-exchange on a 16-byte vector V holding T values: a <- min, b <- max.
+template <typename T, typename V>
+CYCLAD_INLINE_VEC void compare_exchange_val(V& a, V& b) {
+  if constexpr (std::is_same_v<T, float>) {
+    const __m128 p = reinterpret_cast<__m128>(a), q = reinterpret_cast<__m128>(b);
+    a = reinterpret_cast<V>(_mm_min_ps(p, q));
+    b = reinterpret_cast<V>(_mm_max_ps(p, q));
+  } else {
+    const __m128d p = reinterpret_cast<__m128d>(a), q = reinterpret_cast<__m128d>(b);
+    a = reinterpret_cast<V>(_mm_min_pd(p, q));
+    b = reinterpret_cast<V>(_mm_max_pd(p, q));
+  }
+}
+
+/// Lane mask of the values of v that the value path cannot order: NaN or -0.
+template <typename T, typename V>
+CYCLAD_INLINE_VEC int unorderable_lanes(const V& v) {
+  if constexpr (std::is_same_v<T, float>) {
+    const __m128 p = reinterpret_cast<__m128>(v);
+    const int zero_neg = _mm_movemask_ps(_mm_cmpeq_ps(p, _mm_setzero_ps())) & _mm_movemask_ps(p);
+    return zero_neg | _mm_movemask_ps(_mm_cmpunord_ps(p, p));
+  } else {
+    const __m128d p = reinterpret_cast<__m128d>(v);
+    const int zero_neg = _mm_movemask_pd(_mm_cmpeq_pd(p, _mm_setzero_pd())) & _mm_movemask_pd(p);
+    return zero_neg | _mm_movemask_pd(_mm_cmpunord_pd(p, p));
+  }
+}
+
+/// Raw values of rows 0 .. m-1 into v, the rest +Inf (padding); returns the OR of their
+/// unorderable_lanes.
+template <typename T, typename V, std::size_t... R>
+CYCLAD_INLINE_VEC int load_vals_vec(V* v, const T* x, std::size_t stride, std::size_t m,
+                                    std::index_sequence<R...>) {
+  using K = typename OrderKey<T>::type;
+  int bad = 0;
+  ((R < m ? void((std::memcpy(&v[R], x + R * stride, sizeof(V)),
+                  bad |= unorderable_lanes<T>(v[R])))
+          : void(v[R] = V{} + static_cast<K>(OrderKey<T>::kInf))),
+   ...);
+  return bad;
+}
+
+/// Keys of the raw values in v (rows 0 .. m-1; padding rows become a key as large as any).
+template <typename T, typename V, std::size_t... R>
+CYCLAD_INLINE_VEC void keys_of_vals_vec(V* v, std::size_t m, std::index_sequence<R...>) {
+  ((R < m ? to_key_vec<T>(v[R]) : void(v[R] = ~V{})), ...);
+}
+#endif
+
 /// Keys of rows 0 .. m-1 into v; the rest of v is padding (the largest key).
 template <typename T, typename V, std::size_t... R>
 CYCLAD_INLINE_VEC void load_keys_vec(V* v, const T* x, std::size_t stride, std::size_t m,
@@ -420,6 +498,22 @@ CYCLAD_INLINE_VEC void run_static_network(V* v, const unsigned char* keep,
     ((keep[I] != 0 ? compare_exchange_vec(v[net.lo[I]], v[net.hi[I]]) : void()), ...);
   }
 }
+
+#if defined(__SSE2__)
+/// run_static_network on raw T values (the baseline's value path).
+template <typename T, typename V, std::size_t N, bool All, std::size_t... I>
+CYCLAD_INLINE_VEC void run_static_network_vals(V* v, const unsigned char* keep,
+                                               std::index_sequence<I...>) {
+  constexpr const StaticNetwork<N>& net = kStaticNetwork<N>;
+  (void)v;
+  (void)keep;
+  if constexpr (All) {
+    (compare_exchange_val<T>(v[net.lo[I]], v[net.hi[I]]), ...);
+  } else {
+    ((keep[I] != 0 ? compare_exchange_val<T>(v[net.lo[I]], v[net.hi[I]]) : void()), ...);
+  }
+}
+#endif
 #undef CYCLAD_INLINE_VEC
 #endif
 
@@ -458,6 +552,23 @@ CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_
   }
   for (std::size_t sub = 0; sub < B; sub += kPer) {
     V v[P];
+#if defined(__SSE2__)
+    if constexpr (I == Isa::baseline) {
+      // Values when every loaded lane is orderable as a value, keys otherwise (same bits).
+      const bool vals =
+          load_vals_vec<T>(v, x + j0 + sub, stride, m, std::make_index_sequence<P>{}) == 0;
+      if (vals) {
+        run_static_network_vals<T, V, P, All>(v, keep,
+                                              std::make_index_sequence<batcher_size<P>()>{});
+      }
+      keys_of_vals_vec<T>(v, m, std::make_index_sequence<P>{});
+      if (!vals) {
+        run_static_network<V, P, All>(v, keep, std::make_index_sequence<batcher_size<P>()>{});
+      }
+      store_keys_vec<K, V, B>(v, s + sub, m, std::make_index_sequence<P>{});
+      continue;
+    }
+#endif
     load_keys_vec<T>(v, x + j0 + sub, stride, m, std::make_index_sequence<P>{});
     run_static_network<V, P, All>(v, keep, std::make_index_sequence<batcher_size<P>()>{});
     store_keys_vec<K, V, B>(v, s + sub, m, std::make_index_sequence<P>{});

@@ -19,6 +19,7 @@
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
+#include "cyclad/stream.hpp"
 
 namespace cyclad::kernels {
 
@@ -134,6 +135,9 @@ struct Simd<Isa::v4> {
 #define CYCLAD_NSTORE_F32(I, p, v)                                  \
   (*reinterpret_cast<typename Simd<I>::FU*>(p) =                    \
        __builtin_convertvector((v), typename Simd<I>::F))
+// Load W floats as W doubles (exact).
+#define CYCLAD_NLOAD_F32(I, p) \
+  (__builtin_convertvector(*reinterpret_cast<const typename Simd<I>::FU*>(p), typename Simd<I>::V))
 #else
 template <Isa I>
 struct Simd {
@@ -144,6 +148,12 @@ struct Simd {
 #define CYCLAD_NSTORE(I, p, v) CYCLAD_VSTORE((p), (v))
 #define CYCLAD_NLOAD_REG(I, p) CYCLAD_VLOAD(p)
 #define CYCLAD_NSTORE_F32(I, p, v) CYCLAD_VSTORE_F32((p), (v))
+inline dvec vload_f32(const float* p) {
+  dvec r;
+  for (std::size_t l = 0; l < kDistLanes; ++l) r.v[l] = static_cast<double>(p[l]);
+  return r;
+}
+#define CYCLAD_NLOAD_F32(I, p) (::cyclad::kernels::detail::vload_f32(p))
 #endif
 
 /// Fold eight lanes in a fixed order.
@@ -722,7 +732,8 @@ template <Isa I, typename T>
 CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
                                          std::size_t lo, std::size_t hi, std::size_t chunk,
                                          const SetProgram& prog, T* CYCLAD_RESTRICT out,
-                                         std::size_t out_stride, double* CYCLAD_RESTRICT buf) {
+                                         std::size_t out_stride, bool stream,
+                                         double* CYCLAD_RESTRICT buf) {
   const std::size_t n = prog.n, ni = prog.left.size();
   double* sb = buf + (n + ni) * chunk;
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
@@ -771,13 +782,18 @@ CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t strid
         }
         for (std::size_t o = o0; o < o1; ++o) {
           T* dst = out + prog.out_rows[o] * out_stride + c0 + k;
+          T* to = dst;
+          alignas(64) T tile[Q * W];
+          const bool nt = stream && stream_aligned(dst);
+          if (nt) to = tile;
           for (std::size_t q = 0; q < Q; ++q) {
             if constexpr (std::is_same_v<T, float>) {
-              CYCLAD_NSTORE_F32(I, dst + q * W, a[q]);
+              CYCLAD_NSTORE_F32(I, to + q * W, a[q]);
             } else {
-              CYCLAD_NSTORE(I, dst + q * W, a[q]);
+              CYCLAD_NSTORE(I, to + q * W, a[q]);
             }
           }
+          if (nt) stream_bytes(dst, tile, sizeof tile);
         }
       }
       if (!direct) {
@@ -803,15 +819,17 @@ void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& set
   const SetProgram prog = plan_sets(x.n, sets);
   const std::size_t nodes = x.n + prog.left.size() + 1;
   const std::size_t chunk = chunk_for(nodes, 16384);
+  const bool stream = stream_output(sets.size() * x.d * sizeof(T));
   parallel_for(num_blocks(x.d), threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
     std::vector<double> buf(nodes * chunk);
     for (std::size_t b = b0; b < b1; ++b) {
       const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
       dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
         set_means_block<decltype(isa)::value>(x.data, x.row_stride, lo, hi, chunk, prog, out,
-                                              x.d, buf.data());
+                                              x.d, stream, buf.data());
       });
     }
+    if (stream) store_fence();
   });
 }
 
@@ -960,20 +978,55 @@ void write_vector(const std::vector<double>& z, T* out, int threads) {
   });
 }
 
-/// Row i scaled by s[i] (s[i] == 1 copies the row bit for bit).
+/// dst[k] = T(double(src[k]) * s) for k in [0, len): the product rounded to double, then to T,
+/// on the ISA's vectors; whole cache lines of dst are written with streaming stores when
+/// `stream`.
+template <Isa I, typename T>
+CYCLAD_KERNEL void scale_row(T* CYCLAD_RESTRICT dst, const T* CYCLAD_RESTRICT src, double s,
+                             std::size_t len, bool stream) {
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W, kTile = 64 / sizeof(T);
+  std::size_t c = 0;
+  if (stream) {
+    for (; c < len && !stream_aligned(dst + c); ++c) {
+      dst[c] = static_cast<T>(static_cast<double>(src[c]) * s);
+    }
+  }
+  alignas(64) T tile[kTile];
+  for (; c + kTile <= len; c += kTile) {
+    T* to = stream ? tile : dst + c;
+    for (std::size_t q = 0; q < kTile; q += W) {
+      if constexpr (std::is_same_v<T, float>) {
+        const V v = CYCLAD_NLOAD_F32(I, src + c + q);
+        CYCLAD_NSTORE_F32(I, to + q, v * s);
+      } else {
+        const V v = CYCLAD_NLOAD(I, src + c + q);
+        CYCLAD_NSTORE(I, to + q, v * s);
+      }
+    }
+    if (stream) stream_bytes(dst + c, tile, sizeof tile);
+  }
+  for (; c < len; ++c) dst[c] = static_cast<T>(static_cast<double>(src[c]) * s);
+}
+
+/// Row i scaled by s[i] (s[i] == 1 copies the row bit for bit); an output larger than the cache
+/// is written with streaming stores (stream.hpp).
 template <typename T>
 void scale_rows(MatrixView<T> x, const double* s, T* out, int threads) {
+  const bool stream = stream_output(x.n * x.d * sizeof(T));
   parallel_for(x.d, threads, grain_for(2 * x.n * sizeof(T)), [&](std::size_t lo, std::size_t hi) {
     for (std::size_t i = 0; i < x.n; ++i) {
       const T* r = x.row(i);
       T* o = out + i * x.d;
       if (s[i] == 1.0) {
-        std::copy(r + lo, r + hi, o + lo);
+        stream_copy(o + lo, r + lo, hi - lo, stream);
       } else {
-        const double si = s[i];
-        for (std::size_t k = lo; k < hi; ++k) o[k] = static_cast<T>(static_cast<double>(r[k]) * si);
+        dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+          scale_row<decltype(isa)::value>(o + lo, r + lo, s[i], hi - lo, stream);
+        });
       }
     }
+    if (stream) store_fence();
   });
 }
 
