@@ -392,9 +392,17 @@ template <typename T, typename V>
 CYCLAD_INLINE_VEC void to_key_vec(V& u) {
   using OK = OrderKey<T>;
   using K = typename OK::type;
-  const V a = u & static_cast<K>(~OK::kSign);
-  u = a > static_cast<K>(OK::kInf) ? static_cast<K>(OK::kQNaN) + (u & K{0}) : u;
-  u ^= (K{0} - (u >> OK::kShift)) | OK::kSign;
+  using SK = std::make_signed_t<K>;
+  typedef SK SV __attribute__((vector_size(sizeof(V))));
+  // |u| fits in the signed range, so the NaN test is a signed compare (x86 has no unsigned one
+  // before AVX-512), and for 32-bit keys the negative mask is an arithmetic shift.
+  const SV a = reinterpret_cast<SV>(u & static_cast<K>(~OK::kSign));
+  u = a > static_cast<SK>(OK::kInf) ? static_cast<K>(OK::kQNaN) + (u & K{0}) : u;
+  if constexpr (sizeof(K) == 4) {
+    u ^= reinterpret_cast<V>(reinterpret_cast<SV>(u) >> OK::kShift) | OK::kSign;
+  } else {
+    u ^= (K{0} - (u >> OK::kShift)) | OK::kSign;
+  }
 }
 
 template <typename V>
