@@ -468,6 +468,57 @@ template <typename T, typename V, std::size_t... R>
 CYCLAD_INLINE_VEC void keys_of_vals_vec(V* v, std::size_t m, std::index_sequence<R...>) {
   ((R < m ? to_key_vec<T>(v[R]) : void(v[R] = ~V{})), ...);
 }
+
+/// The raw values of `width` <= kLanes values of one row into a block row (padding lanes +0);
+/// true when every value is orderable as a value (no NaN, no -0).
+template <typename T>
+CYCLAD_INLINE_VEC bool val_row(const T* CYCLAD_RESTRICT src, std::size_t width,
+                               typename OrderKey<T>::type* CYCLAD_RESTRICT dst) {
+  using K = typename OrderKey<T>::type;
+  using V = typename KeyVec<K, 16>::type;
+  constexpr std::size_t B = kLanes<T>, kPer = 16 / sizeof(K);
+  if (width < B) std::memset(dst, 0, B * sizeof(K));
+  std::memcpy(dst, src, width * sizeof(T));
+  int bad = 0;
+  for (std::size_t l = 0; l < B; l += kPer) {
+    V v;
+    std::memcpy(&v, dst + l, sizeof v);
+    bad |= unorderable_lanes<T>(v);
+  }
+  return bad == 0;
+}
+
+/// compare_exchange on a block row of raw values (every lane orderable).
+template <typename T>
+CYCLAD_INLINE_VEC void compare_exchange_vals(typename OrderKey<T>::type* CYCLAD_RESTRICT a,
+                                             typename OrderKey<T>::type* CYCLAD_RESTRICT b) {
+  using K = typename OrderKey<T>::type;
+  using V = typename KeyVec<K, 16>::type;
+  constexpr std::size_t B = kLanes<T>, kPer = 16 / sizeof(K);
+  for (std::size_t l = 0; l < B; l += kPer) {
+    V p, q;
+    std::memcpy(&p, a + l, sizeof p);
+    std::memcpy(&q, b + l, sizeof q);
+    compare_exchange_val<T>(p, q);
+    std::memcpy(a + l, &p, sizeof p);
+    std::memcpy(b + l, &q, sizeof q);
+  }
+}
+
+/// Key the 16-byte registers of a block row whose bit is set in `mask` (they hold values).
+template <typename T>
+CYCLAD_INLINE_VEC void key_subs(typename OrderKey<T>::type* row, std::uint32_t mask) {
+  using K = typename OrderKey<T>::type;
+  using V = typename KeyVec<K, 16>::type;
+  constexpr std::size_t B = kLanes<T>, kPer = 16 / sizeof(K);
+  for (std::size_t l = 0; l < B; l += kPer) {
+    if (((mask >> (l / kPer)) & 1u) == 0) continue;
+    V v;
+    std::memcpy(&v, row + l, sizeof v);
+    to_key_vec<T>(v);
+    std::memcpy(row + l, &v, sizeof v);
+  }
+}
 #endif
 
 /// Keys of rows 0 .. m-1 into v; the rest of v is padding (the largest key).
@@ -533,11 +584,12 @@ CYCLAD_INLINE_VEC void run_static_network_vals(V* v, const unsigned char* keep,
 /// rows as an (m x kLanes) key block `s` (padding lanes hold arbitrary keys). Works one
 /// register of the ISA at a time. `All`: every comparator is flagged (and m == P).
 template <Isa I, typename T, std::size_t P, bool All>
-CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+CYCLAD_KERNEL std::uint32_t register_network_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
                                                 std::size_t m, std::size_t j0,
                                                 std::size_t width,
                                                 const unsigned char* CYCLAD_RESTRICT keep,
-                                                typename OrderKey<T>::type* CYCLAD_RESTRICT s) {
+                                                typename OrderKey<T>::type* CYCLAD_RESTRICT s,
+                                                bool keep_vals) {
   using K = typename OrderKey<T>::type;
   constexpr std::size_t B = kLanes<T>;
   T pad[P * B];
@@ -558,19 +610,24 @@ CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_
     __asm__ volatile("");
     prefetch_rows<T>(x + j0 + line / sizeof(T), stride, m, std::make_index_sequence<P>{});
   }
+  std::uint32_t vals = 0;
+  static_assert(B / kPer <= 32, "one mask bit per register of a row");
   for (std::size_t sub = 0; sub < B; sub += kPer) {
     V v[P];
 #if defined(__SSE2__)
     if constexpr (I == Isa::baseline) {
-      // Values when every loaded lane is orderable as a value, keys otherwise (same bits).
-      const bool vals =
-          load_vals_vec<T>(v, x + j0 + sub, stride, m, std::make_index_sequence<P>{}) == 0;
-      if (vals) {
+      // Values when every loaded lane is orderable as a value (stored as values, bit
+      // sub / kPer of the returned mask), keys otherwise: the same bits once keyed.
+      if (load_vals_vec<T>(v, x + j0 + sub, stride, m, std::make_index_sequence<P>{}) == 0) {
         run_static_network_vals<T, V, P, All>(v, keep,
                                               std::make_index_sequence<batcher_size<P>()>{});
-      }
-      keys_of_vals_vec<T>(v, m, std::make_index_sequence<P>{});
-      if (!vals) {
+        if (keep_vals) {
+          vals |= std::uint32_t{1} << (sub / kPer);
+        } else {
+          keys_of_vals_vec<T>(v, m, std::make_index_sequence<P>{});
+        }
+      } else {
+        keys_of_vals_vec<T>(v, m, std::make_index_sequence<P>{});
         run_static_network<V, P, All>(v, keep, std::make_index_sequence<batcher_size<P>()>{});
       }
       store_keys_vec<K, V, B>(v, s + sub, m, std::make_index_sequence<P>{});
@@ -581,6 +638,7 @@ CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_
     run_static_network<V, P, All>(v, keep, std::make_index_sequence<batcher_size<P>()>{});
     store_keys_vec<K, V, B>(v, s + sub, m, std::make_index_sequence<P>{});
   }
+  return vals;
 #else
   const StaticNetwork<P>& net = kStaticNetwork<P>;
   K k[P * B];
@@ -593,12 +651,15 @@ CYCLAD_KERNEL void register_network_block(const T* CYCLAD_RESTRICT x, std::size_
     if (All || keep[c]) compare_exchange<K, B>(k + net.lo[c] * B, k + net.hi[c] * B);
   }
   std::memcpy(s, k, m * B * sizeof(K));
+  (void)keep_vals;
+  return 0;
 #endif
 }
 
 template <typename T>
-using RegisterNetworkFn = void (*)(const T*, std::size_t, std::size_t, std::size_t, std::size_t,
-                                   const unsigned char*, typename OrderKey<T>::type*);
+using RegisterNetworkFn = std::uint32_t (*)(const T*, std::size_t, std::size_t, std::size_t,
+                                            std::size_t, const unsigned char*,
+                                            typename OrderKey<T>::type*, bool);
 
 // The register networks are called through a table (one entry per power of two), so each ISA
 // needs out-of-line entry points compiled for it.
@@ -609,10 +670,11 @@ struct RegisterNetworkEntry;
   template <>                                                                                \
   struct RegisterNetworkEntry<ISA> {                                                         \
     template <typename T, std::size_t P, bool All>                                           \
-    ATTR static void run(const T* x, std::size_t stride, std::size_t m, std::size_t j0,      \
-                         std::size_t width, const unsigned char* keep,                       \
-                         typename OrderKey<T>::type* s) {                                    \
-      register_network_block<ISA, T, P, All>(x, stride, m, j0, width, keep, s);              \
+    ATTR static std::uint32_t run(const T* x, std::size_t stride, std::size_t m,             \
+                                  std::size_t j0, std::size_t width, const unsigned char* keep, \
+                                  typename OrderKey<T>::type* s, bool keep_vals) {           \
+      return register_network_block<ISA, T, P, All>(x, stride, m, j0, width, keep, s,        \
+                                                    keep_vals);                              \
     }                                                                                        \
   };
 CYCLAD_REGNET_ENTRY(Isa::v4, __attribute__((target("arch=x86-64-v4"))))
@@ -623,9 +685,11 @@ CYCLAD_REGNET_ENTRY(Isa::baseline, )
 template <>
 struct RegisterNetworkEntry<kCompiledIsa> {
   template <typename T, std::size_t P, bool All>
-  static void run(const T* x, std::size_t stride, std::size_t m, std::size_t j0,
-                  std::size_t width, const unsigned char* keep, typename OrderKey<T>::type* s) {
-    register_network_block<kCompiledIsa, T, P, All>(x, stride, m, j0, width, keep, s);
+  static std::uint32_t run(const T* x, std::size_t stride, std::size_t m, std::size_t j0,
+                           std::size_t width, const unsigned char* keep,
+                           typename OrderKey<T>::type* s, bool keep_vals) {
+    return register_network_block<kCompiledIsa, T, P, All>(x, stride, m, j0, width, keep, s,
+                                                           keep_vals);
   }
 };
 #endif
@@ -662,6 +726,7 @@ struct NetworkPlan {
   std::vector<std::size_t> keep_at;       // start of each group's flags in `keep`
   std::vector<unsigned char> keep;        // flags over batcher_network(P) of each group
   std::vector<Comparator> rest;           // kept comparators of the levels >= G
+  bool value_levels = false;              // n > G: the baseline may run `rest` on values
 };
 
 template <Isa I, typename T>
@@ -724,6 +789,7 @@ NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
         e, all, std::make_index_sequence<kRegisterGroupLog2<I> + 1>{}));
   }
   plan.rest.insert(plan.rest.begin(), head.begin(), head.end());
+  plan.value_levels = n > G;
   return plan;
 }
 
@@ -1079,6 +1145,9 @@ CYCLAD_KERNEL void coordinate_rule_block(
   const std::size_t k = (R == CoordRule::kMeamed) ? n - f : n - 2 * f;  // values averaged
   const double inv_k = 1.0 / static_cast<double>(k);
   std::vector<std::size_t> kept_rows;  // used only on the cold overflow path
+  // Per register group: its 16-byte registers stored as values (the baseline's value path).
+  std::vector<std::uint32_t> vals(plan != nullptr ? plan->fns.size() : 0);
+  constexpr std::uint32_t kAllSubs = (std::uint32_t{1} << (B * sizeof(K) / 16)) - 1;
 
   for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
     const std::size_t cw = std::min(chunk, hi - c0);
@@ -1099,20 +1168,55 @@ CYCLAD_KERNEL void coordinate_rule_block(
     // its higher merge levels on the key block; or per column.
     if (plan != nullptr) {
       const std::size_t G = plan->group;
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+      // The baseline keeps the block in values through the higher merge levels too when
+      // every loaded lane is orderable as a value (see compare_exchange_val), and keys it
+      // after them; otherwise the value parts are keyed first and the levels run on keys.
+      constexpr bool kValueBlock = I == Isa::baseline;
+#else
+      constexpr bool kValueBlock = false;
+#endif
+      const bool keep_vals = kValueBlock && plan->value_levels;
+      bool all_vals = keep_vals;
       for (std::size_t g = 0; g < plan->fns.size(); ++g) {
         const std::size_t m = std::min(G, n - g * G);
         if (plan->fns[g] != nullptr) {
-          plan->fns[g](x + g * G * stride, stride, m, j0, width,
-                       plan->keep.data() + plan->keep_at[g], s + g * G * B);
+          vals[g] = plan->fns[g](x + g * G * stride, stride, m, j0, width,
+                                 plan->keep.data() + plan->keep_at[g], s + g * G * B,
+                                 keep_vals);
+          all_vals = all_vals && vals[g] == kAllSubs;
           continue;
         }
         for (std::size_t i = g * G; i < g * G + m; ++i) {  // keys only (see NetworkPlan)
+          if constexpr (kValueBlock) {
+            if (keep_vals) {
+              all_vals = val_row(x + i * stride + j0, width, s + i * B) && all_vals;
+              continue;
+            }
+          }
           key_row(x + i * stride + j0, width, s + i * B);
         }
       }
-      for (const Comparator& c : plan->rest) {
-        compare_exchange<K, B>(s + static_cast<std::size_t>(c.lo) * B,
-                               s + static_cast<std::size_t>(c.hi) * B);
+      if constexpr (kValueBlock) {
+        if (all_vals) {
+          for (const Comparator& c : plan->rest) {
+            compare_exchange_vals<T>(s + static_cast<std::size_t>(c.lo) * B,
+                                     s + static_cast<std::size_t>(c.hi) * B);
+          }
+          for (std::size_t i = 0; i < n; ++i) key_subs<T>(s + i * B, kAllSubs);
+        } else if (keep_vals) {
+          for (std::size_t g = 0; g < plan->fns.size(); ++g) {
+            const std::size_t m = std::min(G, n - g * G);
+            const std::uint32_t mask = plan->fns[g] != nullptr ? vals[g] : kAllSubs;
+            for (std::size_t i = g * G; i < g * G + m; ++i) key_subs<T>(s + i * B, mask);
+          }
+        }
+      }
+      if (!kValueBlock || !all_vals) {
+        for (const Comparator& c : plan->rest) {
+          compare_exchange<K, B>(s + static_cast<std::size_t>(c.lo) * B,
+                                 s + static_cast<std::size_t>(c.hi) * B);
+        }
       }
     } else {
       order_columns<T, R>(s, n, f, width, col);
