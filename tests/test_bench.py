@@ -42,7 +42,8 @@ def test_help_lists_every_area_and_option(capsys) -> None:
     for area in (*AREAS, "all"):
         (line,) = [ln for ln in lines if ln.startswith(f"  {area} ")]
         assert len(line.split()) > 3, line  # a one-line description
-    for option in ("--quick", "--out", "--baselines", "--no-plots", "--n", "--D", "--hostile"):
+    options = ("--quick", "--out", "--baselines", "--no-plots", "--n", "--D", "--hostile", "--cold")
+    for option in options:
         assert f"  {option}" in text, option
     assert "--tiny" not in text  # test-only
 
@@ -179,6 +180,36 @@ def test_module_entry_point_in_a_subprocess(tmp_path) -> None:
 
 
 # --- the harness -----------------------------------------------------------------------------
+
+
+def test_cold_runs_the_eviction_before_every_timed_call(monkeypatch) -> None:
+    events: list[str] = []
+    budget = _harness.Budget(
+        repeat=4, min_total=0.0, max_calls=4, before=lambda: events.append("e")
+    )
+    timing = _harness.measure(lambda: events.append("call"), budget, memory=False)
+    assert events == ["e", "call"] * 5  # the warm-up and four timed calls
+    assert timing.runs == 4
+    # the eviction itself writes every cache line of its buffer
+    monkeypatch.setattr(_harness, "_EVICT", [])
+    monkeypatch.setattr(_harness, "_evict_bytes", lambda: 1 << 16)
+    _harness.evict_caches()
+    _harness.evict_caches()
+    (buf,) = _harness._EVICT
+    assert buf.size == 1 << 16
+    assert np.all(buf[::64] == 2)
+    assert buf.sum() == 2 * (1 << 10)
+
+
+def test_cold_report_says_so(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(_harness, "_EVICT", [])
+    monkeypatch.setattr(_harness, "_evict_bytes", lambda: 1 << 20)
+    args = ["bench", "aggregators", *TINY, "--n", "4", "--D", "300", "--cold", "--no-plots"]
+    assert cli.main([*args, "--out", str(tmp_path)]) == 0
+    (md,) = tmp_path.glob("aggregators-tiny-cold-*.md")
+    assert "cold caches: before every timed call" in md.read_text()
+    assert len(_harness._EVICT) == 1
+    assert _harness._EVICT[0].size == 1 << 20
 
 
 def test_timing_median_and_spread() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from cyclad.bench._harness import (
+    COLD_METHOD,
     PEERS,
     Settings,
     machine_info,
@@ -99,6 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="aggregators only: just the hostile-row cases (f = n/4 rows of NaN or +-1e300, "
         "float64) against the same rules on the clean matrix, at --n/--D (default 20, 1e6)",
     )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="evict the caches before every timed call (a write over twice the last-level "
+        "cache, untimed), kernels and read pass alike, so inputs come from memory even when "
+        "they would fit in the cache",
+    )
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -131,7 +139,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     if out.exists() and not out.is_dir():
         p.error(f"--out {out} exists and is not a directory")
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    settings = Settings(mode, _baselines(args.baselines, p), _log)
+    settings = Settings(mode, _baselines(args.baselines, p), _log, cold=args.cold)
     areas = AREAS if args.area == "all" else (args.area,)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
@@ -148,7 +156,9 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         else:
             report = mod.run(settings)
         report.seconds = time.perf_counter() - ta
-        stem = f"{area}-{mode}-{stamp}"
+        if args.cold:
+            report.notes.insert(0, COLD_METHOD)
+        stem = f"{area}-{mode}{'-cold' if args.cold else ''}-{stamp}"
         if not args.no_plots:
             out.mkdir(parents=True, exist_ok=True)
             report.files, skipped = plot_report(report, out, stem)

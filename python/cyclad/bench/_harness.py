@@ -57,6 +57,8 @@ class Budget:
     #: a call whose warm-up takes over ``long`` seconds is timed ``long_repeat`` times
     long: float = 0.1
     long_repeat: int = 3
+    #: called before every timed call, untimed (``--cold``: :func:`evict_caches`)
+    before: Callable[[], None] | None = None
 
 
 BUDGETS = {
@@ -75,10 +77,13 @@ class Settings:
     mode: str = "full"
     baselines: frozenset[str] = frozenset(PEERS)
     log: Callable[[str], None] | None = None
+    #: evict the caches before every timed call (``--cold``): inputs come from memory
+    cold: bool = False
 
     @property
     def budget(self) -> Budget:
-        return BUDGETS[self.mode]
+        b = BUDGETS[self.mode]
+        return dataclasses.replace(b, before=evict_caches) if self.cold else b
 
     def say(self, text: str) -> None:
         if self.log is not None:
@@ -189,9 +194,39 @@ def peak_extra_bytes(fn: Fn) -> int | None:
     return max(0, peak - base) * 1024
 
 
+#: Bytes written by :func:`evict_caches`: twice the last-level cache (256 MiB if unknown).
+def _evict_bytes() -> int:
+    try:
+        text = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        llc = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    except (OSError, ValueError, IndexError):
+        llc = 128 << 20
+    return 2 * llc
+
+
+_EVICT: list[np.ndarray] = []
+
+#: What ``--cold`` does, for the report.
+COLD_METHOD = (
+    "cold caches: before every timed call a buffer of twice the last-level cache is "
+    "written (untimed), so the input is read from memory, as it is when it has just arrived"
+)
+
+
+def evict_caches() -> None:
+    """Push every input out of the caches: write one byte per 64-byte line of a buffer twice
+    the size of the last-level cache."""
+    if not _EVICT:
+        _EVICT.append(np.zeros(_evict_bytes(), dtype=np.uint8))
+    _EVICT[0][::64] += 1
+
+
 def measure(fn: Fn, budget: Budget, *, memory: bool = True) -> Timing:
     """Median of timed ``fn()`` calls after one warm-up call (see :class:`Budget`), then the
     peak extra memory of one more call (``memory``)."""
+    before = budget.before or (lambda: None)
+    before()
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -200,6 +235,7 @@ def measure(fn: Fn, budget: Budget, *, memory: bool = True) -> Timing:
         peak: list[int | None] = [None]
 
         def once() -> Any:
+            before()
             t = time.perf_counter()
             out = fn()
             samples.append(time.perf_counter() - t)
@@ -213,6 +249,7 @@ def measure(fn: Fn, budget: Budget, *, memory: bool = True) -> Timing:
     spent = 0.0
     repeat = budget.long_repeat if first > budget.long else budget.repeat
     while len(samples) < repeat or (spent < budget.min_total and len(samples) < budget.max_calls):
+        before()
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
