@@ -101,7 +101,7 @@ def _median(X):
 @pytest.mark.parametrize("name", ["optimal_alie", "optimal_ipm"])
 def test_optimal_attacks_pick_the_worst_scale(rng, name) -> None:
     ctx = _ctx(rng, h=7, f=3, aggregate=_median)
-    att = attacks.get(name, max_scale=4.0, steps=9)
+    att = attacks.get(name, search="grid", max_scale=4.0, steps=9)
     out = att(ctx)
     mu = ctx.honest.mean(axis=0)
     best = np.linalg.norm(_median(np.concatenate([ctx.honest, out])) - mu)
@@ -115,6 +115,85 @@ def test_optimal_attacks_pick_the_worst_scale(rng, name) -> None:
     # and it beats the default-scale attack against the median
     plain = attacks.get(base)(ctx)
     assert best >= np.linalg.norm(_median(np.concatenate([ctx.honest, plain])) - mu) - 1e-12
+
+
+def test_line_maximize_expands_then_contracts() -> None:
+    seen: list[float] = []
+
+    def f(x: float) -> float:
+        seen.append(x)
+        return -((x - 5.3) ** 2)
+
+    x, y = attacks.line_maximize(f, evals=16, start=0.0, delta=1.0, ratio=0.8)
+    assert len(seen) == 16
+    # expansion: steps of 1, 2, 4, 8 while they improve; 15 overshoots
+    assert seen[:5] == [0.0, 1.0, 3.0, 7.0, 15.0]
+    # contraction: 15 - 8 * 0.8, then steps shrinking by 0.8 towards the best point
+    np.testing.assert_allclose(seen[5:8], [8.6, 8.6 - 5.12, 8.6 - 5.12 + 4.096])
+    assert min(seen) >= 0.0
+    assert y == max(f(s) for s in seen[:16])
+    assert x == seen[int(np.argmax([-((s - 5.3) ** 2) for s in seen[:16]]))]
+    assert abs(x - 5.3) < 0.2
+    # a monotone objective keeps expanding: the best point is the last doubling
+    x, _ = attacks.line_maximize(lambda t: t, evals=5)
+    assert x == 15.0
+    # NaN never wins
+    x, y = attacks.line_maximize(lambda t: float("nan") if t > 0 else 1.0, evals=6)
+    assert (x, y) == (0.0, 1.0)
+    for bad in ({"evals": 0}, {"start": -1.0}, {"delta": 0.0}, {"ratio": 0.5}, {"ratio": 1.0}):
+        with pytest.raises(ValueError, match="line search"):
+            attacks.line_maximize(lambda t: t, **bad)
+
+
+@pytest.mark.parametrize("name", ["optimal_alie", "optimal_ipm"])
+def test_optimal_attacks_line_search_keeps_the_worst_scale_it_tried(rng, name) -> None:
+    tried: list[float] = []
+
+    def median(X):
+        tried.append(float(np.linalg.norm(np.median(X, axis=0) - mu)))
+        return np.median(X, axis=0)
+
+    ctx = _ctx(rng, h=7, f=3, aggregate=median)
+    mu = ctx.honest.mean(axis=0)
+    att = attacks.get(name)  # the line search is the default
+    assert att.search == "line"
+    out = att(ctx)
+    assert len(tried) == 16
+    got = float(np.linalg.norm(np.median(np.concatenate([ctx.honest, out]), axis=0) - mu))
+    assert got == pytest.approx(max(tried))
+    base = "alie" if name == "optimal_alie" else "ipm"
+    np.testing.assert_allclose(out, attacks.get(f"{base}:{att.last_scale}")(ctx))
+    assert got >= tried[0]  # at least as damaging as the start (scale 0)
+
+
+def test_alie_conventions_match_byzfl(rng) -> None:
+    # ByzFL 0.0.11's ALittleIsEnough(1.5) docstring example: mean + 1.5 * sample sd
+    X = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    ctx = attacks.AttackContext(honest=X, n=4, f=1)
+    got = attacks.get("alie:z=1.5,sign=1,ddof=1")(ctx)
+    np.testing.assert_allclose(got, [[8.5, 9.5, 10.5]])
+    # cyclad's default: mean - z * population sd
+    sd = np.sqrt(6.0)
+    np.testing.assert_allclose(
+        attacks.get("alie:1.5")(ctx), [[4 - 1.5 * sd, 5 - 1.5 * sd, 6 - 1.5 * sd]]
+    )
+    opt = attacks.get("optimal_alie", sign=1, ddof=1, search="grid", max_scale=2.0, steps=3)
+    ctx.aggregate = lambda V: V.mean(axis=0)
+    np.testing.assert_allclose(opt(ctx), [[4 + 2 * 3.0, 5 + 2 * 3.0, 6 + 2 * 3.0]])
+    for bad in ("alie:sign=2", "alie:ddof=2", "optimal_alie:sign=0", "optimal_ipm:search=random"):
+        with pytest.raises(ValueError, match=r"sign|ddof|search"):
+            attacks.get(bad)
+
+
+def test_mimic_takes_the_honest_index(rng) -> None:
+    ctx = _ctx(rng, h=7, f=3)
+    np.testing.assert_array_equal(attacks.get("mimic:4")(ctx), np.tile(ctx.honest[4], (3, 1)))
+    np.testing.assert_array_equal(attacks.get("mimic", index=0)(ctx)[2], ctx.honest[0])
+    with pytest.raises(ValueError, match="not an honest vector"):
+        attacks.get("mimic:7")(ctx)
+    for bad in ("mimic:-1", "mimic:1.5"):
+        with pytest.raises(ValueError, match="index"):
+            attacks.get(bad)
 
 
 def test_optimal_attack_needs_aggregate(rng) -> None:

@@ -15,15 +15,22 @@ name                what the Byzantine devices send (``mu``, ``sd``: coordinate-
 ``foe:tau``         ``(1 - tau) * mu`` (fall of empires, the large-epsilon regime of the same
                     paper; tau = 10)
 ``alie:z``          ``mu - z * sd`` (Baruch et al. 2019); default ``z`` from ``n`` and ``f``:
-                    ``s = floor(n/2 + 1) - f``, ``z = Phi^-1((n - s) / n)``
+                    ``s = floor(n/2 + 1) - f``, ``z = Phi^-1((n - s) / n)``; ``sd`` is the
+                    population deviation (``ddof=0``); ``sign=1`` gives ``mu + z * sd``
+                    (ByzFL's ``ALittleIsEnough(tau)`` is ``alie:z=tau,sign=1,ddof=1``)
 ``gaussian:sigma``  i.i.d. ``N(0, sigma^2)`` noise per coordinate (sigma = 1)
-``mimic``           a copy of the honest vector farthest from ``mu`` this round
+``mimic:index``     a copy of honest vector ``index`` (the position among the honest
+                    vectors, as ByzFL's ``Mimic(epsilon)``); by default the honest vector
+                    farthest from ``mu`` this round
 ``inf`` / ``nan``   all ``+inf`` / all ``NaN`` (poisoned vectors)
 ``label_flip``      honest coding of gradients computed on flipped labels ``y -> C-1-y``
                     (data-level: the training loop computes them, see ``data_level``)
-``optimal_alie``    ``mu - z * sd`` with ``z`` from a grid (``0 .. z_max``) chosen to move the
-                    server's aggregate farthest from ``mu``
-``optimal_ipm``     ``-eps * mu`` with ``eps`` from a grid (``0 .. eps_max``), same criterion
+``optimal_alie``    ``mu - z * sd`` with the ``z >= 0`` that moves the server's aggregate
+                    farthest from ``mu``, found by a line search (:func:`line_maximize`, as
+                    ByzFL's ``LineMaximize``: 16 evaluations from 0, step 1, ratio 0.8), or
+                    on a grid ``0 .. max_scale`` with ``search="grid"``; ``sign`` and
+                    ``ddof`` as for ``alie``
+``optimal_ipm``     ``-eps * mu`` with the ``eps >= 0`` found the same way
 ``coding_aware``    each Byzantine device ``i`` finds the honest devices whose windows share a
                     subset with its own window ``S_i`` and sends ``-scale`` times their mean:
                     a sign flip aimed at the honest vectors that carry the same data, so it
@@ -45,7 +52,7 @@ from numpy.typing import NDArray
 
 from cyclad._validation import parse_spec
 
-__all__ = ["ATTACKS", "Attack", "AttackContext", "alie_z", "get"]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "alie_z", "get", "line_maximize"]
 
 Array = NDArray[Any]
 
@@ -167,15 +174,32 @@ class FOE(Attack):
         return _rows((1.0 - self.tau) * _mu(ctx), ctx.f)
 
 
+def _sign_ddof(name: str, sign: Any, ddof: Any) -> tuple[int, int]:
+    if sign not in (-1, 1) or isinstance(sign, bool):
+        msg = f"{name}: sign must be -1 (mu - z * sd) or 1 (mu + z * sd), got {sign!r}"
+        raise ValueError(msg)
+    if ddof not in (0, 1) or isinstance(ddof, bool):
+        msg = f"{name}: ddof must be 0 (population sd) or 1 (sample sd), got {ddof!r}"
+        raise ValueError(msg)
+    return int(sign), int(ddof)
+
+
+def _sd(ctx: AttackContext, ddof: int) -> Array:
+    if ddof == 1 and ctx.honest.shape[0] < 2:
+        return np.zeros(ctx.honest.shape[1], dtype=ctx.honest.dtype)
+    return np.asarray(ctx.honest.std(axis=0, ddof=ddof))
+
+
 class ALIE(Attack):
     name = "alie"
 
-    def __init__(self, z: float | None = None) -> None:
+    def __init__(self, z: float | None = None, sign: int = -1, ddof: int = 0) -> None:
         self.z = None if z is None else float(z)
+        self.sign, self.ddof = _sign_ddof(self.name, sign, ddof)
 
     def __call__(self, ctx: AttackContext) -> Array:
         z = alie_z(ctx.n, ctx.f) if self.z is None else self.z
-        return _rows(_mu(ctx) - z * ctx.honest.std(axis=0), ctx.f)
+        return _rows(_mu(ctx) + self.sign * z * _sd(ctx, self.ddof), ctx.f)
 
 
 class Gaussian(Attack):
@@ -196,9 +220,20 @@ class Gaussian(Attack):
 class Mimic(Attack):
     name = "mimic"
 
+    def __init__(self, index: int | None = None) -> None:
+        if index is not None and (isinstance(index, bool) or int(index) != index or index < 0):
+            msg = f"mimic: index must be an integer >= 0 (an honest vector), got {index!r}"
+            raise ValueError(msg)
+        self.index = None if index is None else int(index)
+
     def __call__(self, ctx: AttackContext) -> Array:
-        dist = np.sum((ctx.honest - _mu(ctx)) ** 2, axis=1)
-        return _rows(ctx.honest[int(np.argmax(dist))].copy(), ctx.f)
+        if self.index is None:
+            dist = np.sum((ctx.honest - _mu(ctx)) ** 2, axis=1)
+            return _rows(ctx.honest[int(np.argmax(dist))].copy(), ctx.f)
+        if self.index >= ctx.honest.shape[0]:
+            msg = f"mimic: index {self.index} is not an honest vector (there are {ctx.honest.shape[0]})"
+            raise ValueError(msg)
+        return _rows(ctx.honest[self.index].copy(), ctx.f)
 
 
 class Inf(Attack):
@@ -215,15 +250,101 @@ class NaN(Attack):
         return np.full((ctx.f, ctx.honest.shape[1]), np.nan, dtype=ctx.honest.dtype)
 
 
-class _Optimal(Attack):
-    """Search a grid of scales for the one that moves the aggregate farthest from ``mu``."""
+def line_maximize(
+    objective: Callable[[float], float],
+    evals: int = 16,
+    start: float = 0.0,
+    delta: float = 1.0,
+    ratio: float = 0.8,
+) -> tuple[float, float]:
+    """Best-effort maximiser of ``objective`` over ``x >= 0`` in ``evals`` evaluations: the
+    expansion-then-contraction line search of ByzFL's ``LineMaximize``.
 
-    def __init__(self, max_scale: float = 10.0, steps: int = 21) -> None:
+    Expansion: from ``start``, step up by ``delta``, doubling the step after every improvement,
+    until a step does not improve (the step is then multiplied by ``ratio``). Contraction: each
+    further proposal moves by the current step from the last proposal towards the best point so
+    far (halving back towards the last proposal when it would go below 0), and the step shrinks
+    by ``ratio`` after every evaluation. A NaN objective counts as no improvement.
+
+    Returns
+    -------
+    (x, y) : the best point found and its objective value.
+    """
+    if int(evals) != evals or evals < 1:
+        msg = f"line search: evals must be an integer >= 1, got {evals!r}"
+        raise ValueError(msg)
+    if not (math.isfinite(start) and start >= 0 and math.isfinite(delta) and delta > 0):
+        msg = f"line search: need start >= 0 and delta > 0 (finite), got {start}, {delta}"
+        raise ValueError(msg)
+    if not 0.5 < ratio < 1:
+        msg = f"line search: ratio must be in (0.5, 1), got {ratio}"
+        raise ValueError(msg)
+    left = int(evals)
+
+    def value(x: float) -> float:
+        nonlocal left
+        left -= 1
+        y = float(objective(x))
+        return y if not math.isnan(y) else -math.inf
+
+    best_x, best_y = start, value(start)
+    x = best_x
+    while left > 0:  # expansion
+        x = best_x + delta
+        y = value(x)
+        if y > best_y:
+            best_x, best_y = x, y
+            delta *= 2.0
+        else:
+            delta *= ratio
+            break
+    while left > 0:  # contraction, around the best point
+        if x < best_x:
+            x += delta
+        else:
+            nxt = x - delta
+            while nxt < 0:
+                nxt = (nxt + x) / 2.0
+            x = nxt
+        y = value(x)
+        if y > best_y:
+            best_x, best_y = x, y
+        delta *= ratio
+    return best_x, best_y
+
+
+class _Optimal(Attack):
+    """Find the scale that moves the server's aggregate farthest from ``mu``: by the line
+    search :func:`line_maximize` (``search="line"``, the default) or on ``steps`` evenly
+    spaced points of ``[0, max_scale]`` (``search="grid"``)."""
+
+    def __init__(
+        self,
+        search: str = "line",
+        evals: int = 16,
+        start: float = 0.0,
+        delta: float = 1.0,
+        ratio: float = 0.8,
+        max_scale: float = 10.0,
+        steps: int = 21,
+    ) -> None:
+        if search not in ("line", "grid"):
+            msg = f"{self.name}: search must be 'line' or 'grid', got {search!r}"
+            raise ValueError(msg)
         if not (max_scale > 0 and int(steps) == steps and steps >= 2):
             msg = f"{self.name}: max_scale must be > 0 and steps >= 2, got {max_scale}, {steps}"
             raise ValueError(msg)
+        self.search = search
+        self.evals, self.start, self.delta, self.ratio = (
+            int(evals),
+            float(start),
+            float(delta),
+            float(ratio),
+        )
         self.max_scale = float(max_scale)
         self.steps = int(steps)
+        if search == "line":  # the same checks as the search itself, at construction
+            line_maximize(lambda x: 0.0, self.evals, self.start, self.delta, self.ratio)
         self.last_scale = float("nan")
 
     def _craft(self, ctx: AttackContext, scale: float) -> Array:
@@ -233,25 +354,47 @@ class _Optimal(Attack):
         if ctx.aggregate is None:
             msg = f"attack {self.name!r} needs ctx.aggregate (the server's rule)"
             raise ValueError(msg)
+        aggregate = ctx.aggregate
         mu = _mu(ctx)
-        best, best_dist = None, -1.0
-        for s in np.linspace(0.0, self.max_scale, self.steps):
-            byz = self._craft(ctx, float(s))
-            out = np.asarray(ctx.aggregate(np.concatenate([ctx.honest, byz])))
+
+        def damage(scale: float) -> float:
+            byz = self._craft(ctx, scale)
+            out = np.asarray(aggregate(np.concatenate([ctx.honest, byz])))
             dist = float(np.linalg.norm(out - mu))
-            if not np.isfinite(dist):
-                dist = np.inf
-            if dist > best_dist:
-                best, best_dist, self.last_scale = byz, dist, float(s)
-        assert best is not None
-        return best
+            return dist if np.isfinite(dist) else math.inf
+
+        if self.search == "line":
+            best, _ = line_maximize(damage, self.evals, self.start, self.delta, self.ratio)
+        else:
+            best, best_dist = 0.0, -1.0
+            for s in np.linspace(0.0, self.max_scale, self.steps):
+                dist = damage(float(s))
+                if dist > best_dist:
+                    best, best_dist = float(s), dist
+        self.last_scale = best
+        return self._craft(ctx, best)
 
 
 class OptimalALIE(_Optimal):
     name = "optimal_alie"
 
+    def __init__(
+        self,
+        search: str = "line",
+        evals: int = 16,
+        start: float = 0.0,
+        delta: float = 1.0,
+        ratio: float = 0.8,
+        max_scale: float = 10.0,
+        steps: int = 21,
+        sign: int = -1,
+        ddof: int = 0,
+    ) -> None:
+        super().__init__(search, evals, start, delta, ratio, max_scale, steps)
+        self.sign, self.ddof = _sign_ddof(self.name, sign, ddof)
+
     def _craft(self, ctx: AttackContext, scale: float) -> Array:
-        return _rows(_mu(ctx) - scale * ctx.honest.std(axis=0), ctx.f)
+        return _rows(_mu(ctx) + self.sign * scale * _sd(ctx, self.ddof), ctx.f)
 
 
 class OptimalIPM(_Optimal):
