@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The only pybind11 translation unit: shape checks, output allocation, dtype dispatch and GIL
 // release around the kernels in csrc/cyclad/. Argument validation with friendly messages lives
-// in python/cyclad/_validation.py; the checks here are the last line of defence.
+// in python/cyclad/_validation.py; the checks here are the last line of defence. The kernels
+// themselves are compiled in the units of csrc/instances/ (instances.hpp), in parallel.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -15,15 +16,17 @@
 #include <utility>
 #include <vector>
 
-#include "cyclad/bench.hpp"
 #include "cyclad/codec.hpp"
 #include "cyclad/coding.hpp"
 #include "cyclad/coordinatewise.hpp"
 #include "cyclad/distance.hpp"
 #include "cyclad/parallel.hpp"
+#include "cyclad/stream.hpp"
+#include "instances/instances.hpp"
 
 namespace py = pybind11;
 namespace k = cyclad::kernels;
+namespace c = cyclad::compiled;
 
 namespace {
 
@@ -445,7 +448,7 @@ py::tuple parse_impl(const py::bytes& data, std::uint64_t dim, std::uint64_t max
   k::Header h;
   {
     py::gil_scoped_release release;
-    h = k::parse_message(p, view.size(), lim, threads);
+    h = c::parse_message(p, view.size(), lim, threads);
   }
   const k::WireSpec& s = h.spec;
   return py::make_tuple(static_cast<int>(s.kind), static_cast<int>(s.dense),
@@ -463,7 +466,7 @@ py::array decode_into(const Bytes& payload, const k::WireSpec& spec, bool valida
   {
     py::gil_scoped_release release;
     if (validate) {
-      k::validate_payload(spec, p, size, threads);
+      c::validate_payload(spec, p, size, threads);
     } else {
       k::require(size == k::payload_size(spec), "payload size does not match the header fields");
     }
@@ -583,7 +586,7 @@ std::uint64_t read_pass_impl(const py::buffer& b, int threads) {
     throw std::invalid_argument("read_pass needs an 8-byte aligned buffer");
   }
   py::gil_scoped_release release;
-  return k::read_pass(p, nbytes, threads);
+  return c::read_pass(p, nbytes, threads);
 }
 
 void bind_bench(py::module_& m) {
@@ -593,7 +596,7 @@ void bind_bench(py::module_& m) {
       "fma_peak",
       [](int threads, double seconds) {
         py::gil_scoped_release release;
-        return k::fma_peak_flops(threads, seconds);
+        return c::fma_peak_flops(threads, seconds);
       },
       py::arg("threads") = 0, py::arg("seconds") = 0.2,
       "Peak double multiply-add throughput of the active ISA in flop/s (a multiply-add is 2).");

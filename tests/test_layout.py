@@ -85,6 +85,26 @@ def test_only_one_binding_file() -> None:
     assert [p.name for p in users] == ["bindings.cpp"]
 
 
+def test_kernels_are_compiled_outside_the_binding_unit() -> None:
+    # Every kernel template that bindings.cpp calls is declared `extern template` for float and
+    # double in instances.hpp, so it is compiled in its unit of csrc/instances/ (in parallel
+    # with the bindings), not in bindings.cpp; each list is instantiated by exactly one unit.
+    text = (ROOT / "csrc" / "bindings.cpp").read_text()
+    called = set(re.findall(r"\bk::(\w+)<T>\(", text))
+    assert {"median", "krum", "encode", "compress", "decode"} <= called
+    header = (ROOT / "csrc" / "instances" / "instances.hpp").read_text()
+    declared = set(re.findall(r"EXTERN template [\w:]+ (\w+)<T>\(", header))
+    assert called <= declared
+    lists = re.findall(r"#define (CYCLAD_\w+_KERNELS)\(EXTERN, T\)", header)
+    units = sorted((ROOT / "csrc" / "instances").glob("*.cpp"))
+    for name in lists:
+        assert header.count(f"{name}(extern, float)") == 1
+        assert header.count(f"{name}(extern, double)") == 1
+        defining = [p.name for p in units if f"{name}(, float)" in p.read_text()]
+        assert len(defining) == 1, (name, defining)
+        assert f"{name}(, double)" in (ROOT / "csrc" / "instances" / defining[0]).read_text()
+
+
 FLOAT_OPS = [
     "mean",
     "median",
