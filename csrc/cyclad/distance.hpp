@@ -995,6 +995,18 @@ CYCLAD_KERNEL void scale_row(T* CYCLAD_RESTRICT dst, const T* CYCLAD_RESTRICT sr
   alignas(64) T tile[kTile];
   for (; c + kTile <= len; c += kTile) {
     T* to = stream ? tile : dst + c;
+#if defined(__SSE2__)
+    if constexpr (I == Isa::baseline && std::is_same_v<T, float>) {
+      // Four floats per step in SSE2 (GCC spells a two-float conversion as two scalar ones).
+      const __m128d sv = _mm_set1_pd(s);
+      for (std::size_t q = 0; q < kTile; q += 4) {
+        const __m128 v = _mm_loadu_ps(src + c + q);
+        const __m128 lo = _mm_cvtpd_ps(_mm_mul_pd(_mm_cvtps_pd(v), sv));
+        const __m128 hi = _mm_cvtpd_ps(_mm_mul_pd(_mm_cvtps_pd(_mm_movehl_ps(v, v)), sv));
+        _mm_storeu_ps(to + q, _mm_movelh_ps(lo, hi));
+      }
+    } else
+#endif
     for (std::size_t q = 0; q < kTile; q += W) {
       if constexpr (std::is_same_v<T, float>) {
         const V v = CYCLAD_NLOAD_F32(I, src + c + q);
@@ -1004,7 +1016,13 @@ CYCLAD_KERNEL void scale_row(T* CYCLAD_RESTRICT dst, const T* CYCLAD_RESTRICT sr
         CYCLAD_NSTORE(I, to + q, v * s);
       }
     }
-    if (stream) stream_bytes(dst + c, tile, sizeof tile);
+    if (stream) {
+      // The whole line first, then its four streaming stores back to back: stores spread
+      // between the conversions leave partly filled write-combining buffers to be flushed as
+      // partial lines (measured on AVX2: scaling cost 4x a copy).
+      __asm__ volatile("" ::: "memory");
+      stream_bytes(dst + c, tile, sizeof tile);
+    }
   }
   for (; c < len; ++c) dst[c] = static_cast<T>(static_cast<double>(src[c]) * s);
 }
