@@ -338,7 +338,11 @@ def test_misspelled_aggregator_parameter_is_a_config_error(tmp_path, capsys) -> 
         (["--compressor", "topk:zz=3"], "compressor", "valid parameters: ['k', 'ratio', "),
         (["--compressor", "randk:0.1,shard"], "compressor", "['k', 'ratio', 'shared', "),
         (["--compressor", "qsgd:4,lvls=2"], "compressor", "valid parameters: ['levels', "),
-        (["--attack", "alie", "--attack_params.zz", "1"], "attack", "parameters ['z', 'sign', 'ddof']"),
+        (
+            ["--attack", "alie", "--attack_params.zz", "1"],
+            "attack",
+            "parameters ['z', 'sign', 'ddof']",
+        ),
         (
             ["--dataset", "synthetic", "--dataset_params.zz", "1"],
             "dataset_params",
