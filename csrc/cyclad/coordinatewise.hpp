@@ -59,23 +59,18 @@ CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
     // Four row streams, each restarting the hardware prefetcher at every page: prefetch each
     // a few lines ahead, one prefetch per 64-byte line.
     constexpr std::size_t kLine = 64 / sizeof(T), kAhead = 2048 / sizeof(T);
-    std::size_t j0 = 0;
-    for (; j0 + kLine <= len; j0 += kLine) {
+    for (std::size_t j0 = 0; j0 < len; j0 += kLine) {
       __asm__ volatile("");
-      __builtin_prefetch(r0 + j0 + kAhead);
+      __builtin_prefetch(r0 + j0 + kAhead);  // a prefetch past the row's end does not fault
       __builtin_prefetch(r1 + j0 + kAhead);
       __builtin_prefetch(r2 + j0 + kAhead);
       __builtin_prefetch(r3 + j0 + kAhead);
-      for (std::size_t j = j0; j < j0 + kLine; ++j) {
+      const std::size_t j1 = std::min(len, j0 + kLine);
+      for (std::size_t j = j0; j < j1; ++j) {
         acc[j] = (((acc[j] + static_cast<double>(r0[j])) + static_cast<double>(r1[j])) +
                   static_cast<double>(r2[j])) +
                  static_cast<double>(r3[j]);
       }
-    }
-    for (std::size_t j = j0; j < len; ++j) {
-      acc[j] = (((acc[j] + static_cast<double>(r0[j])) + static_cast<double>(r1[j])) +
-                static_cast<double>(r2[j])) +
-               static_cast<double>(r3[j]);
     }
   }
   for (; i < n; ++i) {
@@ -726,7 +721,6 @@ struct NetworkPlan {
   std::vector<std::size_t> keep_at;       // start of each group's flags in `keep`
   std::vector<unsigned char> keep;        // flags over batcher_network(P) of each group
   std::vector<Comparator> rest;           // kept comparators of the levels >= G
-  bool value_levels = false;              // n > G: the baseline may run `rest` on values
 };
 
 template <Isa I, typename T>
@@ -789,7 +783,6 @@ NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
         e, all, std::make_index_sequence<kRegisterGroupLog2<I> + 1>{}));
   }
   plan.rest.insert(plan.rest.begin(), head.begin(), head.end());
-  plan.value_levels = n > G;
   return plan;
 }
 
@@ -1176,7 +1169,8 @@ CYCLAD_KERNEL void coordinate_rule_block(
 #else
       constexpr bool kValueBlock = false;
 #endif
-      const bool keep_vals = kValueBlock && plan->value_levels;
+      // More than one group: there are merge levels above the groups to run on values.
+      const bool keep_vals = kValueBlock && plan->fns.size() > 1;
       bool all_vals = keep_vals;
       for (std::size_t g = 0; g < plan->fns.size(); ++g) {
         const std::size_t m = std::min(G, n - g * G);

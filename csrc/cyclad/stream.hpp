@@ -77,16 +77,11 @@ template <typename T>
 inline void stream_copy(T* dst, const T* src, std::size_t len, bool stream) {
 #if defined(__SSE2__)
   if (stream) {
-    constexpr std::size_t kStep = 16 / sizeof(T);
     std::size_t c = 0;
     for (; c < len && !stream_aligned(dst + c); ++c) dst[c] = src[c];
-    for (; c + 4 * kStep <= len; c += 4 * kStep) {
-      for (std::size_t q = 0; q < 4; ++q) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c + q * kStep));
-        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + c + q * kStep), v);
-      }
-    }
-    for (; c < len; ++c) dst[c] = src[c];
+    const std::size_t body = (len - c) * sizeof(T) / 16 * 16;
+    stream_bytes(dst + c, src + c, body);
+    for (c += body / sizeof(T); c < len; ++c) dst[c] = src[c];
     return;
   }
 #else

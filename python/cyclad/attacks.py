@@ -250,6 +250,19 @@ class NaN(Attack):
         return np.full((ctx.f, ctx.honest.shape[1]), np.nan, dtype=ctx.honest.dtype)
 
 
+def _check_line_search(evals: float, start: float, delta: float, ratio: float) -> None:
+    """The parameters :func:`line_maximize` takes (ValueError otherwise)."""
+    if int(evals) != evals or evals < 1:
+        msg = f"line search: evals must be an integer >= 1, got {evals!r}"
+        raise ValueError(msg)
+    if not (math.isfinite(start) and start >= 0 and math.isfinite(delta) and delta > 0):
+        msg = f"line search: need start >= 0 and delta > 0 (finite), got {start}, {delta}"
+        raise ValueError(msg)
+    if not 0.5 < ratio < 1:
+        msg = f"line search: ratio must be in (0.5, 1), got {ratio}"
+        raise ValueError(msg)
+
+
 def line_maximize(
     objective: Callable[[float], float],
     evals: int = 16,
@@ -270,15 +283,7 @@ def line_maximize(
     -------
     (x, y) : the best point found and its objective value.
     """
-    if int(evals) != evals or evals < 1:
-        msg = f"line search: evals must be an integer >= 1, got {evals!r}"
-        raise ValueError(msg)
-    if not (math.isfinite(start) and start >= 0 and math.isfinite(delta) and delta > 0):
-        msg = f"line search: need start >= 0 and delta > 0 (finite), got {start}, {delta}"
-        raise ValueError(msg)
-    if not 0.5 < ratio < 1:
-        msg = f"line search: ratio must be in (0.5, 1), got {ratio}"
-        raise ValueError(msg)
+    _check_line_search(evals, start, delta, ratio)
     left = int(evals)
 
     def value(x: float) -> float:
@@ -334,6 +339,8 @@ class _Optimal(Attack):
         if not (max_scale > 0 and int(steps) == steps and steps >= 2):
             msg = f"{self.name}: max_scale must be > 0 and steps >= 2, got {max_scale}, {steps}"
             raise ValueError(msg)
+        if search == "line":  # the search's own checks, at construction
+            _check_line_search(evals, start, delta, ratio)
         self.search = search
         self.evals, self.start, self.delta, self.ratio = (
             int(evals),
@@ -343,8 +350,6 @@ class _Optimal(Attack):
         )
         self.max_scale = float(max_scale)
         self.steps = int(steps)
-        if search == "line":  # the same checks as the search itself, at construction
-            line_maximize(lambda x: 0.0, self.evals, self.start, self.delta, self.ratio)
         self.last_scale = float("nan")
 
     def _craft(self, ctx: AttackContext, scale: float) -> Array:

@@ -717,19 +717,8 @@ def summary_figure(paths: Sequence[str | Path], x: str, title: str | None = None
 
 
 def plot_summary(paths: Sequence[str | Path], out: Path, x: str, title: str | None = None) -> Path:
-    """Final test accuracy against the config field ``x`` (e.g. ``"d"``), one line per
-    combination of the other fields (seeds pooled: mean, with the range as a band); see
-    :func:`summary_figure`. Writes a PNG to ``out`` and returns ``out``.
-
-    Raises
-    ------
-    ImportError
-        Without matplotlib (the ``plot`` extra).
-    ValueError
-        If no history has the field ``x``.
-    TypeError
-        If ``x`` is not numeric.
-    """
+    """:func:`summary_figure` (final test accuracy against the config field ``x``, e.g.
+    ``"d"``) written as a PNG to ``out``; returns ``out``. Raises as :func:`summary_figure`."""
     plt = _pyplot()
     fig = summary_figure(paths, x, title)
     out.parent.mkdir(parents=True, exist_ok=True)

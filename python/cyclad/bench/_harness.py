@@ -194,8 +194,8 @@ def peak_extra_bytes(fn: Fn) -> int | None:
     return max(0, peak - base) * 1024
 
 
-#: Bytes written by :func:`evict_caches`: twice the last-level cache (256 MiB if unknown).
 def _evict_bytes() -> int:
+    """Bytes written by :func:`evict_caches`: twice the last-level cache (256 MiB if unknown)."""
     try:
         text = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
         units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
