@@ -723,8 +723,12 @@ struct NetworkPlan {
   std::vector<Comparator> rest;           // kept comparators of the levels >= G
 };
 
+/// `whole_groups`: the register groups run every comparator of their network, pruned ones
+/// included. Exact for a rule that reads only its labels' multisets through a symmetric
+/// function of each (the median's midpoint of its two middle ranks): a pruned comparator only
+/// permutes wires of one label. It spares the groups their flag tests.
 template <Isa I, typename T>
-NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
+NetworkPlan<T> network_plan_for(std::vector<std::size_t> label, bool whole_groups) {
   const std::size_t n = label.size();
   constexpr std::size_t G = kRegisterGroup<I>;
   static_assert(G <= kRegisterMaxRows && (G & (G - 1)) == 0, "groups are powers of two");
@@ -771,7 +775,8 @@ NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
       const bool same = next < members[g].size() && net[members[g][next]].lo == base + c.lo &&
                         net[members[g][next]].hi == base + c.hi;
       if (!same) throw std::logic_error("register group does not match Batcher's network");
-      plan.keep.push_back(flags[members[g][next++]]);
+      plan.keep.push_back(whole_groups ? 1 : flags[members[g][next]]);
+      ++next;
     }
     if (next != members[g].size()) {
       throw std::logic_error("register group does not match Batcher's network");
@@ -786,17 +791,18 @@ NetworkPlan<T> network_plan_for(std::vector<std::size_t> label) {
   return plan;
 }
 
-/// The plan of the active ISA for a rule's labels (see coordinate_labels).
+/// The plan of the active ISA for a rule's labels (see coordinate_labels and
+/// network_plan_for).
 template <typename T>
-NetworkPlan<T> network_plan(std::vector<std::size_t> label) {
+NetworkPlan<T> network_plan(std::vector<std::size_t> label, bool whole_groups) {
 #if CYCLAD_ISA_DISPATCH
   switch (active_isa()) {
-    case Isa::v4: return network_plan_for<Isa::v4, T>(std::move(label));
-    case Isa::v3: return network_plan_for<Isa::v3, T>(std::move(label));
-    default: return network_plan_for<Isa::baseline, T>(std::move(label));
+    case Isa::v4: return network_plan_for<Isa::v4, T>(std::move(label), whole_groups);
+    case Isa::v3: return network_plan_for<Isa::v3, T>(std::move(label), whole_groups);
+    default: return network_plan_for<Isa::baseline, T>(std::move(label), whole_groups);
   }
 #else
-  return network_plan_for<kCompiledIsa, T>(std::move(label));
+  return network_plan_for<kCompiledIsa, T>(std::move(label), whole_groups);
 #endif
 }
 
@@ -1182,6 +1188,13 @@ CYCLAD_KERNEL void coordinate_rule_block(
           continue;
         }
         for (std::size_t i = g * G; i < g * G + m; ++i) {  // keys only (see NetworkPlan)
+          // Prefetched like the register groups' rows: with them the row streams outnumber
+          // the hardware prefetcher's, and these loads would wait on memory.
+#if defined(__GNUC__) || defined(__clang__)
+          for (std::size_t line = 0; line < B * sizeof(T); line += 64) {
+            __builtin_prefetch(x + i * stride + j0 + (kPrefetchAhead + line) / sizeof(T));
+          }
+#endif
           if constexpr (kValueBlock) {
             if (keep_vals) {
               all_vals = val_row(x + i * stride + j0, width, s + i * B) && all_vals;
@@ -1259,7 +1272,7 @@ void coordinate_rule(MatrixView<T> x, std::size_t f, T* out, int threads) {
   const std::size_t n = x.n;
   const bool columns = n > kNetworkMaxRows;
   NetworkPlan<T> plan;
-  if (!columns) plan = network_plan<T>(coordinate_labels(R, n, f));
+  if (!columns) plan = network_plan<T>(coordinate_labels(R, n, f), R == CoordRule::kMedian);
   const std::size_t nblocks = (x.d + B - 1) / B;
   // Per-column path: conversion chunks of ~192 KiB of keys (L2-resident), at least one block.
   // The network path needs one (n x kLanes) key block.
