@@ -568,30 +568,56 @@ void bind_compression(py::module_& m) {
 // bench helpers
 // ============================================================================================
 
-std::uint64_t read_pass_impl(const py::buffer& b, int threads) {
-  py::buffer_info info = b.request();
+/// The bytes of a C-contiguous, 8-byte aligned buffer (the bench passes need exactly the bytes
+/// they are given); `what` names the call and argument in the error.
+std::pair<unsigned char*, std::size_t> contiguous_bytes(const py::buffer_info& info,
+                                                        const char* what) {
   if (info.ndim >= 1) {
-    // Contiguity check: the read pass must read exactly the bytes it is given.
     py::ssize_t expect = info.itemsize;
     for (py::ssize_t i = info.ndim - 1; i >= 0; --i) {
       if (info.strides[static_cast<std::size_t>(i)] != expect) {
-        throw std::invalid_argument("read_pass needs a C-contiguous buffer");
+        throw std::invalid_argument(std::string(what) + " needs a C-contiguous buffer");
       }
       expect *= info.shape[static_cast<std::size_t>(i)];
     }
   }
-  auto nbytes = static_cast<std::size_t>(info.size * info.itemsize);
-  const auto* p = static_cast<const unsigned char*>(info.ptr);
+  auto* p = static_cast<unsigned char*>(info.ptr);
   if (reinterpret_cast<std::uintptr_t>(p) % alignof(std::uint64_t) != 0) {
-    throw std::invalid_argument("read_pass needs an 8-byte aligned buffer");
+    throw std::invalid_argument(std::string(what) + " needs an 8-byte aligned buffer");
   }
+  return {p, static_cast<std::size_t>(info.size * info.itemsize)};
+}
+
+std::uint64_t read_pass_impl(const py::buffer& b, int threads) {
+  py::buffer_info info = b.request();
+  const auto [p, nbytes] = contiguous_bytes(info, "read_pass");
   py::gil_scoped_release release;
   return c::read_pass(p, nbytes, threads);
+}
+
+void copy_pass_impl(const py::buffer& src, const py::buffer& dst, int threads) {
+  py::buffer_info si = src.request();
+  py::buffer_info di = dst.request(true);  // a read-only dst raises ValueError
+  const auto [s, sn] = contiguous_bytes(si, "copy_pass: src");
+  const auto [d, dn] = contiguous_bytes(di, "copy_pass: dst");
+  if (sn != dn) {
+    throw std::invalid_argument("copy_pass needs src and dst of the same size in bytes, got " +
+                                std::to_string(sn) + " and " + std::to_string(dn));
+  }
+  const auto a = reinterpret_cast<std::uintptr_t>(s), b = reinterpret_cast<std::uintptr_t>(d);
+  if (sn != 0 && a < b + dn && b < a + sn) {
+    throw std::invalid_argument("copy_pass needs src and dst that do not overlap");
+  }
+  py::gil_scoped_release release;
+  c::copy_pass(s, d, sn, threads);
 }
 
 void bind_bench(py::module_& m) {
   m.def("read_pass", &read_pass_impl, py::arg("buffer"), py::arg("threads") = 0,
         "Multi-threaded read of a contiguous buffer; returns an XOR checksum.");
+  m.def("copy_pass", &copy_pass_impl, py::arg("src"), py::arg("dst"), py::arg("threads") = 0,
+        "Multi-threaded copy of a contiguous buffer into another of the same size, with the "
+        "kernels' streaming-store policy for large outputs (the bench's write floor).");
   m.def(
       "fma_peak",
       [](int threads, double seconds) {

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cyclad.compression as comp
-from cyclad import cli, protocol
+from cyclad import _core, cli, protocol
 from cyclad.bench import _harness, _plots, lad_round
 from cyclad.bench.__main__ import AREAS
 
@@ -100,8 +100,16 @@ def test_aggregators_report(tiny_all: Path) -> None:
     assert {r["params"]["D"] for r in recs if r["group"] == "vs_D"} == {1000, 2000}
     assert {r["params"]["n"] for r in recs if r["group"] == "vs_n"} == {5, 8}
     names = {r["name"] for r in recs}
-    assert {"read_pass", "mean", "median", "trimmed_mean", "krum"} <= names
-    kernels = [r for r in recs if r["name"] not in ("read_pass",) and r["group"] != "hostile"]
+    assert {"read_pass", "copy_pass", "mean", "median", "trimmed_mean", "krum"} <= names
+    refs = ("read_pass", "copy_pass")
+    kernels = [r for r in recs if r["name"] not in refs and r["group"] != "hostile"]
+    # The write floor: every copy pass is set against the read pass of the same size, and the
+    # kernels that read twice and write once carry their ratio to read + copy.
+    copies = [r for r in recs if r["name"] == "copy_pass"]
+    assert copies and all(r["read_ratio"] is not None and r["seconds"] > 0 for r in copies)
+    floored = [r for r in kernels if r["name"] in ("clip", "arc", "clip_out", "arc_out")]
+    assert floored and all(float(r["extra"]["x read + copy"]) > 0 for r in floored)
+    assert not any("x read + copy" in r["extra"] for r in kernels if r not in floored)
     assert all(r["read_ratio"] is not None for r in kernels)
     assert any("numpy" in r["baselines"] for r in kernels)
     assert not any("torch" in r["baselines"] or "byzfl" in r["baselines"] for r in recs)
@@ -259,3 +267,38 @@ def test_round_matches_protocol(compressed: bool) -> None:
     assert set(times) == set(lad_round.PHASES)
     assert rb.payloads == payloads
     np.testing.assert_array_equal(rb.theta, want)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("nbytes", [0, 8, 64, 1000, 4096 + 24])
+def test_copy_pass_copies_every_byte(stream: bool, nbytes: int) -> None:
+    # The write floor must write exactly the bytes it reads, on the streaming-store path (every
+    # output streamed when the threshold is 0) and the cached one, for any split over threads.
+    rng = np.random.default_rng(nbytes)
+    src = rng.integers(0, 256, size=nbytes, dtype=np.uint8)
+    before = _core.stream_threshold(0 if stream else 1 << 40)
+    try:
+        for threads in (1, 2, 3):
+            dst = np.zeros_like(src)
+            _core.copy_pass(src, dst, threads=threads)
+            assert np.array_equal(dst, src)
+    finally:
+        _core.stream_threshold(before)
+
+
+def test_copy_pass_refuses_bad_buffers() -> None:
+    buf = np.zeros(64, dtype=np.float64)
+    with pytest.raises(ValueError, match="same size"):
+        _core.copy_pass(buf, np.zeros(63, dtype=np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.copy_pass(buf[::2], np.zeros(32, dtype=np.float64))
+    with pytest.raises(ValueError, match="overlap"):
+        _core.copy_pass(buf[:32], buf[16:48])
+    with pytest.raises(ValueError, match="aligned"):
+        raw = bytearray(80)
+        _core.copy_pass(np.frombuffer(raw, np.uint8, 64, 1), np.zeros(64, dtype=np.uint8))
+    ro = np.zeros(64, dtype=np.float64)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _core.copy_pass(buf, ro)
+    assert not buf.any()  # nothing was written by a refused call

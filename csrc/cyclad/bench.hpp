@@ -9,6 +9,7 @@
 
 #include "cyclad/common.hpp"
 #include "cyclad/parallel.hpp"
+#include "cyclad/stream.hpp"
 
 namespace cyclad::kernels {
 
@@ -137,6 +138,26 @@ inline std::uint64_t read_pass(const unsigned char* data, std::size_t nbytes, in
   for (auto v : part) acc ^= v;
   for (std::size_t i = words * 8; i < nbytes; ++i) acc ^= data[i];
   return acc;
+}
+
+/// \brief Multi-threaded copy of `nbytes` bytes from src to dst (not overlapping), written the
+/// way the kernels write their outputs: with streaming stores when the output is at least
+/// stream_threshold_bytes(). The bench's floor for a kernel that reads its input and writes an
+/// output of the same size (one read of src, one write of dst). Threads split the bytes in
+/// 64-byte aligned chunks.
+inline void copy_pass(const unsigned char* src, unsigned char* dst, std::size_t nbytes,
+                      int threads) {
+  const auto nt = static_cast<std::size_t>(resolve_threads(threads));
+  const bool stream = stream_output(nbytes);
+  const std::size_t lines = (nbytes + 63) / 64;
+  parallel_for(nt, static_cast<int>(nt), 1, [&](std::size_t c0, std::size_t c1) {
+    for (std::size_t c = c0; c < c1; ++c) {
+      const std::size_t lo = std::min(nbytes, lines * c / nt * 64);
+      const std::size_t hi = std::min(nbytes, lines * (c + 1) / nt * 64);
+      detail::stream_copy(dst + lo, src + lo, hi - lo, stream);
+    }
+    if (stream) detail::store_fence();
+  });
 }
 
 }  // namespace cyclad::kernels

@@ -70,5 +70,6 @@ kernels::Header parse_message(const unsigned char* data, std::uint64_t len,
                               const kernels::ReceiveLimits& lim, int threads);
 // bench.cpp
 std::uint64_t read_pass(const unsigned char* data, std::size_t nbytes, int threads);
+void copy_pass(const unsigned char* src, unsigned char* dst, std::size_t nbytes, int threads);
 double fma_peak_flops(int threads, double seconds);
 }  // namespace cyclad::compiled

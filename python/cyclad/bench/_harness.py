@@ -263,6 +263,12 @@ def read_pass(arr: np.ndarray, threads: int, budget: Budget) -> Timing:
     return measure(lambda: _core.read_pass(arr, threads=threads), budget, memory=False)
 
 
+def copy_pass(arr: np.ndarray, out: np.ndarray, threads: int, budget: Budget) -> Timing:
+    """The C++ copy pass of ``arr``'s bytes into ``out`` (same size), timed like a kernel: one
+    read and one write of the bytes, the write with the kernels' streaming-store policy."""
+    return measure(lambda: _core.copy_pass(arr, out, threads=threads), budget, memory=False)
+
+
 def all_threads() -> int:
     return int(_core.hardware_threads())
 

@@ -54,13 +54,18 @@ def _style(i: int) -> dict[str, Any]:
     }
 
 
+# The memory passes every figure is set against (drawn as reference lines, not as kernels).
+REFERENCES = frozenset({"read_pass", "copy_pass"})
+
+
 def time_vs(
     plt: Any, records: Sequence[Record], key: str, fixed: str, out: Path, title: str
 ) -> Path:
     """Median time against ``records[].params[key]`` (log-log), one line per kernel, one panel
-    per thread count; the read pass over the same bytes is the dashed black line."""
+    per thread count; the read pass over the same bytes is the dotted black line, the copy pass
+    (one read and one write of them) the dotted grey one."""
     threads = sorted({r.threads for r in records})
-    names = list(dict.fromkeys(r.name for r in records if r.name != "read_pass"))
+    names = list(dict.fromkeys(r.name for r in records if r.name not in REFERENCES))
     fig, axes = plt.subplots(
         1, len(threads), figsize=(6.5 * len(threads) + 3, 5.5), sharey=True, squeeze=False
     )
@@ -71,10 +76,14 @@ def time_vs(
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, label=name, markersize=5, linewidth=1.4, **_style(i))
-        rp = sorted((r.params[key], r.seconds * 1e3) for r in recs if r.name == "read_pass")
-        if rp:
-            xs, ys = zip(*rp, strict=True)
-            ax.plot(xs, ys, color="black", linestyle=":", linewidth=2.2, label="read pass (floor)")
+        for ref, color, label in (
+            ("read_pass", "black", "read pass (floor)"),
+            ("copy_pass", "grey", "copy pass (write floor)"),
+        ):
+            rp = sorted((r.params[key], r.seconds * 1e3) for r in recs if r.name == ref)
+            if rp:
+                xs, ys = zip(*rp, strict=True)
+                ax.plot(xs, ys, color=color, linestyle=":", linewidth=2.2, label=label)
         ax.set(xscale="log", yscale="log", xlabel=key, title=f"{t} thread{'s' * (t > 1)}")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("median time per call (ms)")
@@ -89,7 +98,7 @@ def time_vs(
 
 def efficiency(plt: Any, records: Sequence[Record], out: Path, title: str) -> Path | None:
     """Parallel efficiency per kernel, one bar per size (the parameters that differ)."""
-    recs = [r for r in records if r.efficiency is not None and r.name != "read_pass"]
+    recs = [r for r in records if r.efficiency is not None and r.name not in REFERENCES]
     if not recs:
         return None
     all_keys = list(dict.fromkeys(k for r in recs for k in r.params))

@@ -45,6 +45,7 @@ from cyclad.bench._harness import (
     grouped_tables,
     measure,
     peers,
+    copy_pass,
     read_pass,
     set_efficiency,
     settle,
@@ -82,6 +83,9 @@ Fn = Callable[[], Any]
 # Rules whose cost is the pairwise distance pass: the whole call's time counts, so the rate is
 # a lower bound on the pass's own.
 PAIRWISE = frozenset({"krum", "multi_krum"})
+# Kernels that read X twice and write an (n, D) output: their floor is a read pass plus a copy
+# pass (column "x read + copy").
+WRITE_FLOOR = frozenset({"clip", "arc", "clip_out", "arc_out"})
 
 
 def np_trimmed_mean(X: np.ndarray, f: int) -> Any:
@@ -349,8 +353,21 @@ def bench_size(
         rp_after = read_pass(X, threads, budget)
         rp = rp_before if rp_before.median <= rp_after.median else rp_after
         records.append(Record(AREA, "read_pass", dict(params), threads, rp, X.nbytes, rp))
+        # The write floor: a copy of X into a buffer of its size (one read, one write). clip
+        # and ARC read X twice (norms, then scaling) and write it once, so their floor is one
+        # read pass plus one copy pass.
+        dst = np.empty_like(X)
+        cp = copy_pass(X, dst, threads, budget)
+        del dst
+        records.append(
+            Record(AREA, "copy_pass", dict(params), threads, cp, X.nbytes, rp,
+                   extra={"call": "X into a buffer of its size"})
+        )
+        floor = rp.median + cp.median
         for rec in pending:
             rec.read_pass = rp
+            if rec.name in WRITE_FLOOR and floor > 0:
+                rec.extra["x read + copy"] = f"{rec.seconds / floor:.3g}"
         # torch after cyclad: its OpenMP pool keeps spinning for a while after each call and
         # would steal the cores from the kernels timed next.
         torch_times: dict[str, Timing] = {}
