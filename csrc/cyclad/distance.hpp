@@ -190,6 +190,10 @@ inline std::size_t chunk_for(std::size_t rows, std::size_t budget = 3072) {
   return std::clamp<std::size_t>(c, 2 * kPad, 2048);
 }
 
+/// Blocks a row of the distance-to-a-point pass sweeps in one run (64K coordinates: 256 KB of
+/// float32, and z's 512 KB stays in L2 for the next row).
+inline constexpr std::size_t kPointGroup = 8;
+
 /// Convert `len` coordinates of a row to double times `scale` (a power of two: 1 except on
 /// the overflow-safe path, see overflow_safe_exponent), zero-padding to a multiple of kPad.
 template <typename T>
@@ -256,6 +260,64 @@ CYCLAD_ALWAYS_INLINE void accumulate_sq_dist(const double* CYCLAD_RESTRICT a,
     for (std::size_t q = 0; q < Q; ++q) CYCLAD_NSTORE(I, part + (h * Q + q) * W, s[q]);
   }
   fold_chains(part, acc);
+}
+
+/// The sums of accumulate_sq_dist(row * scale, z * scale) and accumulate_flag(row * scale)
+/// over a chunk of `padded` coordinates, read straight from the row of T values and from z:
+/// their first `whole` coordinates from `r` and `z`, the rest (whole < padded: the chunk's
+/// last, partial kPad group, converted, scaled and zero-padded) from `tail` and `ztail`. z null
+/// stands for zeros (nothing subtracted). The lanes, chains and order of the buffered pair
+/// (load_row, then the two accumulations), so the same bits.
+template <Isa I, typename T>
+CYCLAD_ALWAYS_INLINE void point_row_sums(const T* CYCLAD_RESTRICT r, const double* CYCLAD_RESTRICT z,
+                                         const double* CYCLAD_RESTRICT tail,
+                                         const double* CYCLAD_RESTRICT ztail, std::size_t whole,
+                                         std::size_t padded, double scale,
+                                         double* CYCLAD_RESTRICT acc,
+                                         double* CYCLAD_RESTRICT flag) {
+  using V = typename Simd<I>::V;
+  constexpr std::size_t W = Simd<I>::W, Q = 4, passes = kPad / (Q * W);
+  alignas(64) double ps[kPad], pf[kPad];
+  const bool scaled = scale != 1.0;
+  for (std::size_t h = 0; h < passes; ++h) {
+    V s[Q] = {}, f[Q] = {};
+    auto step = [&](const V& v, const V& zv, std::size_t q) CYCLAD_INLINE_LAMBDA {
+      const V d = z != nullptr ? v - zv : v;
+      s[q] += d * d;
+      f[q] += v - v;
+    };
+    for (std::size_t k = 0; k < whole; k += kPad) {
+      for (std::size_t q = 0; q < Q; ++q) {
+        const std::size_t o = k + (h * Q + q) * W;
+        V v, zv = {};
+        if constexpr (std::is_same_v<T, float>) {
+          v = CYCLAD_NLOAD_F32(I, r + o);
+        } else {
+          v = CYCLAD_NLOAD(I, r + o);
+        }
+        if (z != nullptr) zv = CYCLAD_NLOAD(I, z + o);
+        if (scaled) {
+          v = v * scale;
+          zv = zv * scale;
+        }
+        step(v, zv, q);
+      }
+    }
+    for (std::size_t k = whole; k < padded; k += kPad) {
+      for (std::size_t q = 0; q < Q; ++q) {
+        const std::size_t o = k - whole + (h * Q + q) * W;
+        // Copies: the tails are not V-aligned.
+        const V v = CYCLAD_NLOAD(I, tail + o), zv = CYCLAD_NLOAD(I, ztail + o);
+        step(v, zv, q);
+      }
+    }
+    for (std::size_t q = 0; q < Q; ++q) {
+      CYCLAD_NSTORE(I, ps + (h * Q + q) * W, s[q]);
+      CYCLAD_NSTORE(I, pf + (h * Q + q) * W, f[q]);
+    }
+  }
+  fold_chains(ps, acc);
+  fold_chains(pf, flag);
 }
 
 /// Squared-distance tile: IA rows a[] against J rows b[]; for each pair, acc[i * J + j] (8 lanes)
@@ -443,40 +505,43 @@ CYCLAD_KERNEL void pairwise_block(const T* CYCLAD_RESTRICT x, std::size_t n,
   for (std::size_t i = 0; i < n; ++i) bad[i] = any_nan8(flag + i * kDistLanes) ? 1 : 0;
 }
 
-/// One kReduceBlock of the distance-to-a-point pass: part[i] = sum over the block of
-/// (scale x_i - scale z)^2 (z = 0 when `z` is null), bad[i] = 1 for a non-finite entry of row
-/// i. `buf` holds 2 * chunk doubles, `acc` 2 * n * 8.
+/// Blocks [b0, b1) of the distance-to-a-point pass: part[b * n + i] = sum over block b of
+/// (scale x_i - scale z)^2 (z = 0 when `z` is null), bad[b * n + i] = 1 for a non-finite entry
+/// of row i in the block. Each block sums in chunks of `chunk` coordinates, in the lanes and
+/// chains of accumulate_sq_dist, so a block's partial depends on n and D only.
 template <Isa I, typename T>
-CYCLAD_KERNEL void point_dist_block(const T* CYCLAD_RESTRICT x, std::size_t n,
-                                          std::size_t stride, std::size_t lo, std::size_t hi,
-                                          std::size_t chunk, double scale,
-                                          const double* CYCLAD_RESTRICT z,
-                                          double* CYCLAD_RESTRICT buf,
-                                          double* CYCLAD_RESTRICT acc,
-                                          double* CYCLAD_RESTRICT part,
-                                          unsigned char* CYCLAD_RESTRICT bad) {
-  std::fill(acc, acc + 2 * n * kDistLanes, 0.0);
-  double* flag = acc + n * kDistLanes;
-  double* zb = buf + chunk;
-  for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
-    const std::size_t len = std::min(chunk, hi - c0);
-    const std::size_t padded = round_up_pad(len);
-    if (z != nullptr) {
-      for (std::size_t k = 0; k < len; ++k) zb[k] = z[c0 + k] * scale;
-      std::fill(zb + len, zb + padded, 0.0);
-    } else {
-      std::fill(zb, zb + padded, 0.0);
-    }
-    if (c0 + chunk < hi) prefetch_rows(x, n, stride, c0 + chunk, std::min(chunk, hi - c0 - chunk));
+CYCLAD_KERNEL void point_dist_rows(const T* CYCLAD_RESTRICT x, std::size_t n,
+                                   std::size_t stride, std::size_t d, std::size_t b0,
+                                   std::size_t b1, std::size_t chunk, double scale,
+                                   const double* CYCLAD_RESTRICT z,
+                                   double* CYCLAD_RESTRICT part,
+                                   unsigned char* CYCLAD_RESTRICT bad) {
+  alignas(64) double tail[kPad], ztail[kPad], acc[2 * kDistLanes];
+  std::fill(ztail, ztail + kPad, 0.0);
+  // Each row sweeps kPointGroup blocks at a time in one contiguous run (the hardware
+  // prefetchers follow it, where n short strided runs per chunk would wait on memory); z's
+  // share of the group is reread from the cache for every row.
+  for (std::size_t g0 = b0; g0 < b1; g0 += kPointGroup) {
+    const std::size_t g1 = std::min(b1, g0 + kPointGroup);
     for (std::size_t i = 0; i < n; ++i) {
-      load_row(x + i * stride + c0, len, buf, scale);
-      accumulate_sq_dist<I>(buf, zb, padded, acc + i * kDistLanes);
-      accumulate_flag<I>(buf, padded, flag + i * kDistLanes);
+      const T* row = x + i * stride;
+      for (std::size_t b = g0; b < g1; ++b) {
+        const std::size_t lo = b * kReduceBlock, hi = std::min(d, lo + kReduceBlock);
+        std::fill(acc, acc + 2 * kDistLanes, 0.0);
+        for (std::size_t c0 = lo; c0 < hi; c0 += chunk) {
+          const std::size_t len = std::min(chunk, hi - c0);
+          const std::size_t padded = round_up_pad(len), whole = len / kPad * kPad;
+          for (std::size_t k = whole; k < padded; ++k) {
+            tail[k - whole] = k < len ? static_cast<double>(row[c0 + k]) * scale : 0.0;
+            if (z != nullptr) ztail[k - whole] = k < len ? z[c0 + k] * scale : 0.0;
+          }
+          point_row_sums<I>(row + c0, z != nullptr ? z + c0 : nullptr, tail, ztail, whole,
+                            padded, scale, acc, acc + kDistLanes);
+        }
+        part[b * n + i] = fold8(acc);
+        bad[b * n + i] = any_nan8(acc + kDistLanes) ? 1 : 0;
+      }
     }
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    part[i] = fold8(acc + i * kDistLanes);
-    bad[i] = any_nan8(flag + i * kDistLanes) ? 1 : 0;
   }
 }
 
@@ -885,15 +950,10 @@ bool point_pass(MatrixView<T> x, const double* z, int e, double* d2, unsigned ch
   std::vector<double> part(nb * n);
   std::vector<unsigned char> pbad(nb * n);
   parallel_for(nb, threads, grain_for(x.n * kReduceBlock * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
-    std::vector<double> buf(2 * chunk), acc(2 * n * kDistLanes);
-    for (std::size_t b = b0; b < b1; ++b) {
-      const std::size_t lo = b * kReduceBlock, hi = std::min(x.d, lo + kReduceBlock);
-      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
-        point_dist_block<decltype(isa)::value>(x.data, n, x.row_stride, lo, hi, chunk, scale, z,
-                                               buf.data(), acc.data(), part.data() + b * n,
-                                               pbad.data() + b * n);
-      });
-    }
+    dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+      point_dist_rows<decltype(isa)::value>(x.data, n, x.row_stride, x.d, b0, b1, chunk, scale,
+                                            z, part.data(), pbad.data());
+    });
   });
   std::fill(d2, d2 + n, 0.0);
   std::fill(bad, bad + n, static_cast<unsigned char>(0));
