@@ -79,6 +79,28 @@ def plot_vs_d(out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_draco(out: Path) -> None:
+    """(5) One panel per attack: final accuracy vs computation load, LAD over d, DRACO."""
+    plt = _plt()
+    rows = _rows(out / "summary.csv")
+    attacks_ = list(dict.fromkeys(r["attack"] for r in rows))
+    fig, axes = plt.subplots(1, len(attacks_), figsize=(3.4 * len(attacks_), 3.4), sharey=True)
+    for ax, att in zip(np.atleast_1d(axes), attacks_, strict=True):
+        for method, style in (("LAD", "o-"), ("DRACO", "s")):
+            sel = [r for r in rows if r["attack"] == att and r["variant"].startswith(method)]
+            load = [int(r["variant"].split("d=")[1]) for r in sel]
+            ax.plot(load, [_acc(r["final_accuracy"]) for r in sel], style, label=method,
+                    markersize=8 if method == "DRACO" else 5)
+        ax.set(title=att, xlabel="subset gradients per device per round")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("final test accuracy")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle("LAD (trimmed mean) vs DRACO (groups of 2f + 1 = 5), n = 20, f = 2")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_load.png", dpi=80)
+    plt.close(fig)
+
+
 def spread(jobs: int | None) -> None:
     """(4) Measured E||z_i - g||^2 / het vs (N - d) / (d (N - 1)), no attack, all devices."""
     out = RESULTS / "spread"
@@ -118,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--only", nargs="*", default=None,
-                   choices=["d_sweep", "baselines", "comlad", "spread"])
+                   choices=["d_sweep", "baselines", "comlad", "spread", "draco"])
     p.add_argument("--keep-runs", action="store_true")
     args = p.parse_args(argv)
-    todo = args.only or ["d_sweep", "baselines", "comlad", "spread"]
+    todo = args.only or ["d_sweep", "baselines", "comlad", "spread", "draco"]
     if "d_sweep" in todo:
         out = _sweep("d_sweep", args.jobs)
         plot_vs_d(out, "LAD on digits, n = 20, f = 4, extreme heterogeneity")
@@ -136,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
                                title=f"Com-LAD vs LAD, d = {d}, ALIE, trimmed mean")
     if "spread" in todo:
         spread(args.jobs)
+    if "draco" in todo:
+        out = _sweep("draco", args.jobs)
+        plot_draco(out)
     if not args.keep_runs:
-        for name in ("d_sweep", "baselines", "comlad"):
+        for name in ("d_sweep", "baselines", "comlad", "draco"):
             shutil.rmtree(RESULTS / name / "runs", ignore_errors=True)
     return 0
 

@@ -347,3 +347,14 @@ def payload_size(
     if kind == "qsgd":
         return -(-D // bucket) * vb + -(-D // 8) + -(-D * s.bit_length() // 8)
     return vb + -(-D // 8)  # sign
+
+
+def majority_rows(Z: np.ndarray, size: int, need: int) -> list[int]:
+    """DRACO's vote by counting each group's byte strings: per group of ``size`` consecutive
+    rows, the first row whose exact bytes at least ``need`` rows of the group share (-1: none)."""
+    out = []
+    for lo in range(0, Z.shape[0], size):
+        keys = [Z[i].tobytes() for i in range(lo, lo + size)]
+        win = [lo + p for p, k in enumerate(keys) if keys.count(k) >= need]
+        out.append(win[0] if win else -1)
+    return out

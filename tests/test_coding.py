@@ -469,6 +469,20 @@ def test_gradient_code_float32_and_torch(rng) -> None:
     np.testing.assert_array_equal(out_t.numpy(), out)
 
 
+def test_gradient_code_default_unchanged() -> None:
+    # the random construction (the default) keeps its matrices: a fixed entry of seed 0
+    gc = coding.GradientCode(5, 2)
+    assert gc.construction == "random"
+    np.testing.assert_array_equal(gc.B, coding.GradientCode(5, 2, construction="random").B)
+    H = np.empty((2, 5))
+    from cyclad import _random
+
+    stream = _random.Stream(0, _random.SETUP, 0, _random.CODE_MATRIX)
+    H[:, :-1] = stream.random((2, 4)) - 0.5
+    H[:, -1] = -H[:, :-1].sum(axis=1)
+    np.testing.assert_allclose(H @ gc.B.T, 0, atol=1e-12)
+
+
 def test_gradient_code_is_deterministic() -> None:
     np.testing.assert_array_equal(coding.GradientCode(7, 3).B, coding.GradientCode(7, 3).B)
     assert not np.array_equal(coding.GradientCode(7, 3).B, coding.GradientCode(7, 3, seed=1).B)
@@ -524,3 +538,258 @@ def test_exact_code_constructor_errors() -> None:
         coding.FractionalRepetitionCode(6, 3)
     with pytest.raises(TypeError, match="s must be an integer"):
         coding.FractionalRepetitionCode(6, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# decoding residuals, the deterministic construction
+# --------------------------------------------------------------------------------------------
+
+
+def test_decode_info_reports_residual_and_never_refuses_by_default(rng) -> None:
+    # n = 20, s = 4: the random construction's worst patterns have residuals above 1e-9
+    gc = coding.GradientCode(20, 4)
+    G = rng.standard_normal((20, 5))
+    Z = gc.encode(G)
+    worst = 0.0
+    for _ in range(400):
+        r = rng.choice(20, size=16, replace=False)
+        info = gc.decode_info(r)
+        assert isinstance(info, coding.DecodeInfo)
+        np.testing.assert_array_equal(info.weights, gc.decode_weights(r))
+        assert info.residual == float(np.max(np.abs(info.weights @ gc.B[r] - 1)))
+        assert 1e-9 <= info.tolerance <= 1e-6
+        assert info.condition >= 1.0
+        assert info.ok
+        worst = max(worst, info.residual)
+        np.testing.assert_allclose(gc.decode(Z[r], r, strict=True), G.mean(axis=0), atol=1e-6)
+    assert worst < 1e-6
+
+
+def test_decode_strict_raises_when_residual_exceeds_tolerance(rng) -> None:
+    gc = coding.GradientCode(6, 2)
+    r = np.array([0, 2, 3, 5])
+    # a B whose responders' rows cannot give the all-ones vector: the residual is O(1)
+    gc.B = gc.B.copy()
+    gc.B[r] = 0.0
+    gc.B[r, 0] = 1.0
+    info = gc.decode_info(r)
+    assert info.residual > 0.5
+    assert not info.ok
+    assert gc.decode_weights(r).shape == (4,)  # not strict: returned anyway
+    with pytest.raises(RuntimeError, match=r"residual .* exceeds the tolerance"):
+        gc.decode_weights(r, strict=True)
+    with pytest.raises(RuntimeError, match="exceeds the tolerance"):
+        gc.decode(np.ones((4, 3)), r, strict=True)
+
+
+def test_fractional_repetition_decode_info() -> None:
+    fr = coding.FractionalRepetitionCode(6, 2)
+    info = fr.decode_info([5, 0, 1, 2], strict=True)
+    assert (info.residual, info.condition) == (0.0, 1.0)
+    np.testing.assert_array_equal(info.weights, [1.0, 1.0, 0.0, 0.0])
+
+
+def _deterministic_cases(nmax: int):
+    for n in range(1, nmax + 1):
+        for s in range(n):
+            if s == 0 or (n - s) % 2 == 1:
+                yield n, s
+
+
+@pytest.mark.parametrize("n", range(1, 11))
+def test_deterministic_code_every_straggler_pattern(rng, n) -> None:
+    G = rng.standard_normal((n, 7))
+    g = G.mean(axis=0)
+    for nn, s in _deterministic_cases(n):
+        if nn != n:
+            continue
+        gc = coding.GradientCode(n, s, construction="deterministic")
+        assert gc.B.shape == (n, n)
+        for i in range(n):
+            supp = {(i + k) % n for k in range(s + 1)}
+            assert gc.B[i, i] == 1.0
+            assert all(gc.B[i, j] == 0 for j in range(n) if j not in supp)
+            assert all(gc.B[i, j] != 0 for j in supp)
+        # a real cyclic code: every row is a cyclic shift of the first
+        for i in range(n):
+            np.testing.assert_array_equal(gc.B[i], np.roll(gc.B[0], i))
+        Z = gc.encode(G)
+        for r in _all_patterns(n, s):
+            r = rng.permutation(r)
+            info = gc.decode_info(r, strict=True)
+            assert info.residual <= 1e-12
+            assert info.condition < 1e3
+            np.testing.assert_allclose(gc.decode(Z[r], r), g, atol=1e-11)
+
+
+def test_deterministic_generator_is_the_cyclic_mds_code() -> None:
+    # the rows span {c : c_hat(k) = 0 for the s consecutive frequencies around n/2}
+    for n, s in [(7, 2), (8, 3), (20, 3), (21, 4), (40, 9)]:
+        B = coding.GradientCode(n, s, construction="deterministic").B
+        F = np.fft.fft(B, axis=1)
+        m = (n - s + 1) // 2
+        np.testing.assert_allclose(np.abs(F[:, m : m + s]), 0, atol=1e-9)
+        assert np.linalg.matrix_rank(B) == n - s
+        np.testing.assert_allclose(np.abs(F[:, 0]), np.abs(F[0, 0]))  # ones is in the code
+
+
+@pytest.mark.parametrize(("n", "s"), [(20, 3), (20, 5), (21, 4), (31, 4), (40, 5), (40, 9)])
+def test_deterministic_code_random_patterns_larger(rng, n, s) -> None:
+    det = coding.GradientCode(n, s, construction="deterministic")
+    rnd = coding.GradientCode(n, s)
+    G = rng.standard_normal((n, 9))
+    Z = det.encode(G)
+    worst_det = worst_rnd = 0.0
+    for _ in range(60):
+        k = rng.integers(n - s, n + 1)
+        r = rng.choice(n, size=k, replace=False)
+        info = det.decode_info(r, strict=True)
+        worst_det = max(worst_det, info.condition)
+        worst_rnd = max(worst_rnd, rnd.decode_info(r).condition)
+        np.testing.assert_allclose(det.decode(Z[r], r), G.mean(axis=0), atol=1e-8)
+    if n <= 31:  # better conditioned than the random construction (at n = 40, s = 9: alike)
+        assert worst_det < worst_rnd
+
+
+@given(
+    n=st.integers(1, 14),
+    s_seed=st.integers(0, 1000),
+    pat=st.integers(0, 2**32 - 1),
+    data=hnp.arrays(np.float64, (14, 3), elements=st.floats(-1e3, 1e3)),
+)
+def test_deterministic_code_decodes_property(n, s_seed, pat, data) -> None:
+    ss = [s for s in range(n) if s == 0 or (n - s) % 2]
+    s = ss[s_seed % len(ss)]
+    gc = coding.GradientCode(n, s, construction="deterministic")
+    r = np.random.default_rng(pat).choice(n, size=n - s, replace=False)
+    G = data[:n]
+    got = gc.decode(gc.encode(G)[r], r, strict=True)
+    np.testing.assert_allclose(got, G.mean(axis=0), atol=1e-9 * (1 + np.abs(G).max()))
+
+
+def test_deterministic_code_errors_and_repr() -> None:
+    with pytest.raises(ValueError, match="needs n - s odd, got n=20, s=4"):
+        coding.GradientCode(20, 4, construction="deterministic")
+    with pytest.raises(ValueError, match="construction must be one of"):
+        coding.GradientCode(20, 3, construction="vandermonde")  # type: ignore[arg-type]
+    gc = coding.GradientCode(7, 2, construction="deterministic")
+    assert repr(gc) == "GradientCode(n=7, s=2, construction='deterministic')"
+    np.testing.assert_array_equal(
+        gc.B, coding.GradientCode(7, 2, construction="deterministic", seed=5).B
+    )
+    np.testing.assert_array_equal(
+        coding.GradientCode(5, 0, construction="deterministic").B, np.eye(5)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# DRACO majority decoding
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n", "f"), [(3, 1), (6, 1), (10, 2), (7, 3), (4, 0)])
+def test_majority_decode_exact_under_f_byzantine(rng, dtype, n, f) -> None:
+    size = 2 * f + 1 if n % (2 * f + 1) == 0 else n
+    fr = coding.FractionalRepetitionCode(n, size - 1)
+    G = rng.standard_normal((n, 13)).astype(dtype)
+    Z = fr.encode(G)
+    want = fr.decode(Z, np.arange(n))
+    hostile = [
+        np.full(13, np.nan, dtype=dtype),
+        np.full(13, np.inf, dtype=dtype),
+        -np.full(13, np.inf, dtype=dtype),
+        np.full(13, np.finfo(dtype).max, dtype=dtype),
+        rng.standard_normal(13).astype(dtype) * 1e30,
+    ]
+    for trial in range(20):
+        X = Z.copy()
+        for k in range(fr.groups):
+            bad = rng.choice(size, size=f, replace=False) + k * size
+            for b in bad:
+                X[b] = hostile[rng.integers(len(hostile))] if trial % 2 else X[b] * -1.0
+        X_before = X.copy()
+        rows = fr.majority_rows(X)
+        assert rows.tolist() == ref.majority_rows(X, size, size - f)
+        out = fr.majority_decode(X, threads=1)
+        np.testing.assert_array_equal(X, X_before)  # not modified
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(fr.majority_decode(X, threads=2), out)
+    np.testing.assert_allclose(want, G.astype(np.float64).mean(axis=0), rtol=1e-4, atol=1e-5)
+
+
+def test_majority_is_on_bit_patterns() -> None:
+    fr = coding.FractionalRepetitionCode(3, 2)
+    nan2 = np.frombuffer(np.uint64(0x7FF8000000000001).tobytes(), dtype=np.float64)[0]
+    X = np.array([[np.nan, 1.0], [np.nan, 1.0], [0.0, 1.0]])
+    assert fr.majority_rows(X).tolist() == [0]  # equal NaN payloads are equal votes
+    X[1, 0] = nan2  # another NaN payload: no longer the same vector
+    with pytest.raises(coding.NoMajorityError, match=r"no majority in group\(s\) \[0\]"):
+        fr.majority_rows(X)
+    Y = np.array([[0.0, 2.0], [-0.0, 2.0], [-0.0, 2.0]])
+    assert fr.majority_rows(Y).tolist() == [1]  # -0.0 and 0.0 differ
+
+
+def test_majority_no_majority_and_argument_errors(rng) -> None:
+    fr = coding.FractionalRepetitionCode(6, 2)
+    X = rng.standard_normal((6, 4))
+    X[3] = X[4] = X[5]
+    with pytest.raises(coding.NoMajorityError) as info:
+        fr.majority_decode(X)
+    assert info.value.groups == [0]
+    assert isinstance(info.value, ValueError)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(info.value))
+    assert again.groups == [0]
+    assert str(again) == str(info.value)
+    X[1] = X[0]
+    assert fr.majority_rows(X).tolist() == [0, 3]
+    with pytest.raises(coding.NoMajorityError):  # f = 0: the whole group must agree
+        fr.majority_rows(X, f=0)
+    with pytest.raises(ValueError, match=r"f must be in \[0, 1\]"):
+        fr.majority_rows(X, f=2)
+    with pytest.raises(ValueError, match="one row per device"):
+        fr.majority_decode(X[:5])
+    with pytest.raises(TypeError):
+        fr.majority_decode(X.astype(complex))
+    with pytest.raises(ValueError, match="2-D"):
+        fr.majority_decode(X[0])
+
+
+def test_majority_decode_torch(rng) -> None:
+    torch = pytest.importorskip("torch")
+    fr = coding.FractionalRepetitionCode(6, 2)
+    Z = fr.encode(rng.standard_normal((6, 8)))
+    Z[0] = np.nan
+    out = fr.majority_decode(torch.from_numpy(Z))
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_array_equal(out.numpy(), fr.majority_decode(Z))
+
+
+@given(
+    groups=st.integers(1, 4),
+    f=st.integers(0, 3),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
+def test_majority_decode_property(groups, f, seed, data) -> None:
+    size = 2 * f + 1
+    n = groups * size
+    fr = coding.FractionalRepetitionCode(n, size - 1)
+    r = np.random.default_rng(seed)
+    G = r.standard_normal((n, 5))
+    Z = fr.encode(G)
+    X = Z.copy()
+    nbad = data.draw(st.integers(0, f))
+    junk = data.draw(
+        hnp.arrays(
+            np.float64, (max(nbad, 1), 5), elements=st.floats(allow_nan=True, allow_infinity=True)
+        )
+    )
+    for k in range(groups):
+        for j, b in enumerate(r.choice(size, size=nbad, replace=False)):
+            X[k * size + b] = junk[j]
+    assert fr.majority_rows(X).tolist() == ref.majority_rows(X, size, size - f)
+    np.testing.assert_array_equal(fr.majority_decode(X), fr.decode(Z, np.arange(n)))

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cyclad import compression, data, models, protocol, train
+from cyclad import coding, compression, data, models, protocol, train
 
 FAST = {"rounds": 12, "n_devices": 10, "n_byzantine": 2, "blas_threads": 1}
 
@@ -366,3 +366,80 @@ def test_ctrl_c_keeps_history() -> None:
     assert h.interrupted
     assert len(h.bytes_up) == 3
     assert np.isfinite(h.final_loss)
+
+
+# --------------------------------------------------------------------------------------------
+# DRACO
+# --------------------------------------------------------------------------------------------
+
+
+def test_draco_recovers_the_exact_gradient_under_attack() -> None:
+    # groups of 2f + 1 = 5: every round's update is the attack-free full-gradient step
+    clean = train.run(train.Config(n_devices=20, n_byzantine=0, d=20, attack="none", rounds=5))
+    for attack in ("sign_flip", "alie", "gaussian"):
+        cfg = train.Config(
+            n_devices=20, n_byzantine=2, d=5, method="draco", attack=attack, rounds=5
+        )
+        hist = train.run(cfg)
+        np.testing.assert_allclose(hist.theta, clean.theta, rtol=0, atol=1e-12)
+        assert hist.config["method"] == "draco"
+
+
+def test_draco_plan_groups_share_windows() -> None:
+    spec = protocol.RoundSpec(n=12, d=3, method="draco", seed=4)
+    for t in (0, 1, 7):
+        A = protocol.plan_round(spec, t).assignment
+        pi = coding.CyclicCode(12, 3, seed=4).permutation(t)
+        for k in range(4):
+            for i in range(3 * k, 3 * k + 3):
+                np.testing.assert_array_equal(A[i], pi[3 * k : 3 * k + 3])
+        np.testing.assert_array_equal(np.bincount(A.ravel(), minlength=12), np.full(12, 3))
+    with pytest.raises(ValueError, match="draco needs d to divide n"):
+        protocol.RoundSpec(n=12, d=5, method="draco")
+    with pytest.raises(ValueError, match="method must be one of"):
+        protocol.RoundSpec(n=12, d=3, method="vote")
+
+
+def test_draco_rule_absent_rows_and_no_majority(rng) -> None:
+    rule = protocol.draco_rule(6, 3)
+    G = rng.standard_normal((2, 4))
+    X = np.repeat(G, 3, axis=0)
+    X[1] = np.nan  # absent
+    np.testing.assert_array_equal(rule(X), coding.encode(G, np.array([[0, 1]]), [0.5, 0.5])[0])
+    X[0] = rng.standard_normal(4)  # two of three devices wrong, and not alike
+    with pytest.raises(coding.NoMajorityError):
+        rule(X)
+    X[0] = np.nan  # two absent devices send the same (all-NaN) row: it wins
+    assert np.all(np.isnan(rule(X)))
+    with pytest.raises(ValueError, match=r"f must be in \[0, 1\]"):
+        protocol.draco_rule(6, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "match"),
+    [
+        ({"d": 3}, "d", "needs d to divide n_devices"),
+        ({"d": 4, "n_byzantine": 2}, "n_byzantine", "f = 2 needs d >= 5"),
+        ({"d": 4, "n_byzantine": 1, "f": 2}, "f", "f = 2 needs d >= 5"),
+        ({"compressor": "topk:0.1"}, "compressor", "not used by method 'draco'"),
+        ({"pre_aggregation": "nnm"}, "pre_aggregation", "not used by method 'draco'"),
+        ({"aggregator_params": {"tau": 1.0}}, "aggregator_params", "not used"),
+    ],
+)
+def test_draco_config_validation(values, field, match) -> None:
+    base = {"n_devices": 20, "n_byzantine": 2, "d": 5, "method": "draco"}
+    with pytest.raises(train.ConfigError, match=match) as info:
+        train.Config.from_dict({**base, **values}).validate()
+    assert info.value.field == field
+
+
+def test_method_field_choices_and_toml(tmp_path) -> None:
+    with pytest.raises(train.ConfigError, match="must be one of lad, draco") as info:
+        train.Config(method="majority").validate()
+    assert info.value.field == "method"
+    path = tmp_path / "c.toml"
+    path.write_text('method = "draco"\nn_devices = 9\nn_byzantine = 1\nd = 3\n')
+    cfg = train.Config.from_toml(path)
+    cfg.validate()
+    assert train.Config.from_toml(path).method == "draco"
+    assert 'method = "draco"' in cfg.to_toml()

@@ -22,6 +22,17 @@ One round ``t`` (DESIGN §1):
    one, keeps the EF21 receiver states, records every malformed, wrong-sized or missing payload
    as a :class:`Fault`, aggregates and steps the model.
 
+Methods (:attr:`RoundSpec.method`): ``"lad"`` is the round above. ``"draco"`` is DRACO (Chen
+et al., 2018, with the repetition code): the devices form ``n / d`` groups of ``d`` consecutive
+devices, and every device of group ``k`` gets the same window, the ``k``-th block of ``d``
+subsets of the round's permutation (``pi_t(kd), ..., pi_t(kd + d - 1)``; disjoint windows, so
+every subset is still computed by exactly ``d`` devices). Devices encode and send exactly as in
+LAD (the mean of their window's gradients), so the honest devices of a group send bit-identical
+vectors, and the server replaces the robust rule by the majority vote of
+:meth:`cyclad.coding.FractionalRepetitionCode.majority_rows` in every group
+(:func:`draco_rule`): with ``d = 2f + 1`` it recovers the exact mean gradient whatever ``f``
+Byzantine devices send. The computation load is ``d`` subset gradients per device, as LAD's.
+
 An *absent* vector -- a payload that is ``None``, does not parse, has the wrong size, or never
 arrives -- is an all-NaN row for that round. The rules treat it as a poisoned row (DESIGN §4):
 coordinate-wise rules order NaN above +Inf and trim it, distance-based rules give it an
@@ -54,6 +65,7 @@ __all__ = [
     "byzantine_devices",
     "byzantine_step",
     "device_step",
+    "draco_rule",
     "encode_payload",
     "make_rule",
     "plan_round",
@@ -62,6 +74,7 @@ __all__ = [
 
 Array = NDArray[Any]
 Rule = Callable[[Array], Array]
+METHODS = ("lad", "draco")
 MALFORMED = b"\x00malformed"  # what a Byzantine device sends when its compressor refuses a vector
 
 
@@ -89,6 +102,9 @@ class RoundSpec:
         Samples per subset gradient; None (or at least a subset's size) uses the whole subset.
     shared_compression : bool
         One compression seed for every device per round (shared rand-k masks).
+    method : str
+        ``"lad"`` (cyclic windows) or ``"draco"`` (groups of ``d`` devices sharing a window;
+        needs ``d`` to divide ``n``).
     """
 
     n: int
@@ -101,9 +117,16 @@ class RoundSpec:
     subset_sizes: tuple[int, ...] | None = None
     batch_size: int | None = None
     shared_compression: bool = False
+    method: str = "lad"
 
     def __post_init__(self) -> None:
         _code(self.n, self.d, self.mode, self.seed)  # checks n, d, mode and seed
+        if self.method not in METHODS:
+            msg = f"method must be one of {METHODS}, got {self.method!r}"
+            raise ArgumentError(msg, argument="method")
+        if self.method == "draco" and self.n % self.d != 0:
+            msg = f"draco needs d to divide n (groups of d devices), got n={self.n}, d={self.d}"
+            raise ArgumentError(msg, argument="d")
         if not 0 <= self.n_byzantine < self.n:
             msg = f"n_byzantine must be in [0, {self.n - 1}], got {self.n_byzantine}"
             raise ArgumentError(msg, argument="n_byzantine")
@@ -223,7 +246,12 @@ def bucketing_seed(seed: int, t: int) -> int:
 def plan_round(spec: RoundSpec, t: int) -> RoundPlan:
     """The plan of round ``t``: a pure function of ``spec`` and ``t``."""
     n, ds = spec.n, spec.dseed
-    A = _code(n, spec.d, spec.mode, spec.seed).assignment(t)
+    code = _code(n, spec.d, spec.mode, spec.seed)
+    if spec.method == "draco":
+        blocks = (np.arange(n) // spec.d * spec.d)[:, None] + np.arange(spec.d)[None, :]
+        A = np.asarray(code.permutation(t)[blocks], dtype=np.int64)
+    else:
+        A = code.assignment(t)
     batches: list[Array | None] = [None] * n
     if spec.batch_size is not None and spec.subset_sizes is not None:
         for j, size in enumerate(spec.subset_sizes):
@@ -454,6 +482,41 @@ def round_rule(
     :func:`bucketing_seed` of ``seed``): what an omniscient coalition is told the server runs."""
     bseed = bucketing_seed(seed, t) if "bucketing" in name else 0
     return make_rule(name, f, params, seed=bseed, threads=threads)
+
+
+def draco_rule(n: int, d: int, f: int | None = None, *, threads: int | None = None) -> Rule:
+    """DRACO's server rule ``(n, P) -> (P,)``: the majority vector of every group of ``d``
+    consecutive devices (:meth:`cyclad.coding.FractionalRepetitionCode.majority_rows`, ``f``
+    Byzantine or absent devices tolerated per group, default ``(d - 1) // 2``), averaged over
+    the ``n / d`` groups. With the windows of ``method="draco"`` (every row the mean of its
+    group's ``d`` subset gradients) this is the exact mean gradient. Absent devices are all-NaN
+    rows, which are bit-identical to each other: more than ``f`` absent or Byzantine devices in
+    one group can make a NaN (or crafted) vector that group's winner, as in any majority vote.
+
+    Raises
+    ------
+    cyclad.ArgumentError
+        If ``d`` does not divide ``n`` or ``f`` is outside ``[0, (d - 1) // 2]``; the rule
+        itself raises :class:`cyclad.coding.NoMajorityError` for a group without majority.
+    """
+    code = _frc(int(n), int(d) - 1)
+    fv = code._check_f(f)
+    weights = np.full((1, code.groups), 1.0 / code.groups)
+
+    def rule(X: Array) -> Array:
+        rows = code.majority_rows(X, f=fv)
+        out = np.asarray(coding.encode(X, rows[None, :], weights, threads=threads))
+        return np.asarray(out[0])
+
+    return rule
+
+
+@functools.lru_cache(maxsize=16)
+def _frc(n: int, s: int) -> coding.FractionalRepetitionCode:
+    if s < 0 or s >= n or n % (s + 1):
+        msg = f"draco needs d to divide n (groups of d devices), got n={n}, d={s + 1}"
+        raise ArgumentError(msg, argument="d")
+    return coding.FractionalRepetitionCode(n, s)
 
 
 @dataclass(frozen=True)

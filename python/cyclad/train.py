@@ -100,7 +100,16 @@ class Config:
     n_byzantine : int
         Number of Byzantine devices.
     d : int
-        Redundancy: subsets per device, ``1 <= d <= n``.
+        Redundancy: subsets per device, ``1 <= d <= n`` (the computation load: subset
+        gradients per device per round; with ``method="draco"`` the group size).
+    method : str
+        ``"lad"`` (default): cyclic windows and the robust ``aggregator``. ``"draco"``: DRACO
+        (Chen et al., 2018; :mod:`cyclad.protocol`): groups of ``d`` devices compute the same
+        ``d`` subsets and the server takes each group's majority vector, which is exact with up
+        to ``f`` Byzantine devices when ``d >= 2f + 1`` (``f`` defaults to ``n_byzantine``).
+        Needs ``d`` to divide ``n_devices``, ``2 f + 1 <= d`` and no compressor; the majority
+        vote replaces the aggregator (``pre_aggregation`` and ``aggregator_params`` must stay
+        unset; ``aggregator`` is not used).
     assignment : str
         Cyclic assignment mode: ``"permute"``, ``"shift"``, ``"fixed"``.
     partition : str
@@ -173,6 +182,7 @@ class Config:
     n_devices: int = 20
     n_byzantine: int = 3
     d: int = 4
+    method: str = "lad"
     assignment: str = "permute"
     partition: str = "extreme"
     alpha: float = 1.0
@@ -354,6 +364,7 @@ class Config:
         n = self.n_devices
         int_field("n_byzantine", lo=0, hi=n - 1)
         int_field("d", lo=1, hi=n)
+        choice("method", protocol.METHODS)
         choice("assignment", ("permute", "shift", "fixed"))
         choice("partition", data.PARTITIONS)
         float_field("alpha", 0.0, strict=True)
@@ -416,6 +427,9 @@ class Config:
         except (ValueError, TypeError) as exc:
             name = "attack"
             raise ConfigError(name, str(exc)) from None
+        if self.method == "draco":
+            self._validate_draco()
+            return
         # Byzantine majority: no robust rule can work with f >= n/2.
         if self.aggregator != "mean" and 2 * self.n_byzantine >= n:
             name = "n_byzantine"
@@ -435,6 +449,28 @@ class Config:
             raise ConfigError(name, f"must return one vector, got shape {out.shape}")
         if self.compressor is not None:
             _check_compressor(self, n_params)
+
+    def _validate_draco(self) -> None:
+        n, d, f = self.n_devices, self.d, self.f_rule
+        if n % d != 0:
+            name = "d"
+            raise ConfigError(name, f"method 'draco' needs d to divide n_devices = {n}, got {d}")
+        if 2 * f + 1 > d:
+            name = "n_byzantine" if self.f is None else "f"
+            raise ConfigError(
+                name,
+                f"method 'draco' needs groups of d >= 2 f + 1 devices; f = {f} needs d >= "
+                f"{2 * f + 1}, got d = {d}",
+            )
+        for name, default in (
+            ("compressor", None),
+            ("pre_aggregation", None),
+            ("aggregator_params", {}),
+        ):
+            if getattr(self, name) != default:
+                raise ConfigError(
+                    name, "is not used by method 'draco' (the majority vote replaces the rule)"
+                )
 
 
 def parse_value(text: str) -> Any:
@@ -531,7 +567,10 @@ def _toml_value(v: Any) -> str:
 
 def build_aggregator(cfg: Config, seed: int = 0) -> Callable[[Array], Array]:
     """The server's aggregation ``(n, P) -> (P,)`` for ``cfg`` (:func:`protocol.make_rule`:
-    ``f`` defaults to ``n_byzantine``; a parameter no component takes is an error)."""
+    ``f`` defaults to ``n_byzantine``; a parameter no component takes is an error; with
+    ``method="draco"``: :func:`protocol.draco_rule`)."""
+    if cfg.method == "draco":
+        return protocol.draco_rule(cfg.n_devices, cfg.d, cfg.f_rule, threads=cfg.threads)
     return protocol.make_rule(
         cfg.aggregator_name, cfg.f_rule, cfg.aggregator_params, seed=seed, threads=cfg.threads
     )
@@ -551,6 +590,7 @@ def round_spec(cfg: Config, subset_sizes: Sequence[int]) -> protocol.RoundSpec:
         batch_size=cfg.batch_size,
         shared_compression=cfg.compressor is not None
         and bool(getattr(build_compressor(cfg.compressor), "shared", False)),
+        method=cfg.method,
     )
 
 
@@ -840,7 +880,7 @@ class _Simulation:
             n,
             P,
             self.dtype,
-            cfg.aggregator_name,
+            build_aggregator(cfg) if cfg.method == "draco" else cfg.aggregator_name,
             f=cfg.f_rule,
             rule_params=cfg.aggregator_params,
             seed=cfg.seed,
@@ -899,13 +939,17 @@ class _Simulation:
         y = self.y if self.y_flip is None else self.y_flip
         G = self.model.subset_grads(theta, self.X, y, plan.selections(self.slices))
         Z = np.asarray(coding.encode(G, plan.assignment[plan.byzantine], threads=cfg.threads))
-        rule = protocol.round_rule(
-            cfg.aggregator_name,
-            cfg.f_rule,
-            cfg.aggregator_params,
-            seed=cfg.seed,
-            t=plan.t,
-            threads=cfg.threads,
+        rule = (
+            self.server.aggregate
+            if cfg.method == "draco"
+            else protocol.round_rule(
+                cfg.aggregator_name,
+                cfg.f_rule,
+                cfg.aggregator_params,
+                seed=cfg.seed,
+                t=plan.t,
+                threads=cfg.threads,
+            )
         )
         t1 = time.perf_counter()
         out = protocol.byzantine_step(
