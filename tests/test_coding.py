@@ -793,3 +793,43 @@ def test_majority_decode_property(groups, f, seed, data) -> None:
             X[k * size + b] = junk[j]
     assert fr.majority_rows(X).tolist() == ref.majority_rows(X, size, size - f)
     np.testing.assert_array_equal(fr.majority_decode(X), fr.decode(Z, np.arange(n)))
+
+
+def test_majority_absent_devices_neither_win_nor_vote(rng) -> None:
+    # Absent devices arrive as identical placeholder rows (NaN): without `absent` two of them
+    # would outvote a group's one honest device; flagged, they count against the group instead.
+    fr = coding.FractionalRepetitionCode(6, 2)
+    X = rng.standard_normal((6, 5))
+    X[1] = X[2] = X[0]
+    X[3] = X[4] = np.nan
+    X[5] = rng.standard_normal(5)
+    assert fr.majority_rows(X).tolist() == [0, 3]  # the placeholders "win" group 1
+    absent = np.array([False, False, False, True, True, False])
+    with pytest.raises(coding.NoMajorityError) as info:
+        fr.majority_rows(X, absent=absent)
+    assert info.value.groups == [1]
+    X[4] = X[5]  # one absent device: the two present, agreeing ones win
+    absent[4] = False
+    assert fr.majority_rows(X, absent=absent).tolist() == [0, 4]
+    np.testing.assert_allclose(
+        fr.majority_decode(X, absent=absent), (X[0] + X[4]) / 6.0, rtol=1e-15, atol=1e-16
+    )
+    absent[0] = True  # the first device of group 0 is absent: the next one is the winner
+    assert fr.majority_rows(X, absent=absent).tolist() == [1, 4]
+    for bad in (np.zeros(5, dtype=bool), np.zeros(6), [0, 1, 0, 0, 0, 0]):
+        with pytest.raises(ValueError, match="absent must be a boolean array"):
+            fr.majority_rows(X, absent=bad)
+
+
+def test_draco_rule_ignores_all_nan_rows(rng) -> None:
+    from cyclad import protocol
+
+    rule = protocol.draco_rule(6, 3)
+    X = rng.standard_normal((6, 4))
+    X[1] = X[2] = X[0]
+    X[3] = X[5]
+    X[4] = np.nan  # absent: no vote, and the group's two present devices agree
+    np.testing.assert_array_equal(rule(X), (X[0] + X[3]) / 2.0)
+    X[3] = np.nan  # two absent of three: no majority, a clear error instead of a NaN model
+    with pytest.raises(coding.NoMajorityError):
+        rule(X)

@@ -409,8 +409,9 @@ def test_draco_rule_absent_rows_and_no_majority(rng) -> None:
     X[0] = rng.standard_normal(4)  # two of three devices wrong, and not alike
     with pytest.raises(coding.NoMajorityError):
         rule(X)
-    X[0] = np.nan  # two absent devices send the same (all-NaN) row: it wins
-    assert np.all(np.isnan(rule(X)))
+    X[0] = np.nan  # two absent devices: their identical all-NaN rows do not vote
+    with pytest.raises(coding.NoMajorityError):
+        rule(X)
     with pytest.raises(ValueError, match=r"f must be in \[0, 1\]"):
         protocol.draco_rule(6, 3, 2)
 

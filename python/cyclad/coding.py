@@ -671,7 +671,9 @@ class FractionalRepetitionCode(_ExactCode):
             return hi
         return check_int(f, "f", lo=0, hi=hi)
 
-    def majority_rows(self, coded: Any, *, f: int | None = None) -> NDArray[np.int64]:
+    def majority_rows(
+        self, coded: Any, *, f: int | None = None, absent: Any = None
+    ) -> NDArray[np.int64]:
         """For each group, a row that at least ``s + 1 - f`` devices of the group sent bit for
         bit (DRACO's majority vote, Chen et al. 2018).
 
@@ -691,6 +693,10 @@ class FractionalRepetitionCode(_ExactCode):
             Byzantine devices tolerated per group, ``0 <= f <= s // 2`` (so that the winner is
             unique); default ``s // 2`` (a plain majority). A smaller ``f`` asks for more
             agreement.
+        absent : array-like of bool, shape (n,), optional
+            Devices that sent nothing (their rows are placeholders, e.g. NaN): they neither
+            win nor vote, so identical placeholders cannot outvote the honest devices. An
+            absent device counts against its group like a Byzantine one.
 
         Returns
         -------
@@ -707,12 +713,22 @@ class FractionalRepetitionCode(_ExactCode):
             If ``coded`` is not an ``(n, D)`` real array or ``f`` is out of range.
         """
         z, _ = as_matrix(coded, "coded")
-        return self._majority_rows(z, self._check_f(f))
+        return self._majority_rows(z, self._check_f(f), absent)
 
-    def _majority_rows(self, z: NDArray[Any], f: int) -> NDArray[np.int64]:
+    def _absent(self, absent: Any) -> NDArray[np.bool_]:
+        if absent is None:
+            return np.zeros(self.n, dtype=bool)
+        a = np.asarray(absent)
+        if a.dtype != np.bool_ or a.shape != (self.n,):
+            msg = f"absent must be a boolean array of shape ({self.n},), got {a.dtype} {a.shape}"
+            raise ArgumentError(msg, argument="absent")
+        return a
+
+    def _majority_rows(self, z: NDArray[Any], f: int, absent: Any = None) -> NDArray[np.int64]:
         if z.shape[0] != self.n:
             msg = f"coded must have one row per device (n = {self.n}), got shape {z.shape}"
             raise ArgumentError(msg, argument="coded")
+        gone = self._absent(absent)
         bits = z.view(np.uint32 if z.dtype == np.float32 else np.uint64)
         size, need = self.s + 1, self.s + 1 - f
         rows = np.full(self.groups, -1, dtype=np.int64)
@@ -722,9 +738,11 @@ class FractionalRepetitionCode(_ExactCode):
             # rows after it: only the first f + 1 devices of the group can be it.
             for p in range(f + 1):
                 c = lo + p
+                if gone[c]:
+                    continue
                 votes = 1
                 for j in range(c + 1, lo + size):
-                    votes += bool(np.array_equal(bits[c], bits[j]))
+                    votes += bool(not gone[j] and np.array_equal(bits[c], bits[j]))
                     if votes >= need:
                         break
                 if votes >= need:
@@ -741,7 +759,7 @@ class FractionalRepetitionCode(_ExactCode):
         return rows
 
     def majority_decode(
-        self, coded: Any, *, f: int | None = None, threads: int | None = None
+        self, coded: Any, *, f: int | None = None, absent: Any = None, threads: int | None = None
     ) -> Any:
         """DRACO decoding: the mean gradient ``g = (1/N) sum_j g_j`` from all ``n`` coded
         vectors (:meth:`encode`), up to ``f`` of them Byzantine in each group.
@@ -756,7 +774,7 @@ class FractionalRepetitionCode(_ExactCode):
         ----------
         coded : array-like, shape (n, D)
             Row ``i``: device ``i``'s vector (NaN rows for devices that sent nothing).
-        f : int, optional
+        f, absent : optional
             See :meth:`majority_rows`.
         threads : int, optional
             Worker threads; ``None`` uses all cores.
@@ -773,7 +791,7 @@ class FractionalRepetitionCode(_ExactCode):
             As :meth:`majority_rows`.
         """
         z, wrap = as_matrix(coded, "coded")
-        rows = self._majority_rows(z, self._check_f(f))
+        rows = self._majority_rows(z, self._check_f(f), absent)
         w = np.full((1, rows.size), 1.0 / self.n, dtype=z.dtype)
         out = _core.encode(z, rows[None, :], w, threads=check_threads(threads))
         return wrap(out[0])

@@ -489,9 +489,10 @@ def draco_rule(n: int, d: int, f: int | None = None, *, threads: int | None = No
     consecutive devices (:meth:`cyclad.coding.FractionalRepetitionCode.majority_rows`, ``f``
     Byzantine or absent devices tolerated per group, default ``(d - 1) // 2``), averaged over
     the ``n / d`` groups. With the windows of ``method="draco"`` (every row the mean of its
-    group's ``d`` subset gradients) this is the exact mean gradient. Absent devices are all-NaN
-    rows, which are bit-identical to each other: more than ``f`` absent or Byzantine devices in
-    one group can make a NaN (or crafted) vector that group's winner, as in any majority vote.
+    group's ``d`` subset gradients) this is the exact mean gradient. All-NaN rows (absent
+    devices, and Byzantine ones that send only NaN) neither win nor vote: identical placeholders
+    cannot outvote a group's honest devices; they count against the group like Byzantine ones,
+    so a group with more than ``f`` of them has no majority and the rule raises.
 
     Raises
     ------
@@ -504,7 +505,8 @@ def draco_rule(n: int, d: int, f: int | None = None, *, threads: int | None = No
     weights = np.full((1, code.groups), 1.0 / code.groups)
 
     def rule(X: Array) -> Array:
-        rows = code.majority_rows(X, f=fv)
+        absent = np.fromiter((bool(np.isnan(r).all()) for r in X), dtype=bool, count=len(X))
+        rows = code.majority_rows(X, f=fv, absent=absent)
         out = np.asarray(coding.encode(X, rows[None, :], weights, threads=threads))
         return np.asarray(out[0])
 
