@@ -262,6 +262,18 @@ CYCLAD_ALWAYS_INLINE void accumulate_sq_dist(const double* CYCLAD_RESTRICT a,
   fold_chains(part, acc);
 }
 
+/// Bytes ahead of a single row stream that its software prefetches reach.
+inline constexpr std::size_t kRowAhead = 4096;
+
+/// Prefetch the line at p into the cache (a prefetch never faults, even past an array's end).
+CYCLAD_ALWAYS_INLINE void prefetch_ahead(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
 /// The sums of accumulate_sq_dist(row * scale, z * scale) and accumulate_flag(row * scale)
 /// over a chunk of `padded` coordinates, read straight from the row of T values and from z:
 /// their first `whole` coordinates from `r` and `z`, the rest (whole < padded: the chunk's
@@ -287,6 +299,13 @@ CYCLAD_ALWAYS_INLINE void point_row_sums(const T* CYCLAD_RESTRICT r, const doubl
       f[q] += v - v;
     };
     for (std::size_t k = 0; k < whole; k += kPad) {
+      if (h == 0) {
+        // The loads of one row stream alone keep too few lines in flight: prefetch ahead,
+        // every line of the group once.
+        for (std::size_t b = 0; b < kPad * sizeof(T); b += 64) {
+          prefetch_ahead(reinterpret_cast<const char*>(r + k) + kRowAhead + b);
+        }
+      }
       for (std::size_t q = 0; q < Q; ++q) {
         const std::size_t o = k + (h * Q + q) * W;
         V v, zv = {};
