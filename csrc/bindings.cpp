@@ -499,7 +499,11 @@ py::array decode_impl(const Bytes& payload, int kind, int vcode, std::uint64_t d
 
 std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
                                 std::uint64_t bucket, bool shared) {
-  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, true));
+  // Sizes do not depend on the dense dtype; a natural message's value code names it (check_spec
+  // requires them to agree), so take it from there.
+  const bool float64 = !(kind == static_cast<int>(k::Kind::natural) &&
+                         vcode == static_cast<int>(k::ValueCode::f32));
+  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, float64));
 }
 
 py::array_t<std::int64_t> indices_out(const std::vector<std::uint32_t>& idx) {

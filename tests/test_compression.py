@@ -332,9 +332,7 @@ def _wide(rng, D: int, dtype, lo: float, hi: float) -> np.ndarray:
 @pytest.mark.parametrize("scale", ["unit", "wide", "tiny"])
 def test_natural_matches_reference_stream(rng, dtype, threads, D, scale) -> None:
     f32 = dtype == np.float32
-    lo, hi = {"unit": (0, 0), "wide": (-30, 30) if f32 else (-200, 200), "tiny": (-44, -38)}[
-        scale
-    ]
+    lo, hi = {"unit": (0, 0), "wide": (-30, 30) if f32 else (-200, 200), "tiny": (-44, -38)}[scale]
     x = _wide(rng, D, dtype, lo, hi)
     if D > 10:
         x[:4] = [0.0, -0.0, 1.0, -0.5]
@@ -562,7 +560,9 @@ def test_majority_vote_matches_reference(rng, dtype, n, D) -> None:
 
 
 @given(
-    arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 150)), elements=st.floats(-3, 3)),
+    arrays(
+        np.float64, st.tuples(st.integers(1, 12), st.integers(1, 150)), elements=st.floats(-3, 3)
+    ),
     st.sampled_from(["float16", "float32", "float64"]),
 )
 def test_majority_vote_property(X, vdt) -> None:
@@ -608,9 +608,9 @@ def test_majority_vote_errors() -> None:
         comp.majority_vote([s, comp.Sign().compress(np.ones(10, np.float32))])
     with pytest.raises(ValueError, match="expected D=9"):
         comp.majority_vote([s], dim=9)
-    with pytest.raises(ValueError, match="message 1: .*truncated"):
+    with pytest.raises(ValueError, match=r"message 1: .*truncated"):
         comp.majority_vote([s.to_bytes(), s.to_bytes()[:-1]])
-    with pytest.raises(ValueError, match="message 0: .*dtype"):
+    with pytest.raises(ValueError, match=r"message 0: .*dtype"):
         comp.majority_vote([s.to_bytes()], dtype=np.float32)
     with pytest.raises(TypeError, match="message 0 must be"):
         comp.majority_vote([object()])
@@ -621,7 +621,7 @@ def test_majority_vote_errors() -> None:
     # a hand-built message is validated before it votes
     payload = np.frombuffer(bytes(bad)[16:], np.uint8)
     hand = comp.Message("sign", np.dtype(np.float64), "float64", 10, 0, 0, 0, False, 0, payload)
-    with pytest.raises(ValueError, match="message 0: .*padding"):
+    with pytest.raises(ValueError, match=r"message 0: .*padding"):
         comp.majority_vote([hand])
     with pytest.raises(ValueError, match="threads"):
         comp.majority_vote([s], threads=0)

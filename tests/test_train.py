@@ -171,8 +171,25 @@ COMPRESSORS = [
     ("randk:0.2,shared", False),
     ("qsgd:16", False),
     ("sign", True),
+    ("natural", False),
+    ("terngrad:64", False),
     ("identity", False),
 ]
+
+
+def test_build_compressor_natural_and_terngrad() -> None:
+    assert isinstance(train.build_compressor("natural"), compression.Natural)
+    t = train.build_compressor("terngrad:512")
+    assert isinstance(t, compression.TernGrad)
+    assert t.bucket == 512
+    assert train.build_compressor("terngrad:bucket=8,value_dtype=float16").value_dtype == "float16"
+    assert train.build_compressor("terngrad").bucket is None
+    with pytest.raises(ValueError, match="no positional argument"):
+        train.build_compressor("natural:3")
+    with pytest.raises(ValueError, match="valid parameters"):
+        train.build_compressor("terngrad:levels=3")
+    with pytest.raises(ValueError, match="bucket must be"):
+        train.build_compressor("terngrad:0")
 
 
 @pytest.mark.parametrize(("spec", "ef"), COMPRESSORS, ids=[f"{s}-{e}" for s, e in COMPRESSORS])

@@ -125,9 +125,14 @@ def test_round_trip(kind, vdt, D, dtype) -> None:
     # the documented size formula
     vb = VB[msg.value_dtype]
     base = ref.payload_size(msg.kind, D, msg.k, msg.levels, msg.bucket, vb, msg.shared)
-    header = {"identity": 16, "sign": 16, "natural": 16, "topk": 24, "terngrad": 24, "qsgd": 32}.get(
-        msg.kind, 32 if msg.shared else 24
-    )
+    header = {
+        "identity": 16,
+        "sign": 16,
+        "natural": 16,
+        "topk": 24,
+        "terngrad": 24,
+        "qsgd": 32,
+    }.get(msg.kind, 32 if msg.shared else 24)
     assert msg.nbytes == header + base
     if kind == "topk-all" and vdt in (None, "float64"):
         np.testing.assert_array_equal(out, x)
@@ -399,7 +404,7 @@ def test_terngrad_payload_validation() -> None:
     np.testing.assert_array_equal(
         comp.decompress(comp.Message.from_bytes(ok)), [2.0, -2.0, 0.0, -0.5, 0.5]
     )
-    with pytest.raises(ValueError, match="code 2 .* coordinate 4"):
+    with pytest.raises(ValueError, match=r"code 2 .* coordinate 4"):
         comp.Message.from_bytes(_terngrad_bytes([2.0, 0.5], [1, 3, 0, 3, 2], 3))
     for bad in (np.nan, -1.0, np.inf):
         with pytest.raises(ValueError, match="scale"):
@@ -1068,3 +1073,18 @@ def test_decode_trusts_validation_but_stays_in_bounds() -> None:
         comp.decompress(trusted)
     with pytest.raises(ValueError, match="payload size"):
         _core.wire_decode(np.zeros(3, np.uint8), 1, 2, 100, 2, 0, False, 0, False)
+
+
+@pytest.mark.parametrize("i", range(len(MESSAGES)))
+def test_a_handmade_copy_of_every_kind_decodes_like_the_original(i) -> None:
+    m = MESSAGES[i]
+    copy = comp.Message(*(getattr(m, f.name) for f in dataclasses.fields(m)))
+    assert not copy._validated
+    np.testing.assert_array_equal(comp.decompress(copy), comp.decompress(m))
+    assert copy.to_bytes() == m.to_bytes()
+
+
+def test_handmade_natural_message_needs_the_dense_value_dtype() -> None:
+    m = comp.Natural().compress(np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="value dtype must equal"):
+        dataclasses.replace(m, value_dtype="float64")

@@ -274,6 +274,12 @@ class Message:
                 f"value_dtype={self.value_dtype!r}, payload {type(p).__name__}"
             )
             raise ArgumentError(msg, argument="msg")
+        if self.kind == "natural" and self.value_dtype != self.dtype.name:
+            msg = (
+                "inconsistent Message fields: natural compression sends no values: the value "
+                f"dtype must equal the dense dtype {self.dtype.name}, got {self.value_dtype!r}"
+            )
+            raise ArgumentError(msg, argument="msg")
         try:
             size = _core.wire_payload_size(
                 _KINDS[self.kind],
