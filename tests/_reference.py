@@ -373,7 +373,7 @@ def terngrad_codes(x: np.ndarray, scales: np.ndarray, bucket: int, seed: int) ->
     D = x.size
     s = scales.astype(np.float64)[np.arange(D) // bucket]
     a = np.abs(x.astype(np.float64))
-    with np.errstate(divide="ignore", over="ignore"):
+    with np.errstate(all="ignore"):  # the branch np.where drops may overflow or be 0 * inf
         inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
         p = np.where(np.isinf(inv), a / np.where(s > 0, s, 1.0), a * inv)
     nz = (uniform53(seed, _STREAM_TERNGRAD, D) < p).astype(np.int64)

@@ -738,6 +738,17 @@ def test_torch_input() -> None:
     np.testing.assert_array_equal(np.flatnonzero(out), [0, 1, 100])
 
 
+@pytest.mark.parametrize(
+    "c", [comp.Natural(), comp.TernGrad(bucket=7)], ids=["natural", "terngrad"]
+)
+def test_torch_input_natural_and_terngrad(c) -> None:
+    torch = pytest.importorskip("torch")
+    t = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    got = c.compress(t, seed=3)
+    assert got.dtype == np.float64
+    assert got == c.compress(t.numpy(), seed=3)
+
+
 def test_non_finite_inputs() -> None:
     x = np.array([1.0, np.nan, -np.inf, 2.0, np.inf, 0.5])
     for c in (comp.RandK(k=6), comp.RandK(k=6, shared=True), comp.Identity()):

@@ -110,7 +110,9 @@ class Config:
     gamma : float
         Share of the ``"gamma"`` partition in ``[0, 1]``.
     aggregator : str
-        The server's robust rule, e.g. ``"trimmed_mean"`` (:func:`cyclad.aggregators.get`).
+        The server's robust rule, e.g. ``"trimmed_mean"`` (:func:`cyclad.aggregators.get`), or
+        ``"sign_majority"``: signSGD with majority vote on the devices' sign messages (needs
+        ``compressor="sign"``; the 1-bit Byzantine-robust baseline).
     pre_aggregation : str or None
         Optional pre-aggregation(s) before the rule: ``"nnm"``, ``"bucketing"``, ``"nnm+clip"``.
     f : int or None
@@ -423,6 +425,13 @@ class Config:
             raise ConfigError(
                 name, f"must be < n_devices / 2 = {n / 2} for a robust rule, got {self.n_byzantine}"
             )
+        if self.aggregator == protocol.SIGN_MAJORITY:
+            name = "aggregator"
+            spec = self.compressor if isinstance(self.compressor, str) else ""
+            if spec.split(":")[0].strip() != "sign" or self.error_feedback == "ef21":
+                raise ConfigError(name, "'sign_majority' needs compressor 'sign' (without EF21)")
+            if self.pre_aggregation:
+                raise ConfigError(name, "'sign_majority' takes no pre_aggregation")
         # aggregator: build it and dry-run it on n zero vectors so its own checks fire now
         try:
             rule = build_aggregator(self, seed=0)
