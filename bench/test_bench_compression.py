@@ -64,3 +64,62 @@ def test_randk_cyclad(benchmark) -> None:
     c = comp.RandK(ratio=0.01, shared=True)
     msg = benchmark(c.compress, X, 3)
     assert np.count_nonzero(c.decompress(msg)) == K
+
+
+@pytest.mark.benchmark(group="natural")
+def test_natural_cyclad(benchmark) -> None:
+    c = comp.Natural()
+    msg = benchmark(c.compress, X, 5)
+    assert msg.nbytes == 16 + 2 + -(-D // 8) + D
+    out = c.decompress(msg)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(X))
+    assert np.all(np.frexp(np.abs(out[out != 0]))[0] == 0.5)  # powers of two
+
+
+@pytest.mark.benchmark(group="natural")
+def test_natural_numpy(benchmark) -> None:
+    from cyclad.bench.compression import np_natural, np_natural_decompress
+
+    rng = np.random.default_rng(2)
+    b = benchmark(np_natural, X, rng)
+    out = np_natural_decompress(b, D)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(X))
+    assert np.all(np.abs(out) <= 2 * np.abs(X))
+    assert np.all(np.abs(out) >= np.abs(X) / 2)
+
+
+@pytest.mark.benchmark(group="terngrad")
+def test_terngrad_cyclad(benchmark) -> None:
+    c = comp.TernGrad()
+    msg = benchmark(c.compress, X, 6)
+    assert msg.nbytes == 24 + 4 + -(-D // 4)
+    out = c.decompress(msg)
+    assert set(np.unique(np.abs(out))) <= {0.0, float(np.abs(X).max())}
+
+
+@pytest.mark.benchmark(group="terngrad")
+def test_terngrad_numpy(benchmark) -> None:
+    from cyclad.bench.compression import np_terngrad
+
+    rng = np.random.default_rng(3)
+    b = benchmark(np_terngrad, X, rng)
+    assert len(b) == 4 + -(-D // 4)
+
+
+V = np.random.default_rng(4).standard_normal((20, D)).astype(np.float32)
+VOTES = [comp.Sign().compress(v) for v in V]
+
+
+@pytest.mark.benchmark(group="majority")
+def test_majority_vote_cyclad(benchmark) -> None:
+    out = benchmark(comp.majority_vote, VOTES)
+    neg = np.signbit(V).sum(axis=0)
+    np.testing.assert_array_equal(out, np.sign(20 - 2 * neg).astype(np.float32))
+
+
+@pytest.mark.benchmark(group="majority")
+def test_majority_vote_numpy(benchmark) -> None:
+    from cyclad.bench.compression import np_majority
+
+    out = benchmark(np_majority, [m.payload[4:] for m in VOTES], D)
+    np.testing.assert_array_equal(out, comp.majority_vote(VOTES))

@@ -22,6 +22,7 @@
 #include "cyclad/distance.hpp"
 #include "cyclad/parallel.hpp"
 #include "cyclad/stream.hpp"
+#include "cyclad/vote.hpp"
 #include "instances/instances.hpp"
 
 namespace py = pybind11;
@@ -358,8 +359,8 @@ void bind_coding(py::module_& m) {
 k::WireSpec wire_spec(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
                       std::uint64_t bucket, bool shared, std::uint64_t seed, bool scaled,
                       bool float64) {
-  if (kind < 0 || kind > 4) {
-    throw std::invalid_argument("kind must be 0..4, got " + std::to_string(kind));
+  if (kind < 0 || kind > static_cast<int>(k::kMaxKind)) {
+    throw std::invalid_argument("kind must be 0..6, got " + std::to_string(kind));
   }
   if (vcode < 1 || vcode > 3) {
     throw std::invalid_argument("value dtype code must be 1..3, got " + std::to_string(vcode));
@@ -388,7 +389,7 @@ const unsigned char* bytes_arg(const Bytes& b) {
 /// name <-> code tables from this, so the codes are defined once, in wire.hpp).
 py::dict wire_format() {
   py::dict kinds, dense, values;
-  for (int c = 0; c <= 4; ++c) kinds[k::kind_name(static_cast<k::Kind>(c))] = c;
+  for (int c = 0; c <= static_cast<int>(k::kMaxKind); ++c) kinds[k::kind_name(static_cast<k::Kind>(c))] = c;
   for (int c = 1; c <= 2; ++c) dense[k::dense_name(static_cast<k::DenseCode>(c))] = c;
   for (int c = 1; c <= 3; ++c) values[k::value_name(static_cast<k::ValueCode>(c))] = c;
   py::dict f;
@@ -400,6 +401,9 @@ py::dict wire_format() {
   f["flag_shared"] = k::kFlagShared;
   f["max_dim"] = k::kMaxDim;
   f["max_levels"] = k::kMaxLevels;
+  f["natural_emin"] = py::make_tuple(
+      py::make_tuple(k::natural_emin_lo(k::DenseCode::f32), k::natural_emin_hi(k::DenseCode::f32)),
+      py::make_tuple(k::natural_emin_lo(k::DenseCode::f64), k::natural_emin_hi(k::DenseCode::f64)));
   return f;
 }
 
@@ -428,8 +432,8 @@ py::bytes header_impl(int kind, int dense, int vcode, std::uint64_t dim, std::ui
 }
 
 std::size_t header_size_impl(int kind, bool shared) {
-  if (kind < 0 || kind > 4) {
-    throw std::invalid_argument("kind must be 0..4, got " + std::to_string(kind));
+  if (kind < 0 || kind > static_cast<int>(k::kMaxKind)) {
+    throw std::invalid_argument("kind must be 0..6, got " + std::to_string(kind));
   }
   return k::header_size(static_cast<k::Kind>(kind), shared);
 }
@@ -495,7 +499,11 @@ py::array decode_impl(const Bytes& payload, int kind, int vcode, std::uint64_t d
 
 std::uint64_t payload_size_impl(int kind, int vcode, std::uint64_t dim, std::uint64_t param,
                                 std::uint64_t bucket, bool shared) {
-  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, true));
+  // Sizes do not depend on the dense dtype; a natural message's value code names it (check_spec
+  // requires them to agree), so take it from there.
+  const bool float64 = !(kind == static_cast<int>(k::Kind::natural) &&
+                         vcode == static_cast<int>(k::ValueCode::f32));
+  return k::payload_size(wire_spec(kind, vcode, dim, param, bucket, shared, 0, true, float64));
 }
 
 py::array_t<std::int64_t> indices_out(const std::vector<std::uint32_t>& idx) {
@@ -529,6 +537,33 @@ py::array_t<std::int64_t> randk_indices_impl(std::uint64_t dim, std::uint64_t kk
   return indices_out(idx);
 }
 
+/// Majority vote of n sign-bit sections (each exactly ceil(dim/8) bytes) into a new (dim,)
+/// vector of float64 or float32.
+py::array sign_majority_impl(const std::vector<Bytes>& sections, std::uint64_t dim, bool float64,
+                             int threads) {
+  if (dim < 1 || dim > k::kMaxDim) throw std::invalid_argument("dim must be in [1, 2^32 - 1]");
+  if (sections.empty()) throw std::invalid_argument("majority vote needs at least one message");
+  const auto nbytes = static_cast<py::ssize_t>(k::packed_bytes(dim, 1));
+  std::vector<const unsigned char*> ptrs;
+  ptrs.reserve(sections.size());
+  for (std::size_t r = 0; r < sections.size(); ++r) {
+    const Bytes& b = sections[r];
+    if (b.ndim() != 1 || b.shape(0) != nbytes) {
+      throw std::invalid_argument("sign section " + std::to_string(r) + " must be " +
+                                  std::to_string(nbytes) + " bytes for dim=" +
+                                  std::to_string(dim));
+    }
+    ptrs.push_back(bytes_arg(b));
+  }
+  auto run = [&](auto tag) -> py::array {
+    using T = typename decltype(tag)::type;
+    return released(CArray<T>(static_cast<py::ssize_t>(dim)), [&](T* o) {
+      k::sign_majority<T>(ptrs.data(), ptrs.size(), static_cast<std::size_t>(dim), o, threads);
+    });
+  };
+  return float64 ? run(Tag<double>{}) : run(Tag<float>{});
+}
+
 void bind_compression(py::module_& m) {
   m.attr("wire_format") = wire_format();
   def_float(m, "wire_compress", CYCLAD_IMPL(compress_impl), py::arg("x").noconvert(),
@@ -560,6 +595,9 @@ void bind_compression(py::module_& m) {
             "Ascending indices of the k largest |x_i| (ties: lower index).");
   m.def("randk_indices", &randk_indices_impl, py::arg("dim"), py::arg("k"), py::arg("seed"),
         "Ascending rand-k mask of (seed, D, k).");
+  m.def("sign_majority", &sign_majority_impl, py::arg("sections"), py::arg("dim"),
+        py::arg("float64"), py::arg("threads") = 0,
+        "Coordinate-wise majority vote of packed sign-bit sections: -1, 0 (tie) or +1.");
 }
 
 #undef CYCLAD_IMPL

@@ -239,7 +239,7 @@ def encode(G: np.ndarray, assignment: np.ndarray, weights: np.ndarray | None = N
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-_STREAM_RANDK, _STREAM_QSGD = 1, 2
+_STREAM_RANDK, _STREAM_QSGD, _STREAM_NATURAL, _STREAM_TERNGRAD = 1, 2, 3, 4
 
 
 def _mix64_int(z: int) -> int:
@@ -321,6 +321,79 @@ def qsgd_decompress(levels, signs, norms, s, bucket, dtype):
     return np.where(signs == 1, -v, v)
 
 
+def uniform53(seed: int, stream: int, D: int) -> np.ndarray:
+    """The kernels' 53-bit uniform of coordinates 0..D-1 of (seed, stream)."""
+    h = random_at(stream_key(seed, stream), np.arange(D))
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def natural_emin(x: np.ndarray) -> int:
+    """Window start: the top power max|x| can round to, minus 254, clamped to the smallest
+    subnormal power of the dtype."""
+    lo = -149 if x.dtype == np.float32 else -1074
+    m = float(np.max(np.abs(x.astype(np.float64)))) if x.size else 0.0
+    if m == 0.0:
+        return lo
+    mant, ex = np.frexp(m)
+    top = int(ex) - 1 + (0 if mant == 0.5 else 1)
+    return max(top - 254, lo)
+
+
+def natural_compress(x: np.ndarray, seed: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(emin, sign bits, exponent codes) of natural compression: |x| in [2^e, 2^(e+1)) goes up
+    with probability |x|/2^e - 1; below 2^emin it becomes 2^emin w.p. |x|/2^emin, else 0."""
+    emin = natural_emin(x)
+    a = np.abs(x.astype(np.float64))
+    u = uniform53(seed, _STREAM_NATURAL, x.size)
+    _, ex = np.frexp(a)
+    e = ex.astype(np.int64) - 1
+    with np.errstate(over="ignore"):
+        p = np.ldexp(a, -e) - 1.0
+        below = u < np.ldexp(a, -emin)
+    code = np.where(e < emin, below.astype(np.int64), e - emin + 1 + (u < p))
+    code = np.where(a == 0, 0, code)
+    return emin, np.signbit(x).astype(np.int64), code.astype(np.int64)
+
+
+def natural_decompress(emin: int, signs, codes, dtype) -> np.ndarray:
+    v = np.where(codes == 0, 0.0, np.ldexp(1.0, emin + np.maximum(codes, 1) - 1)).astype(dtype)
+    return np.where(signs == 1, -v, v)
+
+
+def terngrad_scales(x: np.ndarray, bucket: int) -> np.ndarray:
+    """Per-bucket max |x| (exact in the input dtype)."""
+    D = x.size
+    nb = -(-D // bucket)
+    a = np.abs(x.astype(np.float64))
+    return np.array([a[j * bucket : (j + 1) * bucket].max() for j in range(nb)])
+
+
+def terngrad_codes(x: np.ndarray, scales: np.ndarray, bucket: int, seed: int) -> np.ndarray:
+    """2-bit codes (bit 0 nonzero, bit 1 negative): nonzero iff u < |x| * (1/s)."""
+    D = x.size
+    s = scales.astype(np.float64)[np.arange(D) // bucket]
+    a = np.abs(x.astype(np.float64))
+    with np.errstate(all="ignore"):  # the branch np.where drops may overflow or be 0 * inf
+        inv = np.where(s > 0, 1.0 / np.where(s > 0, s, 1.0), 0.0)
+        p = np.where(np.isinf(inv), a / np.where(s > 0, s, 1.0), a * inv)
+    nz = (uniform53(seed, _STREAM_TERNGRAD, D) < p).astype(np.int64)
+    return nz | ((nz & np.signbit(x).astype(np.int64)) << 1)
+
+
+def terngrad_decompress(codes, scales, bucket, dtype) -> np.ndarray:
+    D = codes.size
+    s = scales.astype(np.float64)[np.arange(D) // bucket].astype(dtype)
+    v = np.where(codes & 1, s, dtype(0)).astype(dtype)
+    return np.where(codes >> 1 == 1, -v, v)
+
+
+def majority_vote(X: np.ndarray) -> np.ndarray:
+    """sign(sum_j sign(X_j)) with sign bit 1 = negative and sign(0) = 0 (ties)."""
+    n = X.shape[0]
+    neg = np.signbit(X).sum(axis=0)
+    return np.where(2 * neg > n, -1.0, np.where(2 * neg == n, 0.0, 1.0))
+
+
 def pack_bits(values: np.ndarray, w: int) -> bytes:
     """LSB-first fixed-width packing: element j in bits [j*w, (j+1)*w), zero padded."""
     v = np.asarray(values, dtype=np.uint64)
@@ -346,6 +419,10 @@ def payload_size(
         return k * vb
     if kind == "qsgd":
         return -(-D // bucket) * vb + -(-D // 8) + -(-D * s.bit_length() // 8)
+    if kind == "natural":
+        return 2 + -(-D // 8) + D
+    if kind == "terngrad":
+        return -(-D // bucket) * vb + -(-D // 4)
     return vb + -(-D // 8)  # sign
 
 

@@ -41,6 +41,8 @@ COMPRESSORS: dict[str, Callable[[], Any]] = {
     "qsgd": lambda: comp.QSGD(levels=16),
     "sign": lambda: comp.Sign(),
     "identity": lambda: comp.Identity(),
+    "natural": lambda: comp.Natural(),
+    "terngrad": lambda: comp.TernGrad(bucket=512),
 }
 
 
@@ -139,6 +141,19 @@ def test_compression_concurrent_equal_serial(name, dtype, threads, inputs) -> No
     for key, (wire, back) in serial.items():
         assert got[key][0] == wire, f"message bytes differ for worker/round {key}"
         assert same(got[key][1], back), f"decompressed vector differs for worker/round {key}"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_majority_vote_concurrent_equal_serial(dtype, threads, inputs) -> None:
+    def task(w: int, r: int) -> np.ndarray:
+        X = np.where(np.isfinite(inputs[w, r, dtype]), inputs[w, r, dtype], 0).astype(dtype)
+        return comp.majority_vote([comp.Sign().compress(row) for row in X], threads=threads)
+
+    serial = {(w, r): task(w, r) for w in range(N_THREADS) for r in range(ROUNDS)}
+    got = run_concurrently(task)
+    for key, expected in serial.items():
+        assert same(got[key], expected), f"worker/round {key}"
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -220,6 +220,8 @@ CALLS = {
     "encode": lambda X: coding.encode(X, np.array([[0, 1], [2, 3], [4, 0]])),
     "topk": lambda X: comp.TopK(k=5)(X.ravel()),
     "qsgd": lambda X: comp.QSGD(levels=4)(X.ravel(), seed=1),
+    "natural": lambda X: comp.Natural()(X.ravel(), seed=1),
+    "terngrad": lambda X: comp.TernGrad(bucket=16)(X.ravel(), seed=1),
 }
 
 

@@ -207,6 +207,8 @@ COMPRESSORS = {
     "randk": lambda: compression.RandK(ratio=0.05),
     "qsgd": lambda: compression.QSGD(levels=16, bucket=512),
     "sign": lambda: compression.Sign(),
+    "natural": lambda: compression.Natural(),
+    "terngrad": lambda: compression.TernGrad(bucket=512),
 }
 
 
@@ -220,6 +222,24 @@ def test_compressors_agree_across_isas(name: str, dtype: type) -> None:
         return np.frombuffer(msg.to_bytes(), dtype=np.uint8), compression.decompress(msg)
 
     assert_same(on_every_isa(run))
+
+
+def test_natural_wide_range_agrees_across_isas(dtype: type) -> None:
+    # subnormal and below-window values take the scalar path; the rest the vector path
+    rng = np.random.default_rng(6)
+    hi = 30 if dtype == np.float32 else 200
+    x = (rng.standard_normal(20_011) * 10.0 ** rng.uniform(-hi, hi, 20_011)).astype(dtype)
+
+    def run() -> np.ndarray:
+        return np.frombuffer(compression.Natural().compress(x, seed=4).to_bytes(), np.uint8)
+
+    assert_same(on_every_isa(run))
+
+
+def test_majority_vote_agrees_across_isas(dtype: type) -> None:
+    X = np.random.default_rng(8).standard_normal((20, 50_003)).astype(dtype)
+    msgs = [compression.Sign().compress(r) for r in X]
+    assert_same(on_every_isa(lambda: compression.majority_vote(msgs)))
 
 
 def test_encode_agrees_across_isas(dtype: type) -> None:

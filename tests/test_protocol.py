@@ -190,6 +190,8 @@ VARIANTS = [
     ("randk:0.2,shared", False),
     ("qsgd:16", False),
     ("sign", "ef14"),
+    ("natural", False),
+    ("terngrad:32", "ef21"),
     ("identity", False),
 ]
 

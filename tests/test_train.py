@@ -171,8 +171,25 @@ COMPRESSORS = [
     ("randk:0.2,shared", False),
     ("qsgd:16", False),
     ("sign", True),
+    ("natural", False),
+    ("terngrad:64", False),
     ("identity", False),
 ]
+
+
+def test_build_compressor_natural_and_terngrad() -> None:
+    assert isinstance(train.build_compressor("natural"), compression.Natural)
+    t = train.build_compressor("terngrad:512")
+    assert isinstance(t, compression.TernGrad)
+    assert t.bucket == 512
+    assert train.build_compressor("terngrad:bucket=8,value_dtype=float16").value_dtype == "float16"
+    assert train.build_compressor("terngrad").bucket is None
+    with pytest.raises(ValueError, match="no positional argument"):
+        train.build_compressor("natural:3")
+    with pytest.raises(ValueError, match="valid parameters"):
+        train.build_compressor("terngrad:levels=3")
+    with pytest.raises(ValueError, match="bucket must be"):
+        train.build_compressor("terngrad:0")
 
 
 @pytest.mark.parametrize(("spec", "ef"), COMPRESSORS, ids=[f"{s}-{e}" for s, e in COMPRESSORS])
@@ -444,3 +461,63 @@ def test_method_field_choices_and_toml(tmp_path) -> None:
     cfg.validate()
     assert train.Config.from_toml(path).method == "draco"
     assert 'method = "draco"' in cfg.to_toml()
+
+
+# --------------------------------------------------------------------------------------------
+# signSGD with majority vote: the 1-bit Byzantine-robust baseline
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attack", ["none", "sign_flip", "alie"])
+def test_sign_majority_run_learns_under_attack(attack) -> None:
+    cfg = train.Config(
+        **{**FAST, "rounds": 40},
+        d=3,
+        attack=attack,
+        compressor="sign",
+        aggregator="sign_majority",
+        lr=0.05,
+    )
+    h = train.run(cfg)
+    assert h.final_accuracy > 0.6
+    D = 65 * 10  # digits softmax: 64 features + bias, 10 classes
+    assert h.bytes_up[0] == 10 * (16 + 8 + -(-D // 8))  # one sign message per device
+
+
+def test_server_votes_on_the_packed_bits_like_the_dense_rule() -> None:
+    rng = np.random.default_rng(3)
+    n, P = 7, 1000
+    X = rng.standard_normal((n, P))
+    sign = compression.Sign()
+    payloads = [sign.compress(x).to_bytes() for x in X]
+    payloads[2] = b"garbage"  # malformed: device 2 does not vote
+    payloads[5] = None  # absent: no vote either
+    theta = np.zeros(P)
+    server = protocol.Server(n, P, np.float64, "sign_majority", compressor=sign, lr=1.0)
+    new = server.step(0, theta, payloads)
+    keep = [0, 1, 3, 4, 6]
+    expect = np.where(2 * np.signbit(X[keep]).sum(axis=0) > len(keep), -1.0, 1.0)
+    np.testing.assert_array_equal(new, -expect)
+    assert sorted(server.faulty) == [2, 5]
+    # the dense form of the rule on the decoded rows (absent rows are NaN) agrees
+    dense = protocol.make_rule("sign_majority", 0)(server.received(range(n)))
+    np.testing.assert_array_equal(dense, expect)
+
+
+def test_sign_majority_config_errors() -> None:
+    with pytest.raises(train.ConfigError, match="needs compressor 'sign'"):
+        train.Config(aggregator="sign_majority", compressor="topk:0.1").validate()
+    with pytest.raises(train.ConfigError, match="needs compressor 'sign'"):
+        train.Config(aggregator="sign_majority").validate()
+    with pytest.raises(train.ConfigError, match="needs compressor 'sign'"):
+        train.Config(
+            aggregator="sign_majority", compressor="sign", error_feedback="ef21"
+        ).validate()
+    with pytest.raises(train.ConfigError, match="pre_aggregation"):
+        train.Config(
+            aggregator="sign_majority", compressor="sign", pre_aggregation="nnm"
+        ).validate()
+    with pytest.raises(ValueError, match="needs the sign compressor"):
+        protocol.Server(3, 10, np.float64, "sign_majority", compressor=compression.TopK(k=2))
+    with pytest.raises(ValueError, match="taken by no component"):
+        protocol.make_rule("sign_majority", 0, {"tau": 1.0})

@@ -29,10 +29,25 @@ def make(kind: str, D: int, vdt: str | None) -> comp.Compressor:
         "qsgd-1": lambda: comp.QSGD(levels=1, value_dtype=vdt),
         "sign": lambda: comp.Sign(value_dtype=vdt),
         "identity": lambda: comp.Identity(value_dtype=vdt),
+        "natural": lambda: comp.Natural(),  # no values travel: value_dtype is the input's
+        "terngrad": lambda: comp.TernGrad(value_dtype=vdt),
+        "terngrad-5": lambda: comp.TernGrad(bucket=5, value_dtype=vdt),
     }[kind]()
 
 
-KINDS = ["topk", "topk-all", "randk", "randk-shared", "qsgd", "qsgd-1", "sign", "identity"]
+KINDS = [
+    "topk",
+    "topk-all",
+    "randk",
+    "randk-shared",
+    "qsgd",
+    "qsgd-1",
+    "sign",
+    "identity",
+    "natural",
+    "terngrad",
+    "terngrad-5",
+]
 
 
 def sample_messages() -> list[comp.Message]:
@@ -102,7 +117,7 @@ def test_round_trip(kind, vdt, D, dtype) -> None:
     assert back == msg
     assert back.to_bytes() == b
     assert back.dtype == dtype
-    assert back.value_dtype == (vdt or np.dtype(dtype).name)
+    assert back.value_dtype == (c.value_dtype or np.dtype(dtype).name)
     out = c.decompress(back)
     assert out.dtype == dtype
     assert out.shape == (D,)
@@ -110,9 +125,14 @@ def test_round_trip(kind, vdt, D, dtype) -> None:
     # the documented size formula
     vb = VB[msg.value_dtype]
     base = ref.payload_size(msg.kind, D, msg.k, msg.levels, msg.bucket, vb, msg.shared)
-    header = {"identity": 16, "sign": 16, "topk": 24, "qsgd": 32}.get(
-        msg.kind, 32 if msg.shared else 24
-    )
+    header = {
+        "identity": 16,
+        "sign": 16,
+        "natural": 16,
+        "topk": 24,
+        "terngrad": 24,
+        "qsgd": 32,
+    }.get(msg.kind, 32 if msg.shared else 24)
     assert msg.nbytes == header + base
     if kind == "topk-all" and vdt in (None, "float64"):
         np.testing.assert_array_equal(out, x)
@@ -165,6 +185,12 @@ def test_compression_ratios() -> None:
     qs = comp.QSGD(levels=16).compress(x)  # 1 sign + 5 level bits + 32/512 norm bits
     assert qs.nbytes == 32 + 20 * 4 + 1250 + 6250
     assert comp.Sign().compress(x).nbytes == 16 + 4 + 1250
+    # natural: 1 sign bit + an 8-bit exponent per value, plus the 2-byte window start
+    assert comp.Natural().compress(x).nbytes == 16 + 2 + 1250 + 10_000
+    # TernGrad: 2 bits per value plus one scale per bucket
+    assert comp.TernGrad().compress(x).nbytes == 24 + 4 + 2500
+    assert comp.TernGrad(bucket=512).compress(x).nbytes == 24 + 20 * 4 + 2500
+    assert comp.TernGrad(bucket=512, value_dtype="float16").compress(x).nbytes == 24 + 40 + 2500
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,11 +265,24 @@ def _edit(b: bytes, fmt: str, off: int, value: int) -> bytes:
         ("qsgd", "<Q", 24, 1001, "bucket must be"),
         ("qsgd", "<Q", 24, 2**64 - 1, "bucket must be"),
         ("sign", "<B", 3, 1, "header implies|shorter|k must be"),
+        ("terngrad", "<Q", 16, 0, "bucket must be"),
+        ("terngrad", "<Q", 16, 1001, "bucket must be"),
+        ("terngrad", "<Q", 16, 2**64 - 1, "bucket must be"),
+        ("terngrad", "<Q", 16, 999, "header implies"),
+        ("natural", "<B", 5, 3, "value dtype must equal"),
+        ("natural", "<B", 5, 1, "value dtype must equal"),
+        ("natural", "<B", 3, 6, "shorter|bucket must be"),
     ],
 )
 def test_header_edits(src, fmt, off, value, match) -> None:
     x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
-    c = {"topk": comp.TopK(k=10), "qsgd": comp.QSGD(levels=4), "sign": comp.Sign()}[src]
+    c = {
+        "topk": comp.TopK(k=10),
+        "qsgd": comp.QSGD(levels=4),
+        "sign": comp.Sign(),
+        "terngrad": comp.TernGrad(bucket=100),
+        "natural": comp.Natural(),
+    }[src]
     b = _edit(c.compress(x).to_bytes(), fmt, off, value)
     with pytest.raises(ValueError, match=match):
         comp.Message.from_bytes(b)
@@ -289,6 +328,105 @@ def test_qsgd_payload_validation() -> None:
     for bad in (np.nan, -1.0, np.inf):
         with pytest.raises(ValueError, match="norm"):
             comp.Message.from_bytes(_qsgd_bytes([2.0, bad], [0, 0, 0], [1, 1, 1], 4, 2, 3))
+
+
+def _natural_bytes(emin, signs, codes, dcode=1) -> bytes:
+    D = len(codes)
+    head = struct.pack("<2sBBBBBBQ", b"CZ", 1, 5, dcode, dcode + 1, 0, 0, D)
+    return head + struct.pack("<h", emin) + ref.pack_bits(signs, 1) + bytes(codes)
+
+
+def test_layout_natural(dtype) -> None:
+    x = np.array([1.0, -2.0, 0.0, -0.0, 0.75], dtype=dtype)  # powers and 0.75 in [0.5, 1)
+    msg = comp.Natural().compress(x, seed=3)
+    b = msg.to_bytes()
+    assert len(b) == 16 + 2 + 1 + 5
+    (emin,) = struct.unpack_from("<h", b, 16)
+    assert emin == max(1 - 254, -149 if dtype == np.float32 else -1074)  # top: 2^1 (|-2| exact)
+    assert ref.unpack_bits(b[18:19], 5, 1).tolist() == [0, 1, 0, 1, 0]
+    codes = list(b[19:])
+    assert codes[:4] == [0 - emin + 1, 1 - emin + 1, 0, 0]
+    assert codes[4] in (-1 - emin + 1, 0 - emin + 1)  # 0.75 -> 0.5 or 1
+    out = comp.decompress(msg)
+    np.testing.assert_array_equal(out[:4], [1.0, -2.0, 0.0, -0.0])
+    assert np.signbit(out[3])
+    assert out[4] in (0.5, 1.0)
+
+
+def test_natural_payload_validation() -> None:
+    ok = _natural_bytes(-140, [0, 1, 0], [1, 255, 0])
+    out = comp.decompress(comp.Message.from_bytes(ok))
+    np.testing.assert_array_equal(out, np.array([2.0**-140, -(2.0**114), 0.0], np.float32))
+    assert comp.Message.from_bytes(_natural_bytes(-149, [1], [1]))  # the smallest subnormal
+    comp.Message.from_bytes(_natural_bytes(-127, [0], [255]))  # 2^127: the largest power
+    for emin in (-150, -126, 2**15 - 1, -(2**15)):
+        with pytest.raises(ValueError, match="emin"):
+            comp.Message.from_bytes(_natural_bytes(emin, [0], [255]))
+    np.testing.assert_array_equal(
+        comp.decompress(comp.Message.from_bytes(_natural_bytes(769, [1], [255], dcode=2))),
+        [-(2.0**1023)],
+    )
+    with pytest.raises(ValueError, match="emin"):
+        comp.Message.from_bytes(_natural_bytes(770, [0], [1], dcode=2))
+    with pytest.raises(ValueError, match="emin"):
+        comp.Message.from_bytes(_natural_bytes(-1075, [0], [1], dcode=2))
+    b = bytearray(_natural_bytes(-140, [0, 1, 0], [1, 2, 3]))
+    b[18] |= 0x10  # a sign bit past D = 3
+    with pytest.raises(ValueError, match="padding"):
+        comp.Message.from_bytes(bytes(b))
+
+
+def _terngrad_bytes(scales, codes, bucket, dcode=1, vcode=2) -> bytes:
+    D = len(codes)
+    head = struct.pack("<2sBBBBBBQQ", b"CZ", 1, 6, dcode, vcode, 0, 0, D, bucket)
+    vdt = {1: np.float16, 2: np.float32, 3: np.float64}[vcode]
+    return head + np.asarray(scales, vdt).tobytes() + ref.pack_bits(codes, 2)
+
+
+def test_layout_terngrad() -> None:
+    x = np.array([0.0, 2.0, -2.0, 0.5, -0.0, 1.0, 3.0], np.float32)
+    msg = comp.TernGrad(bucket=3).compress(x, seed=4)
+    b = msg.to_bytes()
+    assert struct.unpack_from("<Q", b, 16) == (3,)
+    assert len(b) == 24 + 3 * 4 + 2
+    np.testing.assert_array_equal(np.frombuffer(b[24:36], np.float32), [2.0, 1.0, 3.0])
+    codes = ref.unpack_bits(b[36:], 7, 2)
+    assert codes[:3].tolist() == [0, 1, 3]  # |x| = s: kept with probability 1
+    assert codes[4] == 0
+    assert codes[3] in (0, 1)
+    out = comp.decompress(msg)
+    np.testing.assert_array_equal(out[:3], [0.0, 2.0, -2.0])
+    assert out[3] in (0.0, 1.0)
+
+
+def test_terngrad_payload_validation() -> None:
+    ok = _terngrad_bytes([2.0, 0.5], [1, 3, 0, 3, 1], 3)
+    np.testing.assert_array_equal(
+        comp.decompress(comp.Message.from_bytes(ok)), [2.0, -2.0, 0.0, -0.5, 0.5]
+    )
+    with pytest.raises(ValueError, match=r"code 2 .* coordinate 4"):
+        comp.Message.from_bytes(_terngrad_bytes([2.0, 0.5], [1, 3, 0, 3, 2], 3))
+    for bad in (np.nan, -1.0, np.inf):
+        with pytest.raises(ValueError, match="scale"):
+            comp.Message.from_bytes(_terngrad_bytes([2.0, bad], [0, 0, 0, 0, 0], 3))
+    # a float64 scale beyond FLT_MAX in a float32 message would decode to inf
+    with pytest.raises(ValueError, match="scale"):
+        comp.Message.from_bytes(_terngrad_bytes([1e300], [1], 1, dcode=1, vcode=3))
+    b = bytearray(_terngrad_bytes([1.0], [1, 1, 1], 3))
+    b[-1] |= 0x40  # the fourth 2-bit slot is padding
+    with pytest.raises(ValueError, match="padding"):
+        comp.Message.from_bytes(bytes(b))
+
+
+def test_natural_and_terngrad_large_messages_validate_in_parallel() -> None:
+    # a code 2 deep inside a long TernGrad message is found whatever the thread count
+    D = 300_001
+    codes = np.ones(D, np.int64)
+    codes[250_000] = 2
+    b = _terngrad_bytes([1.0], codes, D)
+    for t in (1, 2):
+        with pytest.raises(ValueError, match="coordinate 250000"):
+            comp.Message.from_bytes(b, threads=t)
 
 
 def test_sign_scale_validation() -> None:
@@ -458,15 +596,19 @@ _MAXD = 2**32 - 1
         ("qsgd", _MAXD, 65535, _MAXD, False),
         ("qsgd", _MAXD, 1, 1, False),
         ("qsgd", _MAXD, 32768, 3, False),
+        ("natural", _MAXD, 0, 0, False),
+        ("terngrad", _MAXD, 0, 1, False),
+        ("terngrad", _MAXD, 0, _MAXD, False),
+        ("terngrad", _MAXD, 0, 3, False),
     ],
 )
 def test_payload_size_is_exact_at_the_extremes(kind, D, param, bucket, shared, vdt) -> None:
     code = comp._KINDS[kind]
-    vcode = comp._VALUE_DTYPES[vdt]
+    vcode = comp._VALUE_DTYPES["float64" if kind == "natural" else vdt]  # natural: dense f64
     got = _core.wire_payload_size(code, vcode, D, param, bucket, shared)
     k = param if kind in ("topk", "randk") else 0
     s = param if kind == "qsgd" else 0
-    want = ref.payload_size(kind, D, k, s, bucket, VB[vdt], shared)
+    want = ref.payload_size(kind, D, k, s, bucket, VB[comp._VALUE_OF_CODE[vcode]], shared)
     assert got == want  # Python integers: exact
     # a header declaring it, with a short body, is rejected before anything is allocated, and
     # the error names the exact size
@@ -475,6 +617,8 @@ def test_payload_size_is_exact_at_the_extremes(kind, D, param, bucket, shared, v
         head += struct.pack("<Q", param) + (struct.pack("<Q", 7) if shared else b"")
     elif kind == "qsgd":
         head += struct.pack("<QQ", param, bucket)
+    elif kind == "terngrad":
+        head += struct.pack("<Q", bucket)
     with (
         address_space_headroom(),
         pytest.raises(ValueError, match=f"header implies {len(head)} \\+ {want}$"),
@@ -494,6 +638,9 @@ def test_payload_size_is_exact_at_the_extremes(kind, D, param, bucket, shared, v
         ("qsgd", _MAXD, 2**64 - 1, 1, "levels must be"),
         ("qsgd", _MAXD, 1, _MAXD + 1, "bucket must be"),
         ("qsgd", _MAXD, 1, 0, "bucket must be"),
+        ("terngrad", _MAXD, 0, 0, "bucket must be"),
+        ("terngrad", 10, 0, 11, "bucket must be"),
+        ("natural", _MAXD + 1, 0, 0, "D must be"),
     ],
 )
 def test_payload_size_rejects_out_of_range(kind, D, param, bucket, match) -> None:
@@ -755,7 +902,16 @@ def test_wire_format_codes_are_the_documented_ones() -> None:
     f = _core.wire_format
     assert f["magic"] == b"CZ"
     assert f["version"] == 1
-    assert f["kinds"] == {"identity": 0, "topk": 1, "randk": 2, "qsgd": 3, "sign": 4}
+    assert f["kinds"] == {
+        "identity": 0,
+        "topk": 1,
+        "randk": 2,
+        "qsgd": 3,
+        "sign": 4,
+        "natural": 5,
+        "terngrad": 6,
+    }
+    assert f["natural_emin"] == ((-149, -127), (-1074, 769))
     assert f["dense_dtypes"] == {"float32": 1, "float64": 2}
     assert f["value_dtypes"] == {"float16": 1, "float32": 2, "float64": 3}
     assert f["flag_shared"] == 1
@@ -789,6 +945,12 @@ def _le(v: int) -> bytes:
             comp.QSGD(levels=300, bucket=64),
             np.float32,
             b"CZ\x01\x03\x01\x02\x00\x00" + _le(1000) + _le(300) + _le(64),
+        ),
+        (comp.Natural(), np.float64, b"CZ\x01\x05\x02\x03\x00\x00" + _le(1000)),
+        (
+            comp.TernGrad(bucket=64, value_dtype="float16"),
+            np.float32,
+            b"CZ\x01\x06\x01\x01\x00\x00" + _le(1000) + _le(64),
         ),
     ],
 )
@@ -911,3 +1073,18 @@ def test_decode_trusts_validation_but_stays_in_bounds() -> None:
         comp.decompress(trusted)
     with pytest.raises(ValueError, match="payload size"):
         _core.wire_decode(np.zeros(3, np.uint8), 1, 2, 100, 2, 0, False, 0, False)
+
+
+@pytest.mark.parametrize("i", range(len(MESSAGES)))
+def test_a_handmade_copy_of_every_kind_decodes_like_the_original(i) -> None:
+    m = MESSAGES[i]
+    copy = comp.Message(*(getattr(m, f.name) for f in dataclasses.fields(m)))
+    assert not copy._validated
+    np.testing.assert_array_equal(comp.decompress(copy), comp.decompress(m))
+    assert copy.to_bytes() == m.to_bytes()
+
+
+def test_handmade_natural_message_needs_the_dense_value_dtype() -> None:
+    m = comp.Natural().compress(np.ones(5, np.float32))
+    with pytest.raises(ValueError, match="value dtype must equal"):
+        dataclasses.replace(m, value_dtype="float64")

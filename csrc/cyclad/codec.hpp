@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Compressed messages end to end: compress a vector into a payload, validate a received payload
 // (once), and decode it. The per-kind pieces live in select.hpp (top-k, rand-k), quantize.hpp
-// (QSGD, sign) and wire.hpp (header, sizes, value codecs, bit packing); the format and its
+// (QSGD, sign, natural compression, TernGrad) and wire.hpp (header, sizes, value codecs, bit packing); the format and its
 // validation rules are documented in docs/wire-format.md.
 #pragma once
 
@@ -149,6 +149,12 @@ inline void validate_body(const WireSpec& spec, const unsigned char* p, int thre
     case Kind::sign:
       validate_sign(spec, p);
       return;
+    case Kind::natural:
+      validate_natural(spec, p);
+      return;
+    case Kind::terngrad:
+      validate_terngrad(spec, p, threads);
+      return;
   }
 }
 
@@ -160,7 +166,8 @@ inline void validate_body(const WireSpec& spec, const unsigned char* p, int thre
 ///
 /// Non-finite inputs: identity, top-k and rand-k carry raw values (NaN/Inf round-trip; a NaN
 /// ranks above +Inf in top-k); QSGD and scaled sign throw std::invalid_argument when a norm or
-/// ||x||_1 is not finite. Narrowing (float64 data to float32/float16 values, float32 to
+/// ||x||_1 is not finite, natural compression and TernGrad when any value is not finite (and
+/// natural compression when max |x| could round up past the dtype's range). Narrowing (float64 data to float32/float16 values, float32 to
 /// float16) rounds to nearest and throws if a finite value overflows the value dtype.
 /// Bit-identical for any thread count.
 template <typename T>
@@ -190,6 +197,12 @@ void compress(const WireSpec& spec, const T* x, unsigned char* payload, std::uin
       return;
     case Kind::sign:
       detail::sign_compress(spec, x, payload, threads);
+      return;
+    case Kind::natural:
+      detail::natural_compress(spec, x, payload, threads);
+      return;
+    case Kind::terngrad:
+      detail::terngrad_compress(spec, x, payload, threads);
       return;
   }
 }
@@ -226,8 +239,8 @@ inline Header parse_message(const unsigned char* data, std::uint64_t len, const 
 /// the dense (D,) vector `out` (D = spec.dim; T must match spec.dense), with no second
 /// validation pass. Top-k: x_hat[i] = value at kept i, 0 elsewhere. Rand-k: T(value * D/k) at
 /// kept i (the mask of a shared message is regenerated from spec.seed, with a D/8-byte bitmap).
-/// QSGD: sign * T(level * (norm / s)). Sign: +-scale (sign bit 1 = negative). Identity: the
-/// values. Memory-safe for any payload of payload_size(spec) bytes (`size` is checked, and an
+/// QSGD: sign * T(level * (norm / s)). Sign: +-scale (sign bit 1 = negative). Natural:
+/// +-2^(emin + code - 1) (+-0 for code 0). TernGrad: 0 or +-T(s_j). Identity: the values. Memory-safe for any payload of payload_size(spec) bytes (`size` is checked, and an
 /// index >= D throws); the other rules are not re-checked. Bit-identical for any thread count.
 /// Besides `out` it allocates O(k + D/8) bytes (sparse kinds) or one 4096-entry buffer per
 /// thread (QSGD, sign).
@@ -272,6 +285,12 @@ void decode(const WireSpec& spec, const unsigned char* p, std::uint64_t size, T*
       return;
     case Kind::sign:
       detail::sign_decode(spec, p, out, threads);
+      return;
+    case Kind::natural:
+      detail::natural_decode(spec, p, out, threads);
+      return;
+    case Kind::terngrad:
+      detail::terngrad_decode(spec, p, out, threads);
       return;
   }
 }

@@ -21,7 +21,7 @@ constexpr std::uint64_t mix64(std::uint64_t z) {
 
 /// Independent-stream identifiers: each consumer of randomness draws from its own stream so
 /// that, e.g., rand-k masks and QSGD dithers of the same seed are unrelated.
-enum class Stream : std::uint64_t { randk = 1, qsgd = 2 };
+enum class Stream : std::uint64_t { randk = 1, qsgd = 2, natural = 3, terngrad = 4 };
 
 /// \brief Key of a random stream: mixes the user seed with the stream identifier.
 /// The training loop folds the round (and, for private streams, the device) into `seed` before

@@ -32,7 +32,17 @@ static_assert(sizeof(std::size_t) >= 8, "cyclad's wire code needs a 64-bit std::
 
 namespace cyclad::kernels {
 
-enum class Kind : std::uint8_t { identity = 0, topk = 1, randk = 2, qsgd = 3, sign = 4 };
+enum class Kind : std::uint8_t {
+  identity = 0,
+  topk = 1,
+  randk = 2,
+  qsgd = 3,
+  sign = 4,
+  natural = 5,
+  terngrad = 6
+};
+/// Largest kind code.
+inline constexpr unsigned kMaxKind = 6;
 enum class ValueCode : std::uint8_t { f16 = 1, f32 = 2, f64 = 3 };
 /// Dtype of the dense vector (header byte 4): what decompress writes.
 enum class DenseCode : std::uint8_t { f32 = 1, f64 = 2 };
@@ -41,6 +51,10 @@ enum class DenseCode : std::uint8_t { f32 = 1, f64 = 2 };
 inline constexpr std::uint64_t kMaxDim = 0xFFFFFFFFULL;
 /// Largest number of QSGD levels: level codes take at most 16 bits.
 inline constexpr std::uint64_t kMaxLevels = 65535;
+/// Natural compression: exponent codes 1..255 stand for 2^(emin + code - 1), code 0 for zero.
+inline constexpr int kNaturalCodes = 255;
+/// Bytes of the natural-compression payload before the sign bits: emin as a little-endian int16.
+inline constexpr std::size_t kNaturalEminBytes = 2;
 
 /// \brief Everything that determines a payload: the header fields plus the compress-only
 /// options (`seed` of private streams, `scaled` sign).
@@ -50,9 +64,9 @@ struct WireSpec {
   DenseCode dense = DenseCode::f64;  ///< dense dtype: validation checks values against it
   std::uint64_t dim = 0;
   std::uint64_t param = 0;   ///< k (top-k, rand-k) or s (QSGD); unused otherwise
-  std::uint64_t bucket = 0;  ///< QSGD bucket size
+  std::uint64_t bucket = 0;  ///< QSGD / TernGrad bucket size
   bool shared = false;       ///< rand-k: mask drawn from `seed` only and not sent
-  std::uint64_t seed = 0;    ///< rand-k mask / QSGD dither stream
+  std::uint64_t seed = 0;    ///< rand-k mask / QSGD, natural, TernGrad dither stream
   bool scaled = true;        ///< sign: scale by ||x||_1 / D (compress only)
 };
 
@@ -95,11 +109,19 @@ inline bool finite_in(DenseCode dc, double v) {
   return std::fabs(v) < 0x1.ffffffp127;
 }
 
+/// \brief The range of the natural-compression window start `emin` for the dense dtype `dc`:
+/// the smallest power 2^emin is representable (subnormals included) and the largest,
+/// 2^(emin + 254), is finite: [-149, -127] for float32, [-1074, 769] for float64.
+inline int natural_emin_lo(DenseCode dc) { return dc == DenseCode::f32 ? -149 : -1074; }
+inline int natural_emin_hi(DenseCode dc) {
+  return (dc == DenseCode::f32 ? 127 : 1023) - (kNaturalCodes - 1);
+}
+
 /// \brief Check the header fields of `spec` (ranges of D, k, s, bucket, kind, value code,
 /// dense code). Throws std::invalid_argument naming the field and its allowed range.
 inline void check_spec(const WireSpec& spec) {
   const auto kind = static_cast<unsigned>(spec.kind);
-  require(kind <= 4, "kind must be 0..4, got " + std::to_string(kind));
+  require(kind <= kMaxKind, "kind must be 0..6, got " + std::to_string(kind));
   (void)value_bytes(spec.vcode);
   require(spec.dense == DenseCode::f32 || spec.dense == DenseCode::f64,
           "dense dtype code must be 1 (float32) or 2 (float64)");
@@ -117,7 +139,17 @@ inline void check_spec(const WireSpec& spec) {
             "bucket must be in [1, D=" + std::to_string(spec.dim) + "], got " +
                 std::to_string(spec.bucket));
   }
+  if (spec.kind == Kind::terngrad) {
+    require(spec.bucket >= 1 && spec.bucket <= spec.dim,
+            "bucket must be in [1, D=" + std::to_string(spec.dim) + "], got " +
+                std::to_string(spec.bucket));
+  }
   require(!spec.shared || spec.kind == Kind::randk, "the shared flag is only valid for rand-k");
+  // Natural compression sends no values: its value dtype code is the dense dtype's, so a
+  // message has one encoding.
+  require(spec.kind != Kind::natural ||
+              spec.vcode == (spec.dense == DenseCode::f32 ? ValueCode::f32 : ValueCode::f64),
+          "natural compression sends no values: the value dtype must equal the dense dtype");
 }
 
 /// \brief Exact payload size in bytes (see the table above). Validates `spec` first; with the
@@ -141,6 +173,10 @@ inline std::uint64_t payload_size(const WireSpec& spec) {
     }
     case Kind::sign:
       return vb + packed_bytes(d, 1);
+    case Kind::natural:
+      return kNaturalEminBytes + packed_bytes(d, 1) + d;
+    case Kind::terngrad:
+      return (d + spec.bucket - 1) / spec.bucket * vb + packed_bytes(d, 2);
   }
   throw std::invalid_argument("unknown kind");
 }
@@ -157,6 +193,10 @@ inline const char* kind_name(Kind kind) {
       return "qsgd";
     case Kind::sign:
       return "sign";
+    case Kind::natural:
+      return "natural";
+    case Kind::terngrad:
+      return "terngrad";
   }
   return "?";
 }
@@ -173,14 +213,16 @@ inline constexpr std::uint8_t kFlagShared = 1;
 inline constexpr std::size_t kBaseHeaderBytes = 16;
 inline constexpr std::size_t kMaxHeaderBytes = 32;
 
-/// \brief Header size in bytes: 16 (identity, sign), 24 (top-k, private rand-k) or 32 (shared
-/// rand-k, QSGD).
+/// \brief Header size in bytes: 16 (identity, sign, natural), 24 (top-k, private rand-k,
+/// TernGrad) or 32 (shared rand-k, QSGD).
 inline std::size_t header_size(Kind kind, bool shared) {
   switch (kind) {
     case Kind::identity:
     case Kind::sign:
+    case Kind::natural:
       return 16;
     case Kind::topk:
+    case Kind::terngrad:
       return 24;
     case Kind::randk:
       return shared ? 32 : 24;
@@ -219,6 +261,8 @@ inline std::size_t pack_header(const WireSpec& spec, unsigned char* out) {
   } else if (spec.kind == Kind::qsgd) {
     detail::put_u64(out + 16, spec.param);
     detail::put_u64(out + 24, spec.bucket);
+  } else if (spec.kind == Kind::terngrad) {
+    detail::put_u64(out + 16, spec.bucket);
   }
   return size;
 }
@@ -259,7 +303,8 @@ inline Header parse_header(const unsigned char* data, std::uint64_t len, const R
   require(data[2] == kVersion, bad + "unsupported version " + std::to_string(data[2]) +
                                    " (this reader: " + std::to_string(kVersion) + ")");
   const unsigned kcode = data[3], dcode = data[4], vcode = data[5], flags = data[6];
-  require(kcode <= 4, bad + "unknown kind code " + std::to_string(kcode) + " (allowed 0..4)");
+  require(kcode <= kMaxKind,
+          bad + "unknown kind code " + std::to_string(kcode) + " (allowed 0..6)");
   require(dcode == 1 || dcode == 2,
           bad + "unknown dtype code " + std::to_string(dcode) + " (allowed 1, 2)");
   require(vcode >= 1 && vcode <= 3,
@@ -306,6 +351,8 @@ inline Header parse_header(const unsigned char* data, std::uint64_t len, const R
   } else if (spec.kind == Kind::qsgd) {
     spec.param = detail::get_u64(data + 16);
     spec.bucket = detail::get_u64(data + 24);
+  } else if (spec.kind == Kind::terngrad) {
+    spec.bucket = detail::get_u64(data + 16);
   }
   try {
     h.payload_bytes = payload_size(spec);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The compression kernels (compress, decode, top-k selection) for float and double, and the
-// payload validation, on every ISA (instances.hpp).
+// The compression kernels (compress, decode, top-k selection, the sign majority vote) for
+// float and double, and the payload validation, on every ISA (instances.hpp).
 #include "instances/instances.hpp"
 
 namespace cyclad::kernels {

@@ -15,6 +15,7 @@
 #include "cyclad/common.hpp"
 #include "cyclad/coordinatewise.hpp"
 #include "cyclad/distance.hpp"
+#include "cyclad/vote.hpp"
 
 // coordinatewise.cpp
 #define CYCLAD_COORDINATEWISE_KERNELS(EXTERN, T)                               \
@@ -46,7 +47,9 @@
 #define CYCLAD_CODEC_KERNELS(EXTERN, T)                                                            \
   EXTERN template void compress<T>(const WireSpec&, const T*, unsigned char*, std::uint64_t, int); \
   EXTERN template void decode<T>(const WireSpec&, const unsigned char*, std::uint64_t, T*, int);   \
-  EXTERN template void topk_select<T>(const T*, std::size_t, std::size_t, std::uint32_t*, int);
+  EXTERN template void topk_select<T>(const T*, std::size_t, std::size_t, std::uint32_t*, int); \
+  EXTERN template void sign_majority<T>(const unsigned char* const*, std::size_t, std::size_t, T*, \
+                                        int);
 
 namespace cyclad::kernels {
 CYCLAD_COORDINATEWISE_KERNELS(extern, float)

@@ -13,8 +13,15 @@ compressor             C(x)                                        guarantee
 ``QSGD(levels=s)``     per bucket of b: ``||x|| sign(x_i) l_i/s``  unbiased,
                        with stochastic levels l_i in {0..s}        omega = min(b/s^2, sqrt(b)/s)
 ``Sign(scaled=True)``  ``||x||_1 / D * sign(x)``                   contractive, delta >= 1/D
+``Natural()``          ``sign(x_i) 2^e_i``, |x_i| rounded to one   unbiased, omega = 1/8
+                       of its two nearest powers of two
+``TernGrad(bucket)``   per bucket: ``max|x| sign(x_i) b_i``,       unbiased,
+                       ``b_i ~ Bernoulli(|x_i| / max|x|)``         omega = (sqrt(b) - 1) / 2
 ``Identity()``         x                                           exact (omega = 0)
 =====================  ==========================================  ==========================
+
+:func:`majority_vote` is the server side of signSGD with majority vote (Bernstein et al.
+2019): the coordinate-wise majority of n sign messages, counted on their packed sign bits.
 
 ``ratio`` gives ``k = max(1, floor(ratio * D + 1/2))``. ``omega(D)`` bounds
 ``E||C(x) - x||^2 <= omega ||x||^2`` of unbiased compressors; ``delta(D)`` bounds
@@ -38,7 +45,8 @@ instead of turning into Inf. QSGD norms are rounded *up*, so the levels stay wit
 
 **Non-finite input** (Byzantine devices send it): identity, top-k and rand-k carry raw values, so
 NaN and Inf round-trip (top-k ranks NaN above +Inf). QSGD raises ``ValueError`` when a bucket
-norm is not finite, and the scaled sign when ``||x||_1`` is not finite. A finite input never
+norm is not finite, the scaled sign when ``||x||_1`` is not finite, and natural compression and
+TernGrad when any value is NaN or Inf (they quantise magnitudes, which a NaN does not have). A finite input never
 decompresses to +-Inf: rand-k raises ``ValueError`` when a kept ``D/k * x_i`` overflows the
 dtype of ``x``, and QSGD when a bucket's quantized values would (float32 input with
 ``value_dtype="float64"`` and a norm above the float32 range).
@@ -102,11 +110,14 @@ __all__ = [
     "ErrorFeedback",
     "Identity",
     "Message",
+    "Natural",
     "RandK",
     "Sign",
+    "TernGrad",
     "TopK",
     "decompress",
     "derive_seed",
+    "majority_vote",
 ]
 
 FloatArray = NDArray[np.float32] | NDArray[np.float64]
@@ -196,7 +207,8 @@ class Message:
     Attributes
     ----------
     kind : str
-        ``"identity"``, ``"topk"``, ``"randk"``, ``"qsgd"`` or ``"sign"``.
+        ``"identity"``, ``"topk"``, ``"randk"``, ``"qsgd"``, ``"sign"``, ``"natural"`` or
+        ``"terngrad"``.
     dtype : numpy.dtype
         float32 or float64: the dtype ``decompress`` returns.
     value_dtype : str
@@ -208,7 +220,7 @@ class Message:
     levels : int
         QSGD levels s, else 0.
     bucket : int
-        QSGD bucket size (``<= dim``), else 0.
+        QSGD / TernGrad bucket size (``<= dim``), else 0.
     shared : bool
         Rand-k with a shared mask (regenerated from ``seed``; no indices sent).
     seed : int
@@ -260,6 +272,12 @@ class Message:
             msg = (
                 f"inconsistent Message fields: kind={self.kind!r}, dtype={self.dtype!r}, "
                 f"value_dtype={self.value_dtype!r}, payload {type(p).__name__}"
+            )
+            raise ArgumentError(msg, argument="msg")
+        if self.kind == "natural" and self.value_dtype != self.dtype.name:
+            msg = (
+                "inconsistent Message fields: natural compression sends no values: the value "
+                f"dtype must equal the dense dtype {self.dtype.name}, got {self.value_dtype!r}"
             )
             raise ArgumentError(msg, argument="msg")
         try:
@@ -405,6 +423,7 @@ class Message:
             "topk": f", k={self.k}",
             "randk": f", k={self.k}, shared={self.shared}",
             "qsgd": f", levels={self.levels}, bucket={self.bucket}",
+            "terngrad": f", bucket={self.bucket}",
         }.get(self.kind, "")
         return (
             f"Message(kind={self.kind!r}, dim={self.dim}{extra}, dtype={self.dtype.name}, "
@@ -835,6 +854,81 @@ class Sign(Compressor):
         return f"Sign(scaled={self.scaled}, value_dtype={self.value_dtype!r})"
 
 
+class Natural(Compressor):
+    """Natural compression (Horvath et al. 2019): each value is stochastically rounded to one
+    of its two nearest powers of two, unbiased, ``omega = 1/8``.
+
+    ``|x_i|`` in ``[2^e, 2^(e+1))`` becomes ``2^(e+1)`` with probability ``|x_i| / 2^e - 1``,
+    else ``2^e``; the sign and zero are kept. A value travels as its sign bit and an 8-bit
+    exponent code (9 bits), relative to a per-message window ``[2^emin, 2^(emin+254)]`` whose
+    top is the largest power ``max|x|`` can round to (``emin`` is clamped to the smallest
+    subnormal power of the dtype). A nonzero ``|x_i|`` below ``2^emin`` (only when the vector
+    spans more than 2^254) becomes ``2^emin`` with probability ``|x_i| / 2^emin``, else 0:
+    still unbiased, with a variance of at most ``4^emin / 4`` for that coordinate on top of
+    the ``omega`` bound.
+
+    The variance bound is tight: ``E(C(a) - a)^2 = (2^(e+1) - a)(a - 2^e) <= a^2 / 8``, with
+    equality at ``a = 4/3 * 2^e``. Narrowing does not apply (no values travel; the message's
+    ``value_dtype`` is the input's dtype).
+
+    Raises ``ValueError`` on NaN / Inf input, and when ``max|x|`` could round up past the
+    input dtype's range (float32 above 2^127, float64 above 2^1023).
+    """
+
+    kind = "natural"
+    unbiased = True
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def omega(self, dim: int) -> float:
+        return 0.125
+
+    def __repr__(self) -> str:
+        return "Natural()"
+
+
+class TernGrad(Compressor):
+    """TernGrad (Wen et al. 2017): values in ``{-s, 0, +s}`` per bucket, unbiased.
+
+    Each bucket of ``bucket`` coordinates sends its scale ``s = max |x_i|`` (rounded up to
+    ``value_dtype``); coordinate i sends 2 bits, and is ``sign(x_i) s`` with probability
+    ``|x_i| / s``, else 0. ``E||C(x) - x||^2 = s ||x||_1 - ||x||^2`` per bucket, at most
+    ``omega ||x||^2`` with the tight ``omega = (sqrt(b) - 1) / 2``, ``b = min(bucket, D)``
+    (worst case: one coordinate at ``s`` and the others at ``s / (sqrt(b) + 1)``). The paper's
+    optional gradient clipping is not applied here (clip before compressing).
+
+    Parameters
+    ----------
+    bucket : int, optional
+        Bucket size (>= 1; capped at D). ``None`` (default): one scale for the whole vector,
+        as in the paper's per-layer scalar.
+    value_dtype : {None, "float16", "float32", "float64"}
+        Dtype of the scales (rounded up).
+
+    Raises
+    ------
+    ValueError
+        If ``bucket`` is out of range.
+    """
+
+    kind = "terngrad"
+    unbiased = True
+
+    def __init__(self, bucket: int | None = None, value_dtype: str | None = None) -> None:
+        super().__init__(value_dtype)
+        self.bucket = None if bucket is None else check_int(bucket, "bucket", 1, None)
+
+    def _bucket(self, dim: int) -> int:
+        return dim if self.bucket is None else min(self.bucket, dim)
+
+    def omega(self, dim: int) -> float:
+        return (math.sqrt(self._bucket(dim)) - 1.0) / 2.0
+
+    def __repr__(self) -> str:
+        return f"TernGrad(bucket={self.bucket}, value_dtype={self.value_dtype!r})"
+
+
 class Identity(Compressor):
     """No compression (values in ``value_dtype``): unbiased with ``omega = 0``."""
 
@@ -850,6 +944,109 @@ class Identity(Compressor):
 
     def __repr__(self) -> str:
         return f"Identity(value_dtype={self.value_dtype!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# signSGD with majority vote
+# --------------------------------------------------------------------------------------------
+
+
+def majority_vote(
+    messages: Any,
+    *,
+    dim: int | None = None,
+    dtype: Any = None,
+    threads: int | None = None,
+) -> FloatArray:
+    """Coordinate-wise majority of n sign messages: signSGD with majority vote (Bernstein et
+    al. 2019), the server's 1-bit aggregation.
+
+    Each message votes with its sign bits only (its scale is ignored, so scaled and unscaled
+    :class:`Sign` messages vote alike). Coordinate i of the result is ``-1`` where more than
+    half of the n messages are negative (sign bit 1: negative values and ``-0.0``), ``+1``
+    where more than half are non-negative, and ``0`` on a tie (n even, n/2 each way), as with
+    ``sign(sum_j sign(x_j))`` and ``sign(0) = 0``. The count runs in C++ on the packed bits
+    (bit-sliced 64-bit counters), exactly: bit-identical for any thread count and ISA.
+
+    A Byzantine device changes at most one vote per coordinate; with ``f`` of them, a
+    coordinate where the honest majority leads by more than ``2f`` votes keeps its sign.
+
+    Parameters
+    ----------
+    messages : sequence of Message or bytes-like
+        n >= 1 sign messages of one dimension and dtype. Bytes are parsed and validated with
+        :meth:`Message.from_bytes` (with ``dim=`` and ``dtype=``); a hand-built
+        :class:`Message` is validated too.
+    dim : int, optional
+        Expected D of every message.
+    dtype : {None, numpy.float32, numpy.float64}, optional
+        Expected dense dtype of every message (the result's dtype).
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    numpy.ndarray, shape (D,)
+        Values in ``{-1, 0, +1}``, of the messages' dtype.
+
+    Raises
+    ------
+    ValueError
+        If there is no message, a message is malformed or not of kind ``"sign"``, or the
+        messages differ in D or dtype (or from ``dim`` / ``dtype``).
+    TypeError
+        If an entry is neither a :class:`Message` nor bytes-like.
+    """
+    t = check_threads(threads)
+    want_dim = None if dim is None else check_int(dim, "dim", 1, _MAX_DIM)
+    want_dtype = None if dtype is None else _check_dense_dtype(dtype)
+    if isinstance(messages, (bytes, bytearray, memoryview, Message, np.ndarray)):
+        msg = f"messages must be a sequence of messages, got one {type(messages).__name__}"
+        raise ArgumentTypeError(msg, argument="messages")
+    try:
+        items = list(messages)
+    except TypeError as exc:
+        msg = f"messages must be a sequence of messages, got {type(messages).__name__}"
+        raise ArgumentTypeError(msg, argument="messages") from exc
+    if not items:
+        msg = "majority_vote needs at least one message, got none"
+        raise ArgumentError(msg, argument="messages")
+    parsed: list[Message] = []
+    for i, m in enumerate(items):
+        if not isinstance(m, Message):
+            try:
+                m = Message.from_bytes(m, dim=want_dim, dtype=want_dtype, threads=threads)
+            except ValueError as exc:
+                msg = f"message {i}: {exc}"
+                raise ArgumentError(msg, argument="messages") from None
+            except TypeError as exc:
+                msg = f"message {i} must be a Message or bytes-like, got {type(m).__name__}"
+                raise ArgumentTypeError(msg, argument="messages") from exc
+        elif not m._validated:
+            try:
+                m = Message.from_bytes(m.to_bytes(), dim=m.dim, threads=threads)
+            except ValueError as exc:
+                msg = f"message {i}: {exc}"
+                raise ArgumentError(msg, argument="messages") from None
+        if m.kind != "sign":
+            msg = f"message {i} is a {m.kind!r} message; majority_vote takes sign messages"
+            raise ArgumentError(msg, argument="messages")
+        ref = parsed[0] if parsed else None
+        d0 = want_dim if want_dim is not None else (ref.dim if ref is not None else m.dim)
+        t0 = want_dtype if want_dtype is not None else (ref.dtype if ref is not None else m.dtype)
+        if m.dim != d0 or m.dtype != t0:
+            msg = (
+                f"message {i} has D={m.dim} and dtype {m.dtype.name}, expected D={d0} and "
+                f"dtype {np.dtype(t0).name}"
+            )
+            raise ArgumentError(msg, argument="messages")
+        parsed.append(m)
+    first = parsed[0]
+    sections = [m.payload[np.dtype(m.value_dtype).itemsize :] for m in parsed]
+    out: FloatArray = _core.sign_majority(
+        sections, first.dim, float64=first.dtype == np.float64, threads=t
+    )
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ arrives -- is an all-NaN row for that round. The rules treat it as a poisoned ro
 coordinate-wise rules order NaN above +Inf and trim it, distance-based rules give it an
 infinite distance (weight 0 in the geometric median, no contribution in centered clipping), so
 up to ``f`` absent or Byzantine rows together leave every robust rule finite; ``mean`` becomes
-NaN. Under EF21 an absent message leaves that device's receiver state unchanged.
+NaN. Under EF21 an absent message leaves that device's receiver state unchanged. Under
+``"sign_majority"`` (signSGD with majority vote) an absent device simply does not vote.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from cyclad import _random, aggregators, attacks, coding, compression, models
 from cyclad._validation import ArgumentError
 
 __all__ = [
+    "SIGN_MAJORITY",
     "Fault",
     "RoundPlan",
     "RoundSpec",
@@ -70,6 +72,7 @@ __all__ = [
     "make_rule",
     "plan_round",
     "round_rule",
+    "sign_majority",
 ]
 
 Array = NDArray[Any]
@@ -423,6 +426,29 @@ def byzantine_step(
 # --------------------------------------------------------------------------------------------
 
 
+SIGN_MAJORITY = "sign_majority"
+"""The rule name of signSGD with majority vote (:func:`cyclad.compression.majority_vote`): the
+server votes on the devices' sign messages; it needs the ``sign`` compressor."""
+
+_VOTER = compression.Sign(scaled=False)
+
+
+def sign_majority(X: Any, *, threads: int | None = None) -> Array:
+    """The majority vote of the rows' sign bits, ``(n, P) -> (P,)`` in ``{-1, 0, +1}``: the
+    dense form of what :class:`Server` computes on the sign messages themselves. A row with a
+    NaN (an absent device) does not vote; no voter gives zeros."""
+    A = np.asarray(X)
+    voters = [row for row in A if not np.isnan(row).any()]
+    if not voters:
+        return np.zeros(A.shape[1], dtype=A.dtype)
+    msgs = [_VOTER.compress(row, threads=threads) for row in voters]
+    return compression.majority_vote(msgs, threads=threads)
+
+
+def _is_vote(name: str) -> bool:
+    return name.strip().lower().replace("-", "_") == SIGN_MAJORITY
+
+
 def make_rule(
     name: str,
     f: int,
@@ -443,6 +469,11 @@ def make_rule(
         by no component of the rule (the message lists the valid ones); otherwise as
         :func:`cyclad.aggregators.get`.
     """
+    if _is_vote(name):
+        if params:
+            msg = f"parameter(s) {sorted(params)} are taken by no component of {name!r}"
+            raise ArgumentError(msg, argument="params")
+        return functools.partial(sign_majority, threads=threads)
     kw = dict(params or {})
     defaults: dict[str, Any] = {"f": f}
     if "bucketing" in name:
@@ -541,7 +572,9 @@ class Server:
         (float32 or float64) and ``n_params`` coordinates.
     rule : str or callable
         A registry name (built with ``f`` and ``rule_params``; a bucketing rule is rebuilt every
-        round with :func:`bucketing_seed` of ``seed``) or a fixed ``(n, P) -> (P,)`` callable.
+        round with :func:`bucketing_seed` of ``seed``), ``"sign_majority"`` (signSGD with
+        majority vote on the received sign messages' packed bits; needs the ``sign``
+        compressor without EF21), or a fixed ``(n, P) -> (P,)`` callable.
     f : int
         The ``f`` of a named rule.
     rule_params : dict, optional
@@ -580,6 +613,11 @@ class Server:
         self.threads, self.seed, self.compressor = threads, int(seed), compressor
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self._named = isinstance(rule, str)
+        self._vote = isinstance(rule, str) and _is_vote(rule)
+        if self._vote and (compressor is None or compressor.kind != "sign" or ef21):
+            msg = "rule 'sign_majority' needs the sign compressor (without EF21)"
+            raise ArgumentError(msg, argument="rule")
+        self._msgs: list[compression.Message | None] = [None] * self.n
         self._rebuild = isinstance(rule, str) and "bucketing" in rule
         if isinstance(rule, str):
             self._name, self._f, self._params = rule, int(f), dict(rule_params or {})
@@ -607,6 +645,7 @@ class Server:
         self.t = int(t)
         self._V.fill(np.nan)
         self._got[:] = False
+        self._msgs = [None] * self.n
         if self._rebuild:
             self.aggregate = round_rule(
                 self._name, self._f, self._params, seed=self.seed, t=self.t, threads=self.threads
@@ -655,6 +694,8 @@ class Server:
             self.faults.append(Fault(self.t, device, f"malformed: {exc}"))
             return False
         self._V[device] = vec
+        if self._vote:
+            self._msgs[device] = decoded
         return True
 
     def received(self, devices: Any) -> Array:
@@ -667,7 +708,16 @@ class Server:
         for i in np.flatnonzero(~self._got).tolist():
             self.faults.append(Fault(self.t, i, "missing"))
             self._got[i] = True
-        agg = np.asarray(self.aggregate(self._V), dtype=self.dtype)
+        if self._vote:
+            # signSGD with majority vote: count the sign bits of the messages that arrived
+            voters = [m for m in self._msgs if m is not None]
+            agg = (
+                compression.majority_vote(voters, threads=self.threads)
+                if voters
+                else np.zeros(self.P, dtype=self.dtype)
+            )
+        else:
+            agg = np.asarray(self.aggregate(self._V), dtype=self.dtype)
         step = agg + self.weight_decay * theta if self.weight_decay else agg
         if self.momentum:
             self.velocity = self.momentum * self.velocity + step

@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 Array = NDArray[Any]
-COMPRESSORS = ("topk", "randk", "qsgd", "sign", "identity")
+COMPRESSORS = ("topk", "randk", "qsgd", "sign", "natural", "terngrad", "identity")
 
 
 class ConfigError(ValueError):
@@ -119,7 +119,9 @@ class Config:
     gamma : float
         Share of the ``"gamma"`` partition in ``[0, 1]``.
     aggregator : str
-        The server's robust rule, e.g. ``"trimmed_mean"`` (:func:`cyclad.aggregators.get`).
+        The server's robust rule, e.g. ``"trimmed_mean"`` (:func:`cyclad.aggregators.get`), or
+        ``"sign_majority"``: signSGD with majority vote on the devices' sign messages (needs
+        ``compressor="sign"``; the 1-bit Byzantine-robust baseline).
     pre_aggregation : str or None
         Optional pre-aggregation(s) before the rule: ``"nnm"``, ``"bucketing"``, ``"nnm+clip"``.
     f : int or None
@@ -134,7 +136,8 @@ class Config:
         Which devices are Byzantine: ``"first"`` (``0 .. f-1``) or ``"random"`` (seeded).
     compressor : str or None
         ``None`` = LAD; ``"topk:0.01"`` (ratio) / ``"topk:k=100"``, ``"randk:0.05,shared"``,
-        ``"qsgd:16"``, ``"sign"``, ``"identity"``.
+        ``"qsgd:16"``, ``"sign"``, ``"natural"``, ``"terngrad"`` / ``"terngrad:512"`` (bucket),
+        ``"identity"``.
     error_feedback : bool or str
         ``False``, ``True`` / ``"ef14"`` (residual accumulation) or ``"ef21"``.
     rounds : int
@@ -436,6 +439,13 @@ class Config:
             raise ConfigError(
                 name, f"must be < n_devices / 2 = {n / 2} for a robust rule, got {self.n_byzantine}"
             )
+        if self.aggregator == protocol.SIGN_MAJORITY:
+            name = "aggregator"
+            spec = self.compressor if isinstance(self.compressor, str) else ""
+            if spec.split(":")[0].strip() != "sign" or self.error_feedback == "ef21":
+                raise ConfigError(name, "'sign_majority' needs compressor 'sign' (without EF21)")
+            if self.pre_aggregation:
+                raise ConfigError(name, "'sign_majority' takes no pre_aggregation")
         # aggregator: build it and dry-run it on n zero vectors so its own checks fire now
         try:
             rule = build_aggregator(self, seed=0)
@@ -617,10 +627,11 @@ def _check_compressor(cfg: Config, n_params: int | None) -> None:
 
 def build_compressor(spec: str, n_params: int | None = None) -> Any:
     """A compressor from ``"topk:0.01"``, ``"topk:k=100"``, ``"randk:0.05,shared"``,
-    ``"qsgd:16"``, ``"sign"``, ``"identity"``.
+    ``"qsgd:16"``, ``"sign"``, ``"natural"``, ``"terngrad"``, ``"terngrad:512"``,
+    ``"identity"``.
 
     A positional float is a ratio, a positional integer a count ``k``; ``qsgd``'s positional is
-    the number of levels.
+    the number of levels, ``terngrad``'s the bucket size.
     """
     name, args, kwargs = parse_spec(spec, "compressor")
     if name not in COMPRESSORS:
@@ -645,10 +656,16 @@ def build_compressor(spec: str, n_params: int | None = None) -> Any:
         if args:
             kwargs["levels"] = args[0]
         return compression.QSGD(**_compressor_params(name, compression.QSGD, kwargs))
+    if name == "terngrad":
+        if args:
+            kwargs["bucket"] = args[0]
+        return compression.TernGrad(**_compressor_params(name, compression.TernGrad, kwargs))
     if args:
         msg = f"compressor {name!r} takes no positional argument, got {args}"
         raise ValueError(msg)
-    other = compression.Sign if name == "sign" else compression.Identity
+    other = {"sign": compression.Sign, "natural": compression.Natural}.get(
+        name, compression.Identity
+    )
     return other(**_compressor_params(name, other, kwargs))
 
 

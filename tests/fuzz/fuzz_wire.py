@@ -9,7 +9,8 @@ The input is a whole message (the corpus is shared with tests/native/fuzz_wire.c
   parsed message is not validated twice);
 * decompresses through every compressor: the matching configuration gives the same vector,
   every other raises ValueError;
-* for QSGD and sign messages (validated finite norms / scale), decodes to a finite vector.
+* for QSGD, sign, natural and TernGrad messages (validated finite norms / scales / window),
+  decodes to a finite vector.
 
 Nothing else may escape and no warning may be issued. ``Message.from_bytes`` is called as a
 receiver calls it, with ``dim=`` (pinned to the header's D when that is at most 2^20, else to
@@ -50,6 +51,8 @@ def _compressors(msg):  # every configuration that could have produced a message
         c.QSGD(levels=max(1, msg.levels), bucket=max(1, msg.bucket))
         if 1 <= msg.levels <= 65535
         else c.QSGD(),
+        c.Natural(),
+        c.TernGrad(bucket=max(1, msg.bucket)),
     ]
 
 
@@ -110,13 +113,13 @@ def one_input(data: bytes) -> None:
         if comp.decompress(copy, threads=1).tobytes() != out1.tobytes():
             text = "a validated copy decodes differently from the parsed message"
             raise PropertyFailure(text)
-        if msg.kind in ("qsgd", "sign"):
+        if msg.kind in ("qsgd", "sign", "natural", "terngrad"):
             bad = ~np.isfinite(out1)
             if bad.any():
                 check(
                     False,
                     "decode-overflow",
-                    f"{msg!r} (validated finite norms/scale) decoded to "
+                    f"{msg!r} (validated finite norms/scales) decoded to "
                     f"{out1[bad][0]} at coordinate {int(np.argmax(bad))}",
                 )
         for c in _compressors(msg):

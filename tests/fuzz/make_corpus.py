@@ -75,6 +75,25 @@ def wire_seeds() -> list[bytes]:
     # allocate D elements, so the targets pin dim=.
     head = struct.pack("<2sBBBBBBQQ", b"CZ", 1, 1, 1, 2, 0, 0, 2**32 - 1, 1)
     out.append(head + bytes(4) + struct.pack("<f", 1.0))
+    # Natural compression and TernGrad (their own stream, so the seeds above stay as they were),
+    # with vectors spanning more than the natural window and float32 subnormals.
+    rng = np.random.default_rng(2027)
+    for D in (1, 2, 7, 9, 13, 64, 200):
+        for dtype in (np.float32, np.float64):
+            hi = 30 if dtype == np.float32 else 120
+            x = (rng.standard_normal(D) * 10.0 ** rng.uniform(-hi, hi, D)).astype(dtype)
+            cs = [comp.Natural(), comp.TernGrad(), comp.TernGrad(bucket=1)]
+            cs += [
+                comp.TernGrad(bucket=5, value_dtype=v) for v in ("float16", "float32", "float64")
+            ]
+            for c in cs:
+                if c.kind == "terngrad" and c.value_dtype is not None:
+                    x16 = np.clip(x, -6e4, 6e4).astype(dtype)
+                    out.append(c.compress(x16, seed=int(rng.integers(1 << 62))).to_bytes())
+                    continue
+                out.append(c.compress(x, seed=int(rng.integers(1 << 62))).to_bytes())
+    sub = np.array([1e-45, -3e-44, 2e-40, 0.0, -0.0], dtype=np.float32)
+    out.append(comp.Natural().compress(sub, seed=1).to_bytes())
     return out
 
 

@@ -372,8 +372,9 @@ template <typename T>
 void run_compress(Case<T>& c, Reader& r) {
   const std::size_t D = c.d;
   k::WireSpec s;
-  s.kind = static_cast<k::Kind>(c.extra % 5);
+  s.kind = static_cast<k::Kind>(c.extra % (k::kMaxKind + 1));
   s.vcode = static_cast<k::ValueCode>(1 + (c.extra >> 3) % 3);
+  if (s.kind == k::Kind::natural) s.vcode = sizeof(T) == 8 ? k::ValueCode::f64 : k::ValueCode::f32;
   s.dim = D;
   s.dense = sizeof(T) == 8 ? k::DenseCode::f64 : k::DenseCode::f32;
   s.shared = s.kind == k::Kind::randk && ((c.extra >> 5) & 1);
@@ -385,6 +386,7 @@ void run_compress(Case<T>& c, Reader& r) {
     s.param = lv[r.u8() % 8];
     s.bucket = 1 + r.u32() % D;
   }
+  if (s.kind == k::Kind::terngrad) s.bucket = 1 + r.u32() % D;
   // Row 0 is the vector (poisoned when row 0 is).
   Buffer<T> x(D, harness_misalign);
   for (std::size_t j = 0; j < D; ++j) x.set(j, c.at(0, j));

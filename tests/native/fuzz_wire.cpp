@@ -39,14 +39,34 @@ void check_values(const k::WireSpec& s, const Buffer<T>& out) {
       if (std::fabs(out.get(i)) != a) fail("sign message decoded to unequal magnitudes");
     }
   }
-  // QSGD norms and the sign scale are validated as finite, so the decoded vector must be
-  // finite too (in the output dtype, not only in the value dtype).
-  if (s.kind == k::Kind::qsgd || s.kind == k::Kind::sign) {
+  // Natural compression decodes to +-0 or +-2^j; TernGrad to 0 or +-(the bucket's scale).
+  if (s.kind == k::Kind::natural) {
+    for (std::size_t i = 0; i < D; ++i) {
+      const T v = std::fabs(out.get(i));
+      int e = 0;
+      if (v != T(0) && std::frexp(v, &e) != T(0.5)) fail("natural message decoded to %g", static_cast<double>(v));
+    }
+  }
+  if (s.kind == k::Kind::terngrad) {
+    const std::size_t b = static_cast<std::size_t>(s.bucket);
+    for (std::size_t i = 0; i < D; ++i) {
+      const T v = std::fabs(out.get(i));
+      if (v == T(0)) continue;
+      for (std::size_t j = i - i % b; j < std::min(D, i - i % b + b); ++j) {
+        const T w = std::fabs(out.get(j));
+        if (w != T(0) && w != v) fail("TernGrad bucket decoded to unequal magnitudes");
+      }
+    }
+  }
+  // QSGD norms, the sign scale, TernGrad scales and the natural window are validated, so the
+  // decoded vector must be finite too (in the output dtype, not only in the value dtype).
+  if (s.kind == k::Kind::qsgd || s.kind == k::Kind::sign || s.kind == k::Kind::natural ||
+      s.kind == k::Kind::terngrad) {
     for (std::size_t i = 0; i < D; ++i) {
       if (std::isfinite(out.get(i))) continue;
       HARNESS_CHECK(false, "decode-overflow",
                     "%s message (value dtype code %u) decoded to %g at coordinate %zu in %s",
-                    s.kind == k::Kind::qsgd ? "QSGD" : "sign", static_cast<unsigned>(s.vcode),
+                    k::kind_name(s.kind), static_cast<unsigned>(s.vcode),
                     static_cast<double>(out.get(i)), i, sizeof(T) == 4 ? "float32" : "float64");
       break;
     }

@@ -36,7 +36,10 @@ AREAS = tuple(MODULES)
 DESCRIPTIONS = {
     "aggregators": "robust rules vs D (n=20) and vs n (D=1e5), NumPy / torch / ByzFL baselines",
     "coding": "cyclic encoding z = B G (n=20, d in {2,4,10}) vs a NumPy / torch GEMM",
-    "compression": "top-k, rand-k, QSGD, sign: compress and decompress vs NumPy (torch.topk)",
+    "compression": (
+        "top-k, rand-k, QSGD, sign, natural, TernGrad: compress and decompress vs NumPy "
+        "(torch.topk); the sign majority vote vs NumPy"
+    ),
     "round": "one LAD / Com-LAD round (n=20, d=3, P in {1e5,1e6}) split into its phases",
     "all": "every area above, in this order (the default)",
 }

@@ -1,6 +1,7 @@
 # ruff: noqa: B023  (the timed closures run inside the loop iteration that defines them)
 """Bench area ``compression``: compress / decompress kernels against NumPy (and torch.topk),
-at D in {1e6, 1e7} (``--quick``: 1e5), float32, threads in {1, all}.
+at D in {1e6, 1e7} (``--quick``: 1e5), float32, threads in {1, all}; and the signSGD majority
+vote of n = 20 sign messages against NumPy's unpackbits-and-sum.
 
 Every record carries the compression ratio ``nbytes / (4 D)`` (bytes sent over the bytes of a
 float32 vector) in ``extra["ratio"]``; baselines are timed in the same process on the same data.
@@ -76,6 +77,44 @@ def np_sign_decompress(b: bytes, d: int) -> np.ndarray:
     scale = np.frombuffer(b[:4], np.float32)[0]
     bits = np.unpackbits(np.frombuffer(b[4:], np.uint8), bitorder="little")[:d]
     out: np.ndarray = scale * (1 - 2 * bits.astype(np.float32))
+    return out
+
+
+def np_natural(x: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Stochastic rounding to a power of two: sign bits and the float32 exponent bytes."""
+    m, e = np.frexp(np.abs(x))  # |x| = m 2^e, m in [0.5, 1)
+    up = rng.random(x.size, dtype=np.float32) < (2 * m - 1)
+    code = np.where(m > 0, e - 1 + up + 127, 0).astype(np.uint8)
+    return np.packbits(np.signbit(x), bitorder="little").tobytes() + code.tobytes()
+
+
+def np_natural_decompress(b: bytes, d: int) -> np.ndarray:
+    nb = -(-d // 8)
+    signs = np.unpackbits(np.frombuffer(b[:nb], np.uint8), bitorder="little")[:d]
+    code = np.frombuffer(b[nb:], np.uint8).astype(np.int32)
+    v = np.where(code > 0, np.ldexp(np.float32(1), code - 127), np.float32(0))
+    out: np.ndarray = np.where(signs == 1, -v, v).astype(np.float32)
+    return out
+
+
+def np_terngrad(x: np.ndarray, rng: np.random.Generator) -> bytes:
+    """One scale max|x|, a Bernoulli(|x|/s) mask and signs, packed 2 bits a value."""
+    s = np.abs(x).max()
+    nz = rng.random(x.size, dtype=np.float32) < np.abs(x) / (s if s > 0 else 1)
+    code = nz.astype(np.uint8) | ((nz & (x < 0)).astype(np.uint8) << 1)
+    pad = np.concatenate([code, np.zeros((-x.size) % 4, np.uint8)]).reshape(-1, 4)
+    packed = pad[:, 0] | pad[:, 1] << 2 | pad[:, 2] << 4 | pad[:, 3] << 6
+    out: bytes = np.float32(s).tobytes() + packed.astype(np.uint8).tobytes()
+    return out
+
+
+def np_majority(sections: list[np.ndarray], d: int) -> np.ndarray:
+    """sign(sum sign) from packed sign bits: unpack every message, count, compare."""
+    neg = np.zeros(d, np.int32)
+    for sec in sections:
+        neg += np.unpackbits(sec, bitorder="little")[:d]
+    n = len(sections)
+    out: np.ndarray = np.sign(n - 2 * neg).astype(np.float32)
     return out
 
 
@@ -162,7 +201,16 @@ def run(settings: Settings) -> Report:
                 )
             )
         cases.append(("sign", comp.Sign(), {"D": d}, partial(np_sign, x), None))
+        cases.append(("natural", comp.Natural(), {"D": d}, partial(np_natural, x, rng), None))
+        cases.append(("terngrad", comp.TernGrad(), {"D": d}, partial(np_terngrad, x, rng), None))
+        cases.append(("terngrad", comp.TernGrad(bucket=512), {"D": d, "bucket": 512}, None, None))
         np_sign_bytes = np_sign(x)
+        np_natural_bytes = np_natural(x, rng)
+        voters = 20
+        V = rng.standard_normal((voters, d)).astype(np.float32)
+        votes = [comp.Sign().compress(v, threads=1) for v in V]
+        sections = [m.payload[4:] for m in votes]
+        packed = np.concatenate(sections)
         torch = load_torch() if "torch" in settings.baselines else None
         for t in thread_counts():
             rp = read_pass(x, t, budget)
@@ -194,6 +242,10 @@ def run(settings: Settings) -> Report:
                 dbase: dict[str, Timing] = {}
                 if use_numpy and name == "sign":
                     dbase["numpy"] = measure(lambda: np_sign_decompress(np_sign_bytes, d), budget)
+                elif use_numpy and name == "natural":
+                    dbase["numpy"] = measure(
+                        lambda: np_natural_decompress(np_natural_bytes, d), budget
+                    )
                 elif use_numpy and name.startswith(("topk", "randk")):
                     idx = np.sort(rng.choice(d, msg.k, replace=False))
                     vals = x[idx]
@@ -211,5 +263,23 @@ def run(settings: Settings) -> Report:
                         {"ratio": round(ratio_bytes, 5)},
                     )
                 )
+            # signSGD majority vote: reads n * D/8 bytes of sign bits, writes D floats
+            vsec = measure(partial(comp.majority_vote, votes, threads=t), budget)
+            vbase: dict[str, Timing] = {}
+            if use_numpy:
+                vbase["numpy"] = measure(partial(np_majority, sections, d), budget)
+            records.append(
+                Record(
+                    AREA,
+                    "sign majority vote",
+                    {"D": d, "n": voters},
+                    t,
+                    vsec,
+                    int(packed.nbytes),
+                    read_pass(packed, t, budget),
+                    vbase,
+                    {"ratio": round(sections[0].nbytes / (4 * d), 5)},
+                )
+            )
     set_efficiency(records)
     return Report(AREA, settings.mode, records, grouped_tables(records), notes)
