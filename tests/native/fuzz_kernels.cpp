@@ -204,14 +204,14 @@ void run_aggregator(unsigned op, Case<T>& c) {
     }
     case kKrum:
     case kMultiKrum: {
-      if (n < 3) {
-        if (HARNESS_TRY_ARGS(ops::krum<T>(v, 0, out.data(), t))) fail("krum accepted n=%zu", n);
-        return;
-      }
+      // q = n neighbours is never possible (a row has n - 1 others).
+      if (HARNESS_TRY_ARGS(ops::krum<T>(v, n, out.data(), t))) fail("krum accepted q=n=%zu", n);
+      if (n < 3) return;
       const std::size_t f = c.fparam % (n - 2);
       c.fparam = f;
-      if (op == kKrum) ops::krum<T>(v, f, out.data(), t);
-      else ops::multi_krum<T>(v, f, n - f, out.data(), t);
+      const std::size_t q = n - f - 2;  // Blanchard et al.
+      if (op == kKrum) ops::krum<T>(v, q, out.data(), t);
+      else ops::multi_krum<T>(v, q, n - f, out.data(), t);
       // A selection rule may pick a Byzantine row that lies among the honest ones; the range
       // property holds when every poisoned row is an outlier (non-finite, or far out).
       if (c.npoisoned <= f && n >= 2 * f + 3 && poisons_are_outliers(c)) {

@@ -24,8 +24,8 @@ template <typename T> void mean(MV<T> x, T* out, int threads);
 template <typename T> void median(MV<T> x, T* out, int threads);
 template <typename T> void trimmed_mean(MV<T> x, std::size_t f, T* out, int threads);
 template <typename T> void meamed(MV<T> x, std::size_t f, T* out, int threads);
-template <typename T> void krum(MV<T> x, std::size_t f, T* out, int threads);
-template <typename T> void multi_krum(MV<T> x, std::size_t f, std::size_t m, T* out, int threads);
+template <typename T> void krum(MV<T> x, std::size_t q, T* out, int threads);
+template <typename T> void multi_krum(MV<T> x, std::size_t q, std::size_t m, T* out, int threads);
 template <typename T>
 std::size_t geometric_median(MV<T> x, double eps, std::size_t max_iter, double tol, T* out,
                              int threads);
