@@ -1159,25 +1159,18 @@ void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, in
 }
 
 /// \brief Krum scores (Blanchard et al. 2017): score_i = sum of the q smallest squared
-/// distances from row i to the other rows (Blanchard et al.: q = n - f - 2); +inf for a row with
-/// a non-finite entry. With `alive` (n flags, or null for all rows) only rows with alive[j] are
-/// scored and counted as neighbours; the others get +inf.
+/// distances from row i to the other rows (Blanchard et al.: q = n - f - 2), summed in
+/// ascending order; +inf for a row with a non-finite entry.
 /// \param[in] dist (n, n) from pairwise_sq_distances. \param[out] score (n,).
-/// Requires q <= (number of alive rows) - 1.
+/// Requires 0 <= q <= n - 1.
 inline void krum_scores(const double* dist, const unsigned char* bad, std::size_t n,
-                        std::size_t q, double* score, const unsigned char* alive = nullptr) {
-  std::size_t live = 0;
-  for (std::size_t i = 0; i < n; ++i) live += (alive == nullptr || alive[i]) ? 1 : 0;
-  require(live >= 1 && q + 1 <= live, "krum needs 0 <= q <= n - 1 neighbours");
+                        std::size_t q, double* score) {
+  require(n >= 1 && q + 1 <= n, "krum needs 0 <= q <= n - 1 neighbours");
   std::vector<double> d;
   for (std::size_t i = 0; i < n; ++i) {
-    if (alive != nullptr && !alive[i]) {
-      score[i] = std::numeric_limits<double>::infinity();
-      continue;
-    }
     d.clear();
     for (std::size_t j = 0; j < n; ++j) {
-      if (j != i && (alive == nullptr || alive[j])) d.push_back(dist[i * n + j]);
+      if (j != i) d.push_back(dist[i * n + j]);
     }
     // The q smallest, summed in ascending order: nth_element then an introsort of those q is
     // O(n + q log q), where a heap-based partial_sort costs O(n log q) with a large constant
@@ -1322,8 +1315,8 @@ inline BulyanSelection parse_bulyan_selection(const std::string& name) {
 /// \param[in] x (n, D), n >= 4f + 3. \param[out] out (D,).
 /// NaN policy: with at most f rows with a non-finite entry (or overflow-sized), every selected
 /// row is finite (each Krum step has a finite row with a finite score left), so the result is
-/// finite and in the honest rows' box. Complexity O(n^2 D) (one pass) + O(theta n^2 log n)
-/// selection + O(D theta log theta) (one read of the selected rows). Bit-identical for any
+/// finite and in the honest rows' box. Complexity O(n^2 D) (one pass) + O(n^2 log n + theta n^2)
+/// selection + O(D theta log^2 theta) (one read of the selected rows). Bit-identical for any
 /// thread count.
 template <typename T>
 void bulyan(MatrixView<T> x, std::size_t f, BulyanSelection sel, KrumNeighbors conv, T* out,
@@ -1342,16 +1335,42 @@ void bulyan(MatrixView<T> x, std::size_t f, BulyanSelection sel, KrumNeighbors c
     const auto order = detail::order_by(score, bad.data());
     rows.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(theta));
   } else {
+    // Each row's other rows sorted by distance once; a step sums the first q alive entries
+    // of each list, so a score is the same sum, in the same ascending order, as krum_scores
+    // over the alive rows (O(n) per row and step instead of a selection per row and step).
+    std::vector<std::size_t> near(n * (n - 1));
+    std::vector<double> near_d(n * (n - 1));  // the sorted distances, read in order
+    for (std::size_t i = 0; i < n; ++i) {
+      std::size_t* o = near.data() + i * (n - 1);
+      for (std::size_t j = 0, k = 0; j < n; ++j) {
+        if (j != i) o[k++] = j;
+      }
+      std::stable_sort(o, o + (n - 1), [&](std::size_t a, std::size_t b) {
+        return dist[i * n + a] < dist[i * n + b];
+      });
+      for (std::size_t k = 0; k + 1 < n; ++k) near_d[i * (n - 1) + k] = dist[i * n + o[k]];
+    }
     std::vector<unsigned char> alive(n, 1);
     for (std::size_t t = 0; t < theta; ++t) {
       // At least one neighbour while two rows remain: a score over none would tie every row
       // (the paper's n' - f - 2 reaches 0 in the last step for f = 1).
       const std::size_t q =
           std::max(krum_neighbors(conv, n - t, f), std::min<std::size_t>(1, n - t - 1));
-      krum_scores(dist.data(), bad.data(), n, q, score.data(), alive.data());
       std::size_t best = n;
       for (std::size_t i = 0; i < n; ++i) {
         if (!alive[i]) continue;
+        double sc = std::numeric_limits<double>::infinity();
+        if (!bad[i]) {
+          sc = 0.0;
+          const std::size_t* o = near.data() + i * (n - 1);
+          const double* od = near_d.data() + i * (n - 1);
+          for (std::size_t k = 0, taken = 0; taken < q; ++k) {
+            if (!alive[o[k]]) continue;
+            sc += od[k];
+            ++taken;
+          }
+        }
+        score[i] = sc;
         // (score, bad, index) order, as detail::order_by.
         if (best == n || score[i] < score[best] ||
             (score[i] == score[best] && bad[i] < bad[best])) {
