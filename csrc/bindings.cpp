@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
@@ -129,6 +130,32 @@ CArray<T> mean_impl(const CArray<T>& x, int threads) {
   return released(vector_out<T>(v.d), [&](T* o) { k::mean<T>(v, o, threads); });
 }
 
+/// Per-row weights: a float64 vector of shape (n,).
+const double* weights_arg(const CArray<double>& w, std::size_t n) {
+  require_aligned(w, "weights");
+  if (w.ndim() != 1 || static_cast<std::size_t>(w.shape(0)) != n) {
+    throw std::invalid_argument("weights must have shape (n,) = (" + std::to_string(n) + ",)");
+  }
+  return w.data();
+}
+
+/// A float64 vector of shape (D,) (a reference point).
+const double* point_arg(const CArray<double>& z, std::size_t d, const char* name) {
+  require_aligned(z, name);
+  if (z.ndim() != 1 || static_cast<std::size_t>(z.shape(0)) != d) {
+    throw std::invalid_argument(std::string(name) + " must have shape (D,) = (" +
+                                std::to_string(d) + ",)");
+  }
+  return z.data();
+}
+
+template <typename T>
+CArray<T> weighted_mean_impl(const CArray<T>& x, const CArray<double>& weights, int threads) {
+  auto v = matrix_arg(x, "X");
+  const double* w = weights_arg(weights, v.n);
+  return released(vector_out<T>(v.d), [&](T* o) { k::weighted_mean<T>(v, w, o, threads); });
+}
+
 template <typename T>
 CArray<T> median_impl(const CArray<T>& x, int threads) {
   auto v = matrix_arg(x, "X");
@@ -177,17 +204,20 @@ py::tuple pairwise_sq_distances_impl(const CArray<T>& x, int threads) {
 }
 
 template <typename T>
-CArray<T> krum_impl(const CArray<T>& x, std::int64_t f, int threads) {
+CArray<T> krum_impl(const CArray<T>& x, std::int64_t q, int threads) {
   auto v = matrix_arg(x, "X");
-  std::size_t uf = count_arg(f, "f");
-  return released(vector_out<T>(v.d), [&](T* o) { k::krum<T>(v, uf, o, threads); });
+  std::size_t uq = count_arg(q, "q");
+  return released(vector_out<T>(v.d), [&](T* o) { k::krum<T>(v, uq, o, threads); });
 }
 
 template <typename T>
-CArray<T> multi_krum_impl(const CArray<T>& x, std::int64_t f, std::int64_t m, int threads) {
+CArray<T> multi_krum_impl(const CArray<T>& x, std::int64_t q, std::int64_t m,
+                          const std::optional<CArray<double>>& weights, int threads) {
   auto v = matrix_arg(x, "X");
-  std::size_t uf = count_arg(f, "f"), um = count_arg(m, "m");
-  return released(vector_out<T>(v.d), [&](T* o) { k::multi_krum<T>(v, uf, um, o, threads); });
+  std::size_t uq = count_arg(q, "q"), um = count_arg(m, "m");
+  const double* w = weights ? weights_arg(*weights, v.n) : nullptr;
+  return released(vector_out<T>(v.d),
+                  [&](T* o) { k::multi_krum<T>(v, uq, um, w, o, threads); });
 }
 
 template <typename T>
@@ -219,6 +249,44 @@ CArray<T> centered_clipping_impl(const CArray<T>& x, double tau, std::int64_t it
   }
   return released(vector_out<T>(v.d),
                   [&](T* o) { k::centered_clipping<T>(v, tau, it, c, o, threads); });
+}
+
+// --- closest-to-reference averaging and Bulyan ----------------------------------------------
+
+template <typename T>
+CArray<T> closest_impl(const CArray<T>& x, const CArray<double>& reference, std::int64_t beta,
+                       int threads) {
+  auto v = matrix_arg(x, "X");
+  const double* z = point_arg(reference, v.d, "reference");
+  std::size_t ub = count_arg(beta, "beta");
+  return released(vector_out<T>(v.d), [&](T* o) { k::closest<T>(v, z, ub, o, threads); });
+}
+
+template <typename T>
+CArray<T> closest_coordinates_impl(const CArray<T>& x, const CArray<double>& reference,
+                                   std::int64_t beta, int threads) {
+  auto v = matrix_arg(x, "X");
+  const double* z = point_arg(reference, v.d, "reference");
+  std::size_t ub = count_arg(beta, "beta");
+  for (std::size_t j = 0; j < v.d; ++j) {
+    if (!std::isfinite(z[j])) throw std::invalid_argument("reference must be finite");
+  }
+  std::vector<std::size_t> rows(v.n);
+  for (std::size_t i = 0; i < v.n; ++i) rows[i] = i;
+  return released(vector_out<T>(v.d), [&](T* o) {
+    k::closest_coordinates<T>(v, rows.data(), v.n, z, ub, o, threads);
+  });
+}
+
+template <typename T>
+CArray<T> bulyan_impl(const CArray<T>& x, std::int64_t f, const std::string& selection,
+                      const std::string& neighbors, int threads) {
+  auto v = matrix_arg(x, "X");
+  std::size_t uf = count_arg(f, "f");
+  const k::BulyanSelection sel = k::parse_bulyan_selection(selection);
+  const k::KrumNeighbors conv = k::parse_krum_neighbors(neighbors);
+  return released(vector_out<T>(v.d),
+                  [&](T* o) { k::bulyan<T>(v, uf, sel, conv, o, threads); });
 }
 
 /// `out` when given (checked: C-contiguous, aligned, writable, shape (rows, D), not sharing
@@ -282,6 +350,21 @@ CArray<T> arc_impl(const CArray<T>& x, std::int64_t f, const std::optional<CArra
   return released(rows_out_or(v, v.n, out), [&](T* o) { k::arc<T>(v, uf, o, threads); });
 }
 
+/// Weighted mean, closest-to-reference averaging and Bulyan (kept together for merges).
+template <typename X, typename Threads>
+void bind_selection_rules(py::module_& m, const X& x, const Threads& threads) {
+  def_float(m, "weighted_mean", CYCLAD_IMPL(weighted_mean_impl), x,
+            py::arg("weights").noconvert(), threads, "Weighted coordinate-wise mean.");
+  def_float(m, "closest", CYCLAD_IMPL(closest_impl), x, py::arg("reference").noconvert(),
+            py::arg("beta"), threads, "Mean of the beta rows nearest to a reference point.");
+  def_float(m, "closest_coordinates", CYCLAD_IMPL(closest_coordinates_impl), x,
+            py::arg("reference").noconvert(), py::arg("beta"), threads,
+            "Per coordinate, the mean of the beta values nearest to the reference.");
+  def_float(m, "bulyan", CYCLAD_IMPL(bulyan_impl), x, py::arg("f"),
+            py::arg("selection") = "iterated", py::arg("neighbors") = "blanchard", threads,
+            "Bulyan: Krum selection, then coordinate-wise closest-to-median mean.");
+}
+
 void bind_aggregators(py::module_& m) {
   const auto x = py::arg("x").noconvert();
   const auto threads = py::arg("threads") = 0;
@@ -293,9 +376,11 @@ void bind_aggregators(py::module_& m) {
             "Coordinate-wise mean around the median.");
   def_float(m, "pairwise_sq_distances", CYCLAD_IMPL(pairwise_sq_distances_impl), x, threads,
             "Pairwise squared distances (n, n) and non-finite row flags.");
-  def_float(m, "krum", CYCLAD_IMPL(krum_impl), x, py::arg("f"), threads, "Krum.");
-  def_float(m, "multi_krum", CYCLAD_IMPL(multi_krum_impl), x, py::arg("f"), py::arg("m"),
-            threads, "Multi-Krum.");
+  def_float(m, "krum", CYCLAD_IMPL(krum_impl), x, py::arg("q"), threads,
+            "Krum over q neighbours.");
+  def_float(m, "multi_krum", CYCLAD_IMPL(multi_krum_impl), x, py::arg("q"), py::arg("m"),
+            py::arg("weights").noconvert().none(true) = py::none(), threads,
+            "Multi-Krum over q neighbours, optionally weighted.");
   def_float(m, "geometric_median", CYCLAD_IMPL(geometric_median_impl), x, py::arg("eps"),
             py::arg("max_iter"), py::arg("tol"), py::arg("start") = "medoid", threads,
             "Smoothed Weiszfeld geometric median; returns (z, iterations).");
@@ -313,6 +398,7 @@ void bind_aggregators(py::module_& m) {
   def_float(m, "arc", CYCLAD_IMPL(arc_impl), x, py::arg("f"),
             py::arg("out").noconvert().none(true) = py::none(), threads,
             "Adaptive robust clipping.");
+  bind_selection_rules(m, x, threads);
 }
 
 // ============================================================================================

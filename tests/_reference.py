@@ -91,28 +91,96 @@ def _order(key: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(key)), bad.astype(int), key))
 
 
-def krum_scores(X: np.ndarray, f: int) -> np.ndarray:
+def krum_scores(X: np.ndarray, f: int, q: int | None = None) -> np.ndarray:
+    """Sum of the q (default n - f - 2) smallest squared distances to the other rows."""
     n = X.shape[0]
+    q = n - f - 2 if q is None else q
     d = pairwise_sq_distances(X)
     scores = np.empty(n)
     for i in range(n):
         others = np.sort(np.delete(d[i], i))
-        scores[i] = others[: n - f - 2].sum()
+        scores[i] = others[:q].sum()
     scores[~finite_rows(X)] = np.inf
     return scores
 
 
-def krum(X: np.ndarray, f: int) -> np.ndarray:
-    scores = krum_scores(X, f)
+def krum(X: np.ndarray, f: int, q: int | None = None) -> np.ndarray:
+    scores = krum_scores(X, f, q)
     return X[_order(scores, ~finite_rows(X))[0]].copy()
 
 
-def multi_krum(X: np.ndarray, f: int, m: int | None = None) -> np.ndarray:
+def weighted_mean(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """sum w_i x_i / sum w_i in float64 over the rows of positive weight."""
+    w = np.asarray(w, dtype=np.float64)
+    keep = w > 0
+    p = w[keep]
+    return ((p[:, None] * X[keep].astype(np.float64)).sum(axis=0) / p.sum()).astype(X.dtype)
+
+
+def multi_krum(
+    X: np.ndarray, f: int, m: int | None = None, q: int | None = None, w: np.ndarray | None = None
+) -> np.ndarray:
     n = X.shape[0]
     m = n - f if m is None else m
-    scores = krum_scores(X, f)
+    scores = krum_scores(X, f, q)
     rows = np.sort(_order(scores, ~finite_rows(X))[:m])
+    if w is not None:
+        return weighted_mean(X[rows], np.asarray(w)[rows])
     return X[rows].astype(np.float64).mean(axis=0).astype(X.dtype)
+
+
+def closest(X: np.ndarray, reference: np.ndarray, beta: int) -> np.ndarray:
+    """Mean of the beta rows nearest (Euclidean) to reference; ties by finite-first, index."""
+    R = X.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = ((R - np.asarray(reference, dtype=np.float64)) ** 2).sum(axis=1)
+    bad = ~finite_rows(X)
+    d[bad | np.isnan(d)] = np.inf
+    rows = np.sort(_order(d, bad)[:beta])
+    return R[rows].mean(axis=0).astype(X.dtype)
+
+
+def closest_coordinates(X: np.ndarray, reference: np.ndarray | None, beta: int) -> np.ndarray:
+    """Per coordinate, the mean of the beta values nearest to reference[j] (None: the median),
+    as a window of the sorted values that slides up only while that is strictly closer."""
+    n, D = X.shape
+    out = np.empty(D)
+    for j in range(D):
+        v = np.sort(X[:, j].astype(np.float64))  # NaN sorts last
+        m = 0.5 * (v[(n - 1) // 2] + v[n // 2]) if reference is None else float(reference[j])
+        s = 0
+        with np.errstate(invalid="ignore"):
+            while s + beta < n and (v[s + beta] - m) < (m - v[s]):
+                s += 1
+        out[j] = v[s : s + beta].mean()
+    return out.astype(X.dtype)
+
+
+def bulyan(X: np.ndarray, f: int, selection: str = "iterated", drop: int = 2) -> np.ndarray:
+    """El Mhamdi et al.: theta = n - 2f rows by (iterated) Krum over n' - f - drop neighbours
+    (at least one), then the coordinate-wise mean of the beta = theta - 2f closest to the median."""
+    n = X.shape[0]
+    theta = n - 2 * f
+    beta = theta - 2 * f
+    bad = ~finite_rows(X)
+    if selection == "multi_krum":
+        rows = _order(krum_scores(X, f, max(n - f - drop, 1)), bad)[:theta]
+    else:
+        d = pairwise_sq_distances(X)
+        alive = list(range(n))
+        rows = []
+        for _ in range(theta):
+            k = len(alive)
+            q = min(max(k - f - drop, 1), k - 1)
+            sub = d[np.ix_(alive, alive)]
+            scores = np.array(
+                [np.sort(np.delete(sub[a], a))[:q].sum() for a in range(k)], dtype=np.float64
+            )
+            scores[bad[alive]] = np.inf
+            pick = alive[_order(scores, bad[alive])[0]]
+            rows.append(pick)
+            alive.remove(pick)
+    return closest_coordinates(X[np.sort(rows)], None, beta)
 
 
 def nnm(X: np.ndarray, f: int) -> np.ndarray:

@@ -655,8 +655,8 @@ def test_type_errors() -> None:
 
 def test_kernel_checks_are_a_last_line_of_defence() -> None:
     X = np.ones((5, 3))
-    with pytest.raises(ValueError, match="krum needs 0 <= f <= n - 3"):
-        _core.krum(X, 3)
+    with pytest.raises(ValueError, match=r"krum needs 0 <= q <= n - 1 neighbours"):
+        _core.krum(X, 5)  # _core.krum takes the neighbour count q, not f
     with pytest.raises(ValueError, match="perm must be a permutation"):
         _core.bucketing(X, np.array([0, 0, 1, 2, 3]), 2)
     with pytest.raises(ValueError, match="tau must be finite and > 0"):

@@ -35,6 +35,24 @@ CALLS = {
     "bucketing": (lambda X, **kw: agg.bucketing(X, 2, 5, **kw), "bucketing"),
     "clip": (lambda X, **kw: agg.clip(X, 1.0, **kw), "clip"),
     "arc": (lambda X, **kw: agg.arc(X, 2, **kw), "arc"),
+    "mean_weighted": (
+        lambda X, **kw: agg.mean(X, weights=np.arange(1.0, X.shape[0] + 1), **kw),
+        "weighted_mean",
+    ),
+    "multi_krum_weighted": (
+        lambda X, **kw: agg.multi_krum(X, 2, 3, weights=np.ones(X.shape[0]), **kw),
+        "multi_krum",
+    ),
+    "closest": (lambda X, **kw: agg.closest(X, np.zeros(X.shape[1]), 3, **kw), "closest"),
+    "closest_coordinate": (
+        lambda X, **kw: agg.closest(X, np.zeros(X.shape[1]), 3, metric="coordinate", **kw),
+        "closest_coordinates",
+    ),
+    "bulyan": (lambda X, **kw: agg.bulyan(X, 1, **kw), "bulyan"),
+    "bulyan_multi_krum": (
+        lambda X, **kw: agg.bulyan(X, 1, selection="multi_krum", **kw),
+        "bulyan",
+    ),
 }
 NAMES = list(CALLS)
 
@@ -133,10 +151,12 @@ def test_misaligned_torch_equals_aligned(name, X) -> None:
 
 @pytest.mark.parametrize("name", agg.available()["rules"])
 def test_misaligned_registry_composition(name, X) -> None:
-    params = {"f": 2, "tau": 1.0, "s": 2, "seed": 1}
+    params = {"f": 2, "tau": 1.0, "s": 2, "seed": 1, "reference": np.zeros(X.shape[1]), "beta": 2}
     for pre in ("", "nnm+", "clip+", "arc+", "bucketing+"):
         spec = pre + name
         f = 1 if pre == "bucketing+" else 2
+        if name == "bulyan":  # n >= 4f + 3 at the rule: 7 rows, or 4 buckets
+            f = 0 if pre == "bucketing+" else 1
         a = agg.get(spec, **{k: v for k, v in {**params, "f": f}.items() if k in _accepted(spec)})
         np.testing.assert_array_equal(a(misaligned(X)), a(X.copy()))
 
@@ -301,6 +321,9 @@ F_RULES = {
     "multi_krum": lambda X, f: agg.multi_krum(X, f),
     "nnm": lambda X, f: agg.nnm(X, f),
     "arc": lambda X, f: agg.arc(X, f),
+    "krum_byzfl": lambda X, f: agg.krum(X, f, neighbors="byzfl"),
+    "multi_krum_flower": lambda X, f: agg.multi_krum(X, f, neighbors="flower"),
+    "bulyan": lambda X, f: agg.bulyan(np.vstack([X, X]), f),
     "registry": lambda X, f: agg.get("nnm+trimmed_mean", f=f)(X),
 }
 
@@ -544,6 +567,18 @@ ARGUMENT_ERRORS = {
     "f krum bool": (lambda X: agg.krum(X, True), _validation.ArgumentTypeError, "f"),
     "f nnm range": (lambda X: agg.nnm(X, -1), _validation.ArgumentError, "f"),
     "m range": (lambda X: agg.multi_krum(X, 2, 8), _validation.ArgumentError, "m"),
+    "neighbors": (lambda X: agg.krum(X, 1, neighbors="x"), _validation.ArgumentError, "neighbors"),
+    "weights nan": (
+        lambda X: agg.mean(X, weights=np.full(X.shape[0], np.nan)),
+        _validation.ArgumentError,
+        "weights",
+    ),
+    "beta range": (
+        lambda X: agg.closest(X, np.zeros(X.shape[1]), 0),
+        _validation.ArgumentError,
+        "beta",
+    ),
+    "f bulyan range": (lambda X: agg.bulyan(X, 2), _validation.ArgumentError, "f"),
     "threads range": (lambda X: agg.mean(X, threads=0), _validation.ArgumentError, "threads"),
     "threads type": (lambda X: agg.mean(X, threads="2"), _validation.ArgumentTypeError, "threads"),
     "tau range": (lambda X: agg.clip(X, 0.0), _validation.ArgumentError, "tau"),

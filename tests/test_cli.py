@@ -328,7 +328,7 @@ def test_misspelled_aggregator_parameter_is_a_config_error(tmp_path, capsys) -> 
     assert code == cli.EXIT_CONFIG
     assert "config field 'aggregator_params'" in err
     assert "['M']" in err
-    assert "valid parameters: ['f', 'm']" in err
+    assert "valid parameters: ['f', 'm', 'neighbors', 'weights']" in err
     assert not (tmp_path / "x").exists()
 
 
@@ -395,7 +395,9 @@ def test_a_parameter_no_component_takes_is_refused_by_a_sweep(tmp_path, capsys) 
 def test_make_rule_rejects_unknown_parameters_and_keeps_defaults() -> None:
     from cyclad import ArgumentError, protocol
 
-    with pytest.raises(ArgumentError, match=r"valid parameters: \['f', 'm'\]") as info:
+    with pytest.raises(
+        ArgumentError, match=r"valid parameters: \['f', 'm', 'neighbors', 'weights'\]"
+    ) as info:
         protocol.make_rule("multi_krum", 1, {"M": 5})
     assert info.value.argument == "params"
     X = np.arange(24.0).reshape(6, 4)

@@ -32,6 +32,16 @@ AGGREGATORS: dict[str, Callable[..., Any]] = {
     "clip": lambda X, t: agg.clip(X, 2.0, threads=t),
     "arc": lambda X, t: agg.arc(X, 3, threads=t),
     "nnm+trimmed_mean": lambda X, t: agg.get("nnm+trimmed_mean", f=3, threads=t)(X),
+    "mean_weighted": lambda X, t: agg.mean(X, weights=np.arange(1.0, X.shape[0] + 1), threads=t),
+    "multi_krum_weighted": lambda X, t: agg.multi_krum(
+        X, 3, weights=np.arange(1.0, X.shape[0] + 1), threads=t
+    ),
+    "closest": lambda X, t: agg.closest(X, np.zeros(X.shape[1]), 5, threads=t),
+    "closest_coordinate": lambda X, t: agg.closest(
+        X, np.zeros(X.shape[1]), 5, metric="coordinate", threads=t
+    ),
+    "bulyan": lambda X, t: agg.bulyan(X, 2, threads=t),
+    "bulyan_multi_krum": lambda X, t: agg.bulyan(X, 2, selection="multi_krum", threads=t),
 }
 
 COMPRESSORS: dict[str, Callable[[], Any]] = {

@@ -127,6 +127,18 @@ RULES: dict[str, Callable[[np.ndarray], Any]] = {
     "centered_clipping": lambda X: aggregators.centered_clipping(X, tau=40.0, iters=3),
     "clip": lambda X: aggregators.clip(X, tau=40.0),
     "arc": lambda X: aggregators.arc(X, 1),
+    "mean_weighted": lambda X: aggregators.mean(X, weights=np.arange(1.0, X.shape[0] + 1)),
+    "multi_krum_weighted": lambda X: aggregators.multi_krum(
+        X, 1, weights=np.arange(1.0, X.shape[0] + 1)
+    ),
+    "closest": lambda X: aggregators.closest(X, np.zeros(X.shape[1]), 2),
+    "closest_coordinate": lambda X: aggregators.closest(
+        X, np.zeros(X.shape[1]), 2, metric="coordinate"
+    ),
+    "bulyan": lambda X: aggregators.bulyan(X, 0 if X.shape[0] < 7 else 1),
+    "bulyan_multi_krum": lambda X: aggregators.bulyan(
+        X, 0 if X.shape[0] < 7 else 1, selection="multi_krum"
+    ),
 }
 
 
@@ -139,7 +151,19 @@ def test_aggregators_agree_across_isas(rule: str, shape: tuple[int, int], dtype:
     assert_same(on_every_isa(lambda: RULES[rule](X)))
 
 
-@pytest.mark.parametrize("rule", ["krum", "multi_krum", "nnm", "geometric_median", "median"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "krum",
+        "multi_krum",
+        "nnm",
+        "geometric_median",
+        "median",
+        "bulyan",
+        "closest",
+        "closest_coordinate",
+    ],
+)
 def test_hostile_rows_agree_across_isas(rule: str) -> None:
     rng = np.random.default_rng(7)
     X = rng.standard_normal((11, 3001))

@@ -29,7 +29,11 @@ CHAINS = [(), *((p,) for p in PRE), *itertools.product(PRE, PRE)]
 SPECS = ["+".join((*chain, rule)) for chain in CHAINS for rule in RULES]
 
 F, TAU, S, SEED, ITERS, D = 2, 1.5, 2, 3, 2, 5
-PARAMS = {"f": F, "tau": TAU, "s": S, "seed": SEED, "iters": ITERS}
+BETA = 3  # closest: rows averaged (<= n - f at every rule input)
+PARAMS = {
+    "f": F, "tau": TAU, "s": S, "seed": SEED, "iters": ITERS, "reference": np.zeros(D),
+    "beta": BETA,
+}  # fmt: skip
 BIG = {np.dtype(np.float32): 3e38, np.dtype(np.float64): 1e300}
 KINDS = [
     "nan", "+inf", "-inf", "+big", "-big", "mixed", "mixed_big", "one_nan", "one_inf", "one_big",
@@ -47,8 +51,10 @@ def _kw(name: str, params: dict) -> dict:
 
 
 def _rows_for(spec: str) -> int:
-    # Krum needs n >= 2f + 3 rows at the rule; every bucketing stage with s=2 halves n.
-    return (2 * F + 3) * S ** spec.split("+").count("bucketing")
+    # Krum needs n >= 2f + 3 rows at the rule, Bulyan n >= 4f + 3; every bucketing stage with
+    # s=2 halves n.
+    rows = 4 * F + 3 if spec.split("+")[-1] == "bulyan" else 2 * F + 3
+    return rows * S ** spec.split("+").count("bucketing")
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +214,23 @@ def check_rule(rule, out, x, honest, params, *, tight: bool) -> None:
         assert in_box(out64, np.vstack([H, center]), widen, tol * params["iters"]), (
             "centered clipping bound"
         )
+    elif rule == "closest":
+        beta = params["beta"]
+        assert beta <= n - f
+        if tight:
+            assert in_box(out64, H, 0.0, tol), "closest: a poisoned row was averaged"
+        z = np.asarray(params["reference"], dtype=np.float64)
+        d_beta = np.sort(np.linalg.norm(H - z, axis=1))[beta - 1]
+        dist = np.linalg.norm(out64 - z)
+        assert dist <= d_beta * (1 + 1e-6) + tol * np.sqrt(x.shape[1]), (
+            f"closest: |out - reference| = {dist} > the beta-th honest distance {d_beta}"
+        )
+    elif rule == "bulyan":
+        assert n >= 4 * f + 3
+        beta = n - 4 * f
+        W = H.max(axis=0) - H.min(axis=0)
+        widen = 0.0 if tight else f / beta * W
+        assert in_box(out64, H, widen, tol), "bulyan bound"
     else:  # a rule added to the registry needs its guarantee written here
         pytest.fail(f"no guarantee known for rule {rule!r}")
 

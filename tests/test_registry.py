@@ -18,7 +18,9 @@ def X(rng) -> np.ndarray:
 def test_available_lists_registered_names() -> None:
     names = agg.available()
     assert set(names) == {"rules", "pre_aggregations"}
-    for rule in ("mean", "krum", "multi_krum", "geometric_median", "centered_clipping"):
+    for rule in (
+        "mean", "krum", "multi_krum", "geometric_median", "centered_clipping", "closest", "bulyan",
+    ):  # fmt: skip
         assert rule in names["rules"]
     assert names["pre_aggregations"] == ["nnm", "bucketing", "clip", "arc"]
     for name in names["rules"] + names["pre_aggregations"]:
@@ -55,6 +57,29 @@ def test_compositions_match_direct_calls(X) -> None:
     np.testing.assert_allclose(
         agg.get("nnm+mean", f=3)(X), ref.nnm(X, 3).mean(axis=0), **TOL[np.dtype(np.float64)]
     )
+
+
+def test_selection_rules_compose(X) -> None:
+    z = np.zeros(X.shape[1])
+    np.testing.assert_array_equal(agg.get("bulyan", f=2)(X), agg.bulyan(X, 2))
+    np.testing.assert_array_equal(
+        agg.get("nnm+bulyan", f=2, selection="multi_krum")(X),
+        agg.bulyan(agg.nnm(X, 2), 2, selection="multi_krum"),
+    )
+    np.testing.assert_array_equal(
+        agg.get("clip+closest", tau=1.0, reference=z, beta=4)(X),
+        agg.closest(agg.clip(X, 1.0), z, 4),
+    )
+    np.testing.assert_array_equal(
+        agg.get("bucketing+closest", s=2, seed=1, reference=z, beta=2, metric="coordinate")(X),
+        agg.closest(agg.bucketing(X, 2, 1), z, 2, metric="coordinate"),
+    )
+    np.testing.assert_array_equal(
+        agg.get("nnm+krum", f=2, neighbors="byzfl")(X), agg.krum(agg.nnm(X, 2), 1)
+    )
+    with pytest.raises(ValueError, match="needs the parameter") as info:
+        agg.get("closest", beta=2)
+    assert info.value.argument == "reference"
 
 
 def test_names_are_normalised(X) -> None:
@@ -95,7 +120,11 @@ def test_torch_flows_through_compositions(X) -> None:
         ("nnm", {"f": 1}, r"ends with the pre-aggregation 'nnm'"),
         ("krum+nnm", {"f": 1}, r"'krum' .* is a rule and must come last"),
         ("mean+krum", {"f": 1}, r"'mean' .* is a rule and must come last"),
-        ("krum", {"f": 1, "tau": 1.0}, r"\['tau'\] are accepted by no component.*\['f'\]"),
+        (
+            "krum",
+            {"f": 1, "tau": 1.0},
+            r"\['tau'\] are accepted by no component.*\['f', 'neighbors'\]",
+        ),
         ("mean", {"f": 1}, r"\['f'\] are accepted by no component"),
         ("krum", {}, r"'krum' in 'krum' needs the parameter\(s\) \['f'\]"),
         ("bucketing+mean", {"s": 2}, r"needs the parameter\(s\) \['seed'\]"),

@@ -1342,5 +1342,213 @@ void meamed(MatrixView<T> x, std::size_t f, T* out, int threads) {
   detail::coordinate_rule<T, detail::CoordRule::kMeamed>(x, f, out, threads);
 }
 
+// --------------------------------------------------------------------------------------------
+// Weighted means and coordinate-wise closest-value means (Bulyan's second stage).
+// --------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// Scaled weights of a weighted mean: (row, p) for every row with a positive weight, p = w
+/// times the power of two 2^-e that brings the largest weight into [1, 2) (exact, so integer
+/// weights such as sample counts stay exact), and their sum (at most 2 n: neither it nor a
+/// product p * x can overflow). Throws std::invalid_argument for a non-finite or negative
+/// weight, or when every weight is zero.
+inline double scale_weights(const double* w, const std::size_t* rows, std::size_t nr,
+                            std::vector<std::size_t>& kept, std::vector<double>& p) {
+  double wmax = 0.0;
+  for (std::size_t r = 0; r < nr; ++r) {
+    const double v = w[rows != nullptr ? rows[r] : r];
+    require(std::isfinite(v) && v >= 0.0, "weights must be finite and >= 0");
+    wmax = std::max(wmax, v);
+  }
+  require(wmax > 0.0, rows != nullptr ? "the weights of the selected rows are all zero"
+                                      : "weights must not all be zero");
+  const int e = std::ilogb(wmax);
+  kept.clear();
+  p.clear();
+  double sum = 0.0;
+  for (std::size_t r = 0; r < nr; ++r) {
+    const std::size_t i = rows != nullptr ? rows[r] : r;
+    if (w[i] > 0.0) {
+      kept.push_back(i);
+      p.push_back(std::ldexp(w[i], -e));
+      sum += p.back();
+    }
+  }
+  return sum;
+}
+
+/// sum_r p[r] * x[rows[r]] / psum over coordinates [lo, hi), in double, rows in the given
+/// order.
+template <Isa I, typename T>
+CYCLAD_KERNEL void weighted_mean_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+                                       const std::size_t* rows, const double* p, std::size_t nr,
+                                       double psum, std::size_t lo, std::size_t hi,
+                                       T* CYCLAD_RESTRICT out, double* CYCLAD_RESTRICT acc) {
+  const std::size_t len = hi - lo;
+  {
+    const T* CYCLAD_RESTRICT r0 = x + rows[0] * stride + lo;
+    const double w0 = p[0];
+    for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(r0[j]) * w0;
+  }
+  for (std::size_t r = 1; r < nr; ++r) {
+    const T* CYCLAD_RESTRICT rr = x + rows[r] * stride + lo;
+    const double w = p[r];
+    for (std::size_t j = 0; j < len; ++j) acc[j] += static_cast<double>(rr[j]) * w;
+  }
+  for (std::size_t j = 0; j < len; ++j) out[lo + j] = static_cast<T>(acc[j] / psum);
+  if constexpr (sizeof(T) == sizeof(double)) {
+    // A double sum of finite terms can overflow although the mean is finite: redo such
+    // coordinates in long double (non-finite inputs keep their Inf / NaN).
+    for (std::size_t j = 0; j < len; ++j) {
+      if (!std::isinf(acc[j])) continue;
+      long double s = 0;
+      bool finite = true;
+      for (std::size_t r = 0; r < nr && finite; ++r) {
+        const T v = x[rows[r] * stride + lo + j];
+        finite = std::isfinite(v);
+        s += static_cast<long double>(v) * static_cast<long double>(p[r]);
+      }
+      if (finite) out[lo + j] = static_cast<T>(s / static_cast<long double>(psum));
+    }
+  }
+}
+
+/// Weighted mean of the rows `rows` (nr of them, weights w indexed by row); see weighted_mean.
+template <typename T>
+void weighted_rows_mean(MatrixView<T> x, const std::size_t* rows, std::size_t nr,
+                        const double* w, T* out, int threads) {
+  std::vector<std::size_t> kept;
+  std::vector<double> p;
+  const double psum = scale_weights(w, rows, nr, kept, p);
+  parallel_for(x.d, threads, grain_for(kept.size() * sizeof(T), 1 << 14),
+               [&](std::size_t lo, std::size_t hi) {
+                 std::vector<double> acc(std::min(hi - lo, kMeanBlock));
+                 for (std::size_t b = lo; b < hi; b += kMeanBlock) {
+                   dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+                     weighted_mean_block<decltype(isa)::value>(
+                         x.data, x.row_stride, kept.data(), p.data(), kept.size(), psum, b,
+                         std::min(hi, b + kMeanBlock), out, acc.data());
+                   });
+                 }
+               });
+}
+
+/// The finish of closest_coordinates for one coordinate: `key(a)` is the a-th smallest key of
+/// the nr values, m the reference (NaN: use the median).
+template <typename T, typename Key>
+inline T closest_finish(Key key, std::size_t nr, double m, std::size_t beta) {
+  auto val = [&](std::size_t a) { return static_cast<double>(from_key<T>(key(a))); };
+  if (std::isnan(m)) m = midpoint(from_key<T>(key((nr - 1) / 2)), from_key<T>(key(nr / 2)));
+  // The beta values closest to m form a window [s, s + beta) of the sorted values; sliding it
+  // one step right swaps value s for value s + beta, which is better exactly when the new
+  // value is strictly closer. v_s + v_{s+beta} only grows with s, so the test holds for a
+  // prefix of s: the first failure ends the slide (ties keep the lower window).
+  std::size_t s = 0;
+  while (s + beta < nr && (val(s + beta) - m) < (m - val(s))) ++s;
+  double acc = 0.0;
+  for (std::size_t a = s; a < s + beta; ++a) acc += val(a);
+  const T vlo = from_key<T>(key(s)), vhi = from_key<T>(key(s + beta - 1));
+  T mean = static_cast<T>(acc / static_cast<double>(beta));
+  if (!std::isfinite(acc) && std::isfinite(vlo) && std::isfinite(vhi)) {
+    long double w = 0;
+    for (std::size_t a = s; a < s + beta; ++a) w += static_cast<long double>(from_key<T>(key(a)));
+    mean = static_cast<T>(w / static_cast<long double>(beta));
+  }
+  // Clamp to the window's range (rounding cannot push the mean outside it).
+  if (std::isfinite(vlo) && std::isfinite(vhi)) {
+    mean = mean < vlo ? vlo : mean;
+    mean = mean > vhi ? vhi : mean;
+  }
+  return mean;
+}
+
+/// One block [lo, hi) (at most kLanes<T> coordinates) of closest_coordinates: the selected rows'
+/// keys laid out as an (nr x kLanes) block `s`, sorted lane-wise by Batcher's network `net` (or,
+/// when `net` is null, per lane with std::sort: the order is the same exact total order), then
+/// finished lane by lane.
+template <Isa I, typename T>
+CYCLAD_KERNEL void closest_coordinates_block(const T* CYCLAD_RESTRICT x, std::size_t stride,
+                                             const std::size_t* rows, std::size_t nr,
+                                             const double* ref, std::size_t beta,
+                                             std::size_t lo, std::size_t hi,
+                                             const std::vector<Comparator>* net, T* out,
+                                             typename OrderKey<T>::type* CYCLAD_RESTRICT s,
+                                             typename OrderKey<T>::type* CYCLAD_RESTRICT col) {
+  using K = typename OrderKey<T>::type;
+  constexpr std::size_t B = kLanes<T>;
+  const std::size_t width = hi - lo;
+  for (std::size_t r = 0; r < nr; ++r) key_row(x + rows[r] * stride + lo, width, s + r * B);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (net != nullptr) {
+    for (const Comparator& c : *net) {
+      compare_exchange<K, B>(s + static_cast<std::size_t>(c.lo) * B,
+                             s + static_cast<std::size_t>(c.hi) * B);
+    }
+    for (std::size_t l = 0; l < width; ++l) {
+      out[lo + l] = closest_finish<T>([&](std::size_t a) { return s[a * B + l]; }, nr,
+                                      ref != nullptr ? ref[lo + l] : nan, beta);
+    }
+    return;
+  }
+  for (std::size_t l = 0; l < width; ++l) {
+    for (std::size_t r = 0; r < nr; ++r) col[r] = s[r * B + l];
+    std::sort(col, col + nr);
+    out[lo + l] = closest_finish<T>([&](std::size_t a) { return col[a]; }, nr,
+                                    ref != nullptr ? ref[lo + l] : nan, beta);
+  }
+}
+
+}  // namespace detail
+
+/// \brief Weighted coordinate-wise mean: sum_i w_i x_i / sum_i w_i.
+/// \param[in] x (n, D). \param[in] w (n,) finite, >= 0, not all zero (std::invalid_argument
+/// otherwise). \param[out] out (D,).
+/// Rows with weight 0 are not read (a non-finite zero-weight row does not propagate); the others
+/// are summed in double in row order, weighted by w_i 2^-e (the power of two that brings the
+/// largest weight into [1, 2): exact, and neither the weight sum nor a product can overflow),
+/// and divided by the scaled weight sum; a double sum that overflows is redone in long double. NaN / Inf of a positive-weight row propagate (the mean is not robust).
+/// Complexity O(nD), one read of x. Bit-identical for any thread count and ISA.
+template <typename T>
+void weighted_mean(MatrixView<T> x, const double* w, T* out, int threads) {
+  require(x.n >= 1, "X must have at least one row");
+  detail::weighted_rows_mean(x, nullptr, x.n, w, out, threads);
+}
+
+/// \brief Per coordinate, the mean of the `beta` values of the rows `rows` closest to ref[j]
+/// (ref null: to the coordinate-wise median of those rows, the midpoint of the two middle values
+/// for an even count). Bulyan's second stage (El Mhamdi et al. 2018).
+/// \param[in] x (n, D). \param[in] rows nr distinct row indices. \param[in] ref (D,) or null.
+/// \param beta 1 <= beta <= nr. \param[out] out (D,).
+/// Ties: the chosen values are a window of the sorted values; among equidistant candidates the
+/// lower value is kept. NaN orders above +Inf and is never closer than a number, and an
+/// infinite value is never closer than a finite one, so a coordinate with at least beta finite
+/// values (and a finite reference) averages finite values only; the mean (in double, in sorted
+/// order) is clamped to the kept values' range.
+/// Complexity O(D nr log^2 nr) lane-wise integer min/max (Batcher's network across coordinates,
+/// as median), O(D nr log nr) above 1024 rows; one read of the selected rows. Bit-identical
+/// for any thread count and ISA (the sort is exact; each coordinate's sum is in a fixed order).
+template <typename T>
+void closest_coordinates(MatrixView<T> x, const std::size_t* rows, std::size_t nr,
+                         const double* ref, std::size_t beta, T* out, int threads) {
+  require(nr >= 1 && beta >= 1 && beta <= nr, "closest_coordinates needs 1 <= beta <= rows");
+  using K = typename detail::OrderKey<T>::type;
+  constexpr std::size_t B = detail::kLanes<T>;
+  const bool columns = nr > detail::kNetworkMaxRows;
+  std::vector<detail::Comparator> net;
+  if (!columns) net = detail::batcher_network(nr);
+  const std::size_t nblocks = (x.d + B - 1) / B;
+  parallel_for(nblocks, threads, grain_for(nr * B * sizeof(T)), [&](std::size_t b0, std::size_t b1) {
+    std::vector<K> s(nr * B), col(columns ? nr : 0);
+    for (std::size_t b = b0; b < b1; ++b) {
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        detail::closest_coordinates_block<decltype(isa)::value>(
+            x.data, x.row_stride, rows, nr, ref, beta, b * B, std::min(x.d, (b + 1) * B),
+            columns ? nullptr : &net, out, s.data(), col.data());
+      });
+    }
+  });
+}
+
 
 }  // namespace cyclad::kernels

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cyclad/common.hpp"
+#include "cyclad/coordinatewise.hpp"
 #include "cyclad/parallel.hpp"
 #include "cyclad/stream.hpp"
 
@@ -1236,14 +1237,14 @@ void pairwise_sq_distances(MatrixView<T> x, double* dist, unsigned char* bad, in
   }
 }
 
-/// \brief Krum scores (Blanchard et al. 2017): score_i = sum of the n - f - 2 smallest squared
-/// distances from row i to the other rows; +inf for a row with a non-finite entry.
+/// \brief Krum scores (Blanchard et al. 2017): score_i = sum of the q smallest squared
+/// distances from row i to the other rows (Blanchard et al.: q = n - f - 2), summed in
+/// ascending order; +inf for a row with a non-finite entry.
 /// \param[in] dist (n, n) from pairwise_sq_distances. \param[out] score (n,).
-/// Requires 0 <= f <= n - 3.
+/// Requires 0 <= q <= n - 1.
 inline void krum_scores(const double* dist, const unsigned char* bad, std::size_t n,
-                        std::size_t f, double* score) {
-  require(n >= 3 && f + 3 <= n, "krum needs 0 <= f <= n - 3");
-  const std::size_t q = n - f - 2;
+                        std::size_t q, double* score) {
+  require(n >= 1 && q + 1 <= n, "krum needs 0 <= q <= n - 1 neighbours");
   std::vector<double> d;
   for (std::size_t i = 0; i < n; ++i) {
     d.clear();
@@ -1254,7 +1255,7 @@ inline void krum_scores(const double* dist, const unsigned char* bad, std::size_
     // O(n + q log q), where a heap-based partial_sort costs O(n log q) with a large constant
     // (q is close to n for small f). Same values in the same order, so the same sum.
     const auto qth = d.begin() + static_cast<std::ptrdiff_t>(q);
-    if (qth != d.end()) std::nth_element(d.begin(), qth - 1, d.end());
+    if (q > 0 && qth != d.end()) std::nth_element(d.begin(), qth - 1, d.end());
     std::sort(d.begin(), qth);
     double s = 0.0;
     for (std::size_t k = 0; k < q; ++k) s += d[k];
@@ -1262,44 +1263,205 @@ inline void krum_scores(const double* dist, const unsigned char* bad, std::size_
   }
 }
 
-/// \brief Krum: the row with the lowest Krum score (ties: a row without non-finite entries
-/// first, then the lowest index).
+/// Neighbour-count conventions of Krum in the peer libraries, as a function of the row count n
+/// (see krum_neighbors): Blanchard et al. (n - f - 2), ByzFL (n - f - 1), Flower (n - f - 2, at
+/// least 1).
+enum class KrumNeighbors { kBlanchard, kByzfl, kFlower };
+
+/// "blanchard", "byzfl" or "flower"; throws std::invalid_argument for anything else.
+inline KrumNeighbors parse_krum_neighbors(const std::string& name) {
+  if (name == "blanchard") return KrumNeighbors::kBlanchard;
+  if (name == "byzfl") return KrumNeighbors::kByzfl;
+  if (name == "flower") return KrumNeighbors::kFlower;
+  throw std::invalid_argument("neighbors must be 'blanchard', 'byzfl' or 'flower', got '" +
+                              name + "'");
+}
+
+/// The neighbour count q of a convention for n rows and f, clamped to [0, n - 1] (Flower:
+/// [min(1, n - 1), n - 1]).
+inline std::size_t krum_neighbors(KrumNeighbors c, std::size_t n, std::size_t f) {
+  const auto sn = static_cast<long long>(n), sf = static_cast<long long>(f);
+  long long q = sn - sf - (c == KrumNeighbors::kByzfl ? 1 : 2);
+  if (c == KrumNeighbors::kFlower) q = std::max(q, 1LL);
+  q = std::min(std::max(q, 0LL), sn - 1);
+  return static_cast<std::size_t>(q);
+}
+
+/// \brief Krum: the row with the lowest Krum score over q neighbours (ties: a row without
+/// non-finite entries first, then the lowest index).
 /// \tparam T float or double.
-/// \param[in] x (n, D), 0 <= f <= n - 3. \param[out] out (D,) a copy of the selected row.
-/// NaN policy: rows with a non-finite entry are at infinite distance; with at most f of them the
-/// selected row is finite. Complexity O(n^2 D) (one pass over x) + O(D).
+/// \param[in] x (n, D). \param q 0 <= q <= n - 1 neighbours (Blanchard et al.: n - f - 2; ByzFL
+/// `Krum(f)`: n - f - 1; Flower: max(1, n - f - 2)). \param[out] out (D,) a copy of the row.
+/// NaN policy: rows with a non-finite entry are at infinite distance; with at most f of them
+/// and q <= n - f - 1 the selected row is finite. Complexity O(n^2 D) (one pass over x) + O(D).
 template <typename T>
-void krum(MatrixView<T> x, std::size_t f, T* out, int threads) {
+void krum(MatrixView<T> x, std::size_t q, T* out, int threads) {
   detail::check_matrix(x);
-  require(x.n >= 3 && f + 3 <= x.n, "krum needs 0 <= f <= n - 3 (n - f - 2 >= 1 neighbours)");
+  require(q + 1 <= x.n, "krum needs 0 <= q <= n - 1 neighbours");
   std::vector<double> dist(x.n * x.n), score(x.n);
   std::vector<unsigned char> bad(x.n);
   detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);  // order only
-  krum_scores(dist.data(), bad.data(), x.n, f, score.data());
+  krum_scores(dist.data(), bad.data(), x.n, q, score.data());
   const std::size_t sel = detail::order_by(score, bad.data())[0];
   const T* r = x.row(sel);
   parallel_for(x.d, threads, grain_for(2 * sizeof(T)),
                [&](std::size_t lo, std::size_t hi) { std::copy(r + lo, r + hi, out + lo); });
 }
 
-/// \brief Multi-Krum: the mean (accumulated in double) of the m rows with the lowest Krum scores
-/// (ties as in krum), averaged in double in a fixed order (set_means).
-/// \param[in] x (n, D), 0 <= f <= n - 3, 1 <= m <= n. \param[out] out (D,).
-/// NaN policy: with at most f non-finite rows and m <= n - f, the result is finite.
-/// Complexity O(n^2 D + m D), two passes over x (the second reads m rows).
+/// \brief Multi-Krum: the mean (accumulated in double) of the m rows with the lowest Krum
+/// scores over q neighbours (ties as in krum), averaged in double in a fixed order (set_means),
+/// or weighted by `w` (n weights, finite and >= 0; the selected ones not all zero; null: equal
+/// weights) as in weighted_mean.
+/// \param[in] x (n, D), 0 <= q <= n - 1, 1 <= m <= n. \param[out] out (D,).
+/// NaN policy: with at most f non-finite rows, q <= n - f - 1 and m <= n - f, the result is
+/// finite. Complexity O(n^2 D + m D), two passes over x (the second reads m rows).
 template <typename T>
-void multi_krum(MatrixView<T> x, std::size_t f, std::size_t m, T* out, int threads) {
+void multi_krum(MatrixView<T> x, std::size_t q, std::size_t m, const double* w, T* out,
+                int threads) {
   detail::check_matrix(x);
-  require(x.n >= 3 && f + 3 <= x.n, "multi_krum needs 0 <= f <= n - 3");
+  require(q + 1 <= x.n, "multi_krum needs 0 <= q <= n - 1 neighbours");
   require(m >= 1 && m <= x.n, "multi_krum needs 1 <= m <= n");
+  if (w != nullptr) {
+    for (std::size_t i = 0; i < x.n; ++i) {
+      require(std::isfinite(w[i]) && w[i] >= 0.0, "weights must be finite and >= 0");
+    }
+  }
   std::vector<double> dist(x.n * x.n), score(x.n);
   std::vector<unsigned char> bad(x.n);
   detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);  // order only
-  krum_scores(dist.data(), bad.data(), x.n, f, score.data());
+  krum_scores(dist.data(), bad.data(), x.n, q, score.data());
   auto order = detail::order_by(score, bad.data());
   std::vector<std::size_t> rows(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(m));
   std::sort(rows.begin(), rows.end());
+  if (w != nullptr) {
+    detail::weighted_rows_mean(x, rows.data(), rows.size(), w, out, threads);
+  } else {
+    detail::set_means(x, {rows}, out, threads);
+  }
+}
+
+/// \brief Closest-to-reference averaging: the mean (in double, rows in index order, set_means)
+/// of the beta rows nearest (Euclidean) to the point `ref`. Ties: a row without non-finite
+/// entries first, then the lowest row index.
+/// \param[in] x (n, D). \param[in] ref (D,) finite (std::invalid_argument otherwise).
+/// \param beta 1 <= beta <= n. \param[out] out (D,).
+/// NaN policy: a row with a non-finite entry is at infinite distance; with at most n - beta
+/// of them the result is finite. Distances are taken on scaled values when they would
+/// overflow (point_sq_dists). Complexity O(nD) for the distances + O(beta D), two passes.
+template <typename T>
+void closest(MatrixView<T> x, const double* ref, std::size_t beta, T* out, int threads) {
+  detail::check_matrix(x);
+  require(beta >= 1 && beta <= x.n, "closest needs 1 <= beta <= n");
+  double zmax = 0.0;
+  bool finite = true;
+  for (std::size_t k = 0; k < x.d; ++k) {
+    finite = finite && std::isfinite(ref[k]);
+    zmax = std::max(zmax, std::fabs(ref[k]));
+  }
+  require(finite, "reference must be finite");
+  std::vector<double> d2(x.n);
+  std::vector<unsigned char> bad(x.n);
+  detail::point_sq_dists(x, ref, d2.data(), bad.data(), threads, zmax);  // order only
+  for (double& v : d2) {
+    if (std::isnan(v)) v = std::numeric_limits<double>::infinity();
+  }
+  const auto order = detail::order_by(d2, bad.data());
+  std::vector<std::size_t> rows(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(beta));
+  std::sort(rows.begin(), rows.end());
   detail::set_means(x, {rows}, out, threads);
+}
+
+/// How Bulyan selects its theta = n - 2f rows: Krum re-run on the remaining rows after each
+/// removal (El Mhamdi et al. 2018; Flower's flwr.server.strategy.Bulyan), or the theta best
+/// Krum scores of one pass (Flower's flwr.serverapp.strategy.Bulyan).
+enum class BulyanSelection { kIterated, kMultiKrum };
+
+/// "iterated" or "multi_krum"; throws std::invalid_argument for anything else.
+inline BulyanSelection parse_bulyan_selection(const std::string& name) {
+  if (name == "iterated") return BulyanSelection::kIterated;
+  if (name == "multi_krum") return BulyanSelection::kMultiKrum;
+  throw std::invalid_argument("selection must be 'iterated' or 'multi_krum', got '" + name +
+                              "'");
+}
+
+/// \brief Bulyan (El Mhamdi et al. 2018): select theta = n - 2f rows by Krum (see
+/// BulyanSelection; each Krum step over the rows still remaining, n' of them, scores over
+/// krum_neighbors(conv, n', f) neighbours, at least one; ties as in krum), then per coordinate
+/// average the
+/// beta = theta - 2f selected values closest to the selected rows' coordinate-wise median
+/// (closest_coordinates). The pairwise distances are computed once; the iterated selection
+/// works on the distance matrix.
+/// \param[in] x (n, D), n >= 4f + 3. \param[out] out (D,).
+/// NaN policy: with at most f rows with a non-finite entry (or overflow-sized), every selected
+/// row is finite (each Krum step has a finite row with a finite score left), so the result is
+/// finite and in the honest rows' box. Complexity O(n^2 D) (one pass) + O(n^2 log n + theta n^2)
+/// selection + O(D theta log^2 theta) (one read of the selected rows). Bit-identical for any
+/// thread count.
+template <typename T>
+void bulyan(MatrixView<T> x, std::size_t f, BulyanSelection sel, KrumNeighbors conv, T* out,
+            int threads) {
+  detail::check_matrix(x);
+  const std::size_t n = x.n;
+  require(n >= 4 * f + 3, "bulyan needs n >= 4f + 3, got n=" + std::to_string(n) +
+                              ", f=" + std::to_string(f));
+  const std::size_t theta = n - 2 * f, beta = theta - 2 * f;
+  std::vector<double> dist(n * n), score(n);
+  std::vector<unsigned char> bad(n);
+  detail::pairwise_sq_distances_scaled(x, dist.data(), bad.data(), threads);  // order only
+  std::vector<std::size_t> rows;
+  if (sel == BulyanSelection::kMultiKrum) {
+    krum_scores(dist.data(), bad.data(), n, krum_neighbors(conv, n, f), score.data());
+    const auto order = detail::order_by(score, bad.data());
+    rows.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(theta));
+  } else {
+    // Each row's other rows sorted by distance once; a step sums the first q alive entries
+    // of each list, so a score is the same sum, in the same ascending order, as krum_scores
+    // over the alive rows (O(n) per row and step instead of a selection per row and step).
+    std::vector<std::size_t> near(n * (n - 1));
+    std::vector<double> near_d(n * (n - 1));  // the sorted distances, read in order
+    for (std::size_t i = 0; i < n; ++i) {
+      std::size_t* o = near.data() + i * (n - 1);
+      for (std::size_t j = 0, k = 0; j < n; ++j) {
+        if (j != i) o[k++] = j;
+      }
+      std::stable_sort(o, o + (n - 1), [&](std::size_t a, std::size_t b) {
+        return dist[i * n + a] < dist[i * n + b];
+      });
+      for (std::size_t k = 0; k + 1 < n; ++k) near_d[i * (n - 1) + k] = dist[i * n + o[k]];
+    }
+    std::vector<unsigned char> alive(n, 1);
+    for (std::size_t t = 0; t < theta; ++t) {
+      // At least one neighbour while two rows remain: a score over none would tie every row
+      // (the paper's n' - f - 2 reaches 0 in the last step for f = 1).
+      const std::size_t q =
+          std::max(krum_neighbors(conv, n - t, f), std::min<std::size_t>(1, n - t - 1));
+      std::size_t best = n;
+      for (std::size_t i = 0; i < n; ++i) {
+        if (!alive[i]) continue;
+        double sc = std::numeric_limits<double>::infinity();
+        if (!bad[i]) {
+          sc = 0.0;
+          const std::size_t* o = near.data() + i * (n - 1);
+          const double* od = near_d.data() + i * (n - 1);
+          for (std::size_t k = 0, taken = 0; taken < q; ++k) {
+            if (!alive[o[k]]) continue;
+            sc += od[k];
+            ++taken;
+          }
+        }
+        score[i] = sc;
+        // (score, bad, index) order, as detail::order_by.
+        if (best == n || score[i] < score[best] ||
+            (score[i] == score[best] && bad[i] < bad[best])) {
+          best = i;
+        }
+      }
+      alive[best] = 0;
+      rows.push_back(best);
+    }
+  }
+  std::sort(rows.begin(), rows.end());
+  closest_coordinates(x, rows.data(), rows.size(), nullptr, beta, out, threads);
 }
 
 /// \brief Nearest-neighbour mixing (Allouah et al. 2023): row i of the output is the mean of the

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The distance kernels (pairwise distances, Krum, Multi-Krum, geometric median, centered
-// clipping, NNM, bucketing, clipping, ARC) for float and double, on every ISA (instances.hpp).
+// The distance kernels (pairwise distances, Krum, Multi-Krum, closest-to-reference, Bulyan,
+// geometric median, centered clipping, NNM, bucketing, clipping, ARC) for float and double, on
+// every ISA (instances.hpp).
 #include "instances/instances.hpp"
 
 namespace cyclad::kernels {

@@ -22,13 +22,20 @@
   EXTERN template void mean<T>(MatrixView<T>, T*, int);                      \
   EXTERN template void median<T>(MatrixView<T>, T*, int);                    \
   EXTERN template void trimmed_mean<T>(MatrixView<T>, std::size_t, T*, int); \
-  EXTERN template void meamed<T>(MatrixView<T>, std::size_t, T*, int);
+  EXTERN template void meamed<T>(MatrixView<T>, std::size_t, T*, int);                      \
+  EXTERN template void weighted_mean<T>(MatrixView<T>, const double*, T*, int);              \
+  EXTERN template void closest_coordinates<T>(MatrixView<T>, const std::size_t*, std::size_t, \
+                                              const double*, std::size_t, T*, int);
 
 // distance.cpp
 #define CYCLAD_DISTANCE_KERNELS(EXTERN, T)                                                       \
   EXTERN template void pairwise_sq_distances<T>(MatrixView<T>, double*, unsigned char*, int);  \
   EXTERN template void krum<T>(MatrixView<T>, std::size_t, T*, int);                           \
-  EXTERN template void multi_krum<T>(MatrixView<T>, std::size_t, std::size_t, T*, int);        \
+  EXTERN template void multi_krum<T>(MatrixView<T>, std::size_t, std::size_t, const double*,  \
+                                     T*, int);                                                 \
+  EXTERN template void closest<T>(MatrixView<T>, const double*, std::size_t, T*, int);         \
+  EXTERN template void bulyan<T>(MatrixView<T>, std::size_t, BulyanSelection, KrumNeighbors,   \
+                                 T*, int);                                                     \
   EXTERN template std::size_t geometric_median<T>(MatrixView<T>, double, std::size_t, double,  \
                                                   T*, int, GmStart);                           \
   EXTERN template void centered_clipping<T>(MatrixView<T>, double, std::size_t, const double*, \

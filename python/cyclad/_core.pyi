@@ -30,9 +30,13 @@ def copy_pass(src: object, dst: object, threads: int = 0) -> None: ...
 def pairwise_sq_distances(
     x: NDArray[np.floating], threads: int = 0
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]: ...
-def krum(x: NDArray[np.floating], f: int, threads: int = 0) -> NDArray[np.floating]: ...
+def krum(x: NDArray[np.floating], q: int, threads: int = 0) -> NDArray[np.floating]: ...
 def multi_krum(
-    x: NDArray[np.floating], f: int, m: int, threads: int = 0
+    x: NDArray[np.floating],
+    q: int,
+    m: int,
+    weights: NDArray[np.floating] | None = None,
+    threads: int = 0,
 ) -> NDArray[np.floating]: ...
 def geometric_median(
     x: NDArray[np.floating],
@@ -68,6 +72,24 @@ def arc(
     x: NDArray[np.floating],
     f: int,
     out: NDArray[np.floating] | None = None,
+    threads: int = 0,
+) -> NDArray[np.floating]: ...
+
+# weighted mean, closest-to-reference averaging, Bulyan
+def weighted_mean(
+    x: NDArray[np.floating], weights: NDArray[np.floating], threads: int = 0
+) -> NDArray[np.floating]: ...
+def closest(
+    x: NDArray[np.floating], reference: NDArray[np.floating], beta: int, threads: int = 0
+) -> NDArray[np.floating]: ...
+def closest_coordinates(
+    x: NDArray[np.floating], reference: NDArray[np.floating], beta: int, threads: int = 0
+) -> NDArray[np.floating]: ...
+def bulyan(
+    x: NDArray[np.floating],
+    f: int,
+    selection: str = "iterated",
+    neighbors: str = "blanchard",
     threads: int = 0,
 ) -> NDArray[np.floating]: ...
 

@@ -33,6 +33,18 @@ rows; ``lo_j`` and ``hi_j`` are the smallest and largest honest value of coordin
   the convex hull of ``H``, hence in the honest box widened by ``rho``. The selected rows are
   honest -- and the result is in the honest box -- when every adversarial row is farther than
   ``rho`` from every honest row. With ``n < 2f + 3``, ``f`` colluding identical rows can win.
+  With ``neighbors="byzfl"`` (``q = n - f - 1``) the same argument runs with ``q`` in place of
+  ``n - f - 2``: ``rho = Delta * sqrt(q / (q - f + 1))`` when ``q >= f``.
+- :func:`bulyan` ``(f)`` with ``n >= 4f + 3``: every coordinate lies in
+  ``[lo_j - c W_j, hi_j + c W_j]`` with ``c = f / beta``, ``beta = n - 4f``, whatever rows the
+  Krum selection keeps: the coordinate-wise median of the ``theta = n - 2f`` selected values
+  lies in the honest range (fewer than half are adversarial), a kept value is no farther from it
+  than some honest value left out (``2f`` values are left out, at least one honest), so within
+  ``W_j`` of the honest box, and at most ``f`` of the ``beta`` kept values are adversarial.
+- :func:`closest` ``(reference, beta)`` with ``beta <= h``: the result is within
+  ``d_beta`` of ``reference``, the ``beta``-th smallest distance from an honest row to it
+  (Euclidean; per coordinate for ``metric="coordinate"``): every averaged row (value) is at
+  most that far. It is robust only as far as ``reference`` is.
 - :func:`geometric_median` (``b < n / 2``): for every point ``y``,
   ``|GM - y| <= C * r(y)`` with ``C = (n - b) / sqrt(n (n - 2b))``, i.e.
   ``(1 - a) / sqrt(1 - 2a)`` for ``a = b / n`` (Minsker 2015, Lemma 2.1, in a Euclidean space;
@@ -42,7 +54,7 @@ rows; ``lo_j`` and ``hi_j`` are the smallest and largest honest value of coordin
   ``iters * b * tau / n`` of the convex hull of ``H`` and the start point (``center``, or zero),
   hence in the box of those points widened by ``iters * b * tau / n``: each step is a convex
   combination of the iterate and honest rows plus at most ``tau / n`` per adversarial row.
-- :func:`mean`: no bound; one row moves it arbitrarily far.
+- :func:`mean` (with or without ``weights``): no bound; one row moves it arbitrarily far.
 
 Compositions ``get("p1+...+rule")``: a pre-aggregation maps at most ``b`` rows that depend on
 adversarial rows to at most ``b`` such rows, and the rule satisfies its bound above with ``H``
@@ -68,6 +80,10 @@ honest one. Applied directly, the rules then meet the bound for the honest rows 
   kept);
 - :func:`krum`, :func:`multi_krum` (``n >= 2f + 3``, ``m <= n - f``): the selected rows are
   honest, so the result is in the honest box;
+- :func:`bulyan` (``n >= 4f + 3``): every selected row is honest (each Krum step scores over
+  at least one neighbour), so the result is in the honest box;
+- :func:`closest` (``beta <= n - f``): the averaged rows are honest (the result is in the
+  honest box);
 - :func:`geometric_median`: with non-finite poisoned rows, in the convex hull of ``H``; an
   overflow-sized finite row is a far point and pulls by the ball bound of (b);
 - :func:`centered_clipping`: with non-finite poisoned rows, in the convex hull of ``H`` and the
@@ -121,37 +137,72 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 
 @overload
-def mean(X: _Tensors, *, threads: int | None = ...) -> torch.Tensor: ...
+def mean(
+    X: _Tensors, *, weights: ArrayLike | None = ..., threads: int | None = ...
+) -> torch.Tensor: ...
 @overload
-def mean(X: NDArray[_F], *, threads: int | None = ...) -> NDArray[_F]: ...
+def mean(
+    X: NDArray[_F], *, weights: ArrayLike | None = ..., threads: int | None = ...
+) -> NDArray[_F]: ...
 @overload
-def mean(X: ArrayLike, *, threads: int | None = ...) -> NDArray[Any]: ...
+def mean(
+    X: ArrayLike, *, weights: ArrayLike | None = ..., threads: int | None = ...
+) -> NDArray[Any]: ...
 
 
-def mean(X: Any, *, threads: int | None = None) -> Any:
-    """Coordinate-wise arithmetic mean (the non-robust baseline).
+def mean(X: Any, *, weights: Any = None, threads: int | None = None) -> Any:
+    """Coordinate-wise arithmetic mean (the non-robust baseline), optionally weighted.
 
     Parameters
     ----------
     X : array-like, shape (n, D)
         float32 or float64 vectors, one per row.
+    weights : array-like, shape (n,), optional
+        Per-row weights, finite and ``>= 0``, not all zero (e.g. sample counts, as Flower's
+        FedAvg weights by ``num_examples``): the result is ``sum_i w_i x_i / sum_i w_i``. A row
+        of weight 0 is not read. ``None`` (default) is the plain mean.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
     Returns
     -------
     array, shape (D,)
-        Same dtype and kind as ``X``. NaN and Inf propagate.
+        Same dtype and kind as ``X``. NaN and Inf of a row with a positive weight propagate.
+        ``sum_i w_i x_i`` and ``sum_i w_i`` are accumulated in double in row order, the weights
+        first scaled by a power of two (exact) so that neither sum can overflow.
 
     Raises
     ------
     ValueError
-        If ``X`` is not 2-D or is empty.
+        If ``X`` is not 2-D or is empty, or ``weights`` has the wrong shape, a NaN, Inf or
+        negative entry, or only zeros.
     TypeError
-        If ``X`` does not hold real numbers.
+        If ``X`` or ``weights`` do not hold real numbers.
     """
     x, wrap = as_matrix(X)
-    return wrap(_core.mean(x, threads=check_threads(threads)))
+    t = check_threads(threads)
+    if weights is None:
+        return wrap(_core.mean(x, threads=t))
+    w = _check_weights(weights, x.shape[0])
+    return wrap(_core.weighted_mean(x, w, threads=t))
+
+
+def _check_weights(weights: Any, n: int) -> NDArray[Any]:
+    """Per-row weights: a float64 vector of shape (n,), finite, >= 0 and not all zero."""
+    w, _ = as_float_array(weights, "weights", ndim=1, dtype=np.float64)
+    if w.shape[0] != n:
+        msg = f"weights must have shape (n,) = ({n},), got {w.shape}"
+        raise ArgumentError(msg, argument="weights")
+    if not np.isfinite(w).all():
+        msg = "weights must be finite (no NaN or Inf)"
+        raise ArgumentError(msg, argument="weights")
+    if (w < 0).any():
+        msg = f"weights must be >= 0, got min {w.min()!r}"
+        raise ArgumentError(msg, argument="weights")
+    if not (w > 0).any():
+        msg = "weights must not all be zero"
+        raise ArgumentError(msg, argument="weights")
+    return w
 
 
 def _check_f_trim(f: Any, n: int) -> int:
@@ -309,28 +360,76 @@ def _check_f(f: Any, n: int, lo_rows: int, rule: str, hi: int | None = None) -> 
     return check_int(f, "f", 0, top, label=f"f (for {rule} with n={n} rows)")
 
 
-@overload
-def krum(X: _Tensors, f: int, *, threads: int | None = ...) -> torch.Tensor: ...
-@overload
-def krum(X: NDArray[_F], f: int, *, threads: int | None = ...) -> NDArray[_F]: ...
-@overload
-def krum(X: ArrayLike, f: int, *, threads: int | None = ...) -> NDArray[Any]: ...
+_NEIGHBORS = ("blanchard", "byzfl", "flower")
 
 
-def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
+def _krum_q(neighbors: Any, f: Any, n: int, rule: str) -> tuple[int, int]:
+    """(f, q): ``f`` checked for the convention and its neighbour count ``q``.
+
+    blanchard: q = n - f - 2 (0 <= f <= n - 3); byzfl: q = n - f - 1 (0 <= f <= n - 2);
+    flower: q = max(1, n - f - 2) capped at n - 1 (0 <= f <= n - 1); an integer: that q, in
+    [1, n - 1] (0 <= f <= n - 1)."""
+    if isinstance(neighbors, str):
+        conv = neighbors.strip().lower()
+        if conv == "blanchard":
+            f = _check_f(f, n, 3, rule)
+            return f, n - f - 2
+        if conv == "byzfl":
+            f = _check_f(f, n, 2, rule)
+            return f, n - f - 1
+        if conv == "flower":
+            f = _check_f(f, n, 1, rule)
+            return f, min(max(1, n - f - 2), n - 1)
+        msg = f"neighbors must be one of {list(_NEIGHBORS)} or an integer count, got {neighbors!r}"
+        raise ArgumentError(msg, argument="neighbors")
+    if isinstance(neighbors, bool | np.bool_) or not hasattr(neighbors, "__index__"):
+        msg = f"neighbors must be one of {list(_NEIGHBORS)} or an integer count, got {neighbors!r}"
+        raise ArgumentTypeError(msg, argument="neighbors")
+    if n < 2:
+        msg = f"{rule} with an explicit neighbour count needs X with at least 2 rows, got n={n}"
+        raise ArgumentError(msg, argument="X")
+    q = check_int(neighbors, "neighbors", 1, n - 1, label=f"neighbors (for {rule} with n={n} rows)")
+    f = _check_f(f, n, 1, rule)
+    return f, q
+
+
+@overload
+def krum(
+    X: _Tensors, f: int, *, neighbors: str | int = ..., threads: int | None = ...
+) -> torch.Tensor: ...
+@overload
+def krum(
+    X: NDArray[_F], f: int, *, neighbors: str | int = ..., threads: int | None = ...
+) -> NDArray[_F]: ...
+@overload
+def krum(
+    X: ArrayLike, f: int, *, neighbors: str | int = ..., threads: int | None = ...
+) -> NDArray[Any]: ...
+
+
+def krum(X: Any, f: int, *, neighbors: str | int = "blanchard", threads: int | None = None) -> Any:
     """Krum (Blanchard et al., 2017): the row with the lowest Krum score.
 
-    The score of row ``i`` is the sum of the squared distances to its ``n - f - 2`` nearest other
-    rows. Ties go to a row without non-finite entries, then to the lowest index.
+    The score of row ``i`` is the sum of the squared distances to its ``q`` nearest other rows,
+    ``q = n - f - 2`` by default (Blanchard et al.). Ties go to a row without non-finite
+    entries, then to the lowest index.
 
     Parameters
     ----------
     X : array-like, shape (n, D)
-        float32 or float64 vectors, one per row; ``n >= f + 3``.
+        float32 or float64 vectors, one per row.
     f : int
-        Number of Byzantine rows tolerated, ``0 <= f <= n - 3`` (at least one neighbour).
-        Blanchard et al.'s guarantee against arbitrary (finite) Byzantine rows needs
-        ``n >= 2 f + 3``; against non-finite rows any allowed ``f`` works.
+        Number of Byzantine rows tolerated: ``0 <= f <= n - 3`` for ``"blanchard"`` (at least
+        one neighbour), ``n - 2`` for ``"byzfl"``, ``n - 1`` for ``"flower"`` or an explicit
+        count. Blanchard et al.'s guarantee against arbitrary (finite) Byzantine rows needs
+        ``n >= 2 f + 3``; against non-finite rows any allowed ``f`` works (with
+        ``q <= n - f - 1``).
+    neighbors : {"blanchard", "byzfl", "flower"} or int, default "blanchard"
+        The neighbour count ``q`` of the score, as the peer libraries define it:
+        ``"blanchard"``: ``n - f - 2`` (the paper); ``"byzfl"``: ``n - f - 1`` (ByzFL's
+        ``Krum(f)``, so it equals ``krum(X, f - 1)`` here); ``"flower"``: ``max(1, n - f - 2)``
+        (Flower's Krum / MultiKrum strategies clamp it, so ``n = 3, f = 1`` works), capped at
+        ``n - 1``; an integer: that count, in ``[1, n - 1]``.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
@@ -338,51 +437,87 @@ def krum(X: Any, f: int, *, threads: int | None = None) -> Any:
     -------
     array, shape (D,)
         A copy of the selected row (same dtype and kind as ``X``). With at most ``f`` poisoned
-        rows (NaN, +-Inf, overflow-sized) it is an honest row. With ``n >= 2f + 3`` and at most
-        ``f`` finite adversarial rows it is within ``Delta * sqrt((n - f - 2) / (n - 2f - 1))``
-        of an honest row (``Delta``: the largest distance between honest rows), and an honest
-        row whenever every adversarial row is farther than that from every honest row.
+        rows (NaN, +-Inf, overflow-sized) and ``q <= n - f - 1`` it is an honest row. With
+        ``n >= 2f + 3``, the default ``q`` and at most ``f`` finite adversarial rows it is
+        within ``Delta * sqrt((n - f - 2) / (n - 2f - 1))`` of an honest row (``Delta``: the
+        largest distance between honest rows), and an honest row whenever every adversarial row
+        is farther than that from every honest row.
 
     Raises
     ------
     ValueError
-        If ``X`` is not a non-empty 2-D array, or ``f`` is outside ``[0, n - 3]``.
+        If ``X`` is not a non-empty 2-D array, ``f`` is outside its range, ``neighbors`` is an
+        unknown convention or a count outside ``[1, n - 1]``.
     TypeError
-        If ``X`` does not hold real numbers or ``f`` is not an integer.
+        If ``X`` does not hold real numbers or ``f`` / ``neighbors`` have the wrong type.
     """
     x, wrap = as_matrix(X)
-    f = _check_f(f, x.shape[0], 3, "krum")
-    return wrap(_core.krum(x, f, threads=check_threads(threads)))
+    _, q = _krum_q(neighbors, f, x.shape[0], "krum")
+    return wrap(_core.krum(x, q, threads=check_threads(threads)))
 
 
 @overload
 def multi_krum(
-    X: _Tensors, f: int, m: int | None = ..., *, threads: int | None = ...
+    X: _Tensors,
+    f: int,
+    m: int | None = ...,
+    *,
+    neighbors: str | int = ...,
+    weights: ArrayLike | None = ...,
+    threads: int | None = ...,
 ) -> torch.Tensor: ...
 @overload
 def multi_krum(
-    X: NDArray[_F], f: int, m: int | None = ..., *, threads: int | None = ...
+    X: NDArray[_F],
+    f: int,
+    m: int | None = ...,
+    *,
+    neighbors: str | int = ...,
+    weights: ArrayLike | None = ...,
+    threads: int | None = ...,
 ) -> NDArray[_F]: ...
 @overload
 def multi_krum(
-    X: ArrayLike, f: int, m: int | None = ..., *, threads: int | None = ...
+    X: ArrayLike,
+    f: int,
+    m: int | None = ...,
+    *,
+    neighbors: str | int = ...,
+    weights: ArrayLike | None = ...,
+    threads: int | None = ...,
 ) -> NDArray[Any]: ...
 
 
-def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = None) -> Any:
+def multi_krum(
+    X: Any,
+    f: int,
+    m: int | None = None,
+    *,
+    neighbors: str | int = "blanchard",
+    weights: Any = None,
+    threads: int | None = None,
+) -> Any:
     """Multi-Krum: the mean of the ``m`` rows with the lowest Krum scores.
 
-    Scores and ties as in :func:`krum`; the selected rows are averaged in double.
+    Scores, neighbour conventions and ties as in :func:`krum`; the selected rows are averaged in
+    double, with equal weights or with ``weights``.
 
     Parameters
     ----------
     X : array-like, shape (n, D)
-        float32 or float64 vectors, one per row; ``n >= f + 3``.
+        float32 or float64 vectors, one per row.
     f : int
-        Number of Byzantine rows tolerated, ``0 <= f <= n - 3``.
+        Number of Byzantine rows tolerated (range as in :func:`krum` for ``neighbors``).
     m : int, optional
-        Number of rows averaged, ``1 <= m <= n``; default ``n - f``. With ``m > n - f`` a
-        Byzantine row may be averaged in.
+        Number of rows averaged, ``1 <= m <= n``; default ``n - f`` (ByzFL's ``MultiKrum(f)``
+        always averages ``n - f``; Flower's ``num_nodes_to_select`` is ``m``). With
+        ``m > n - f`` a Byzantine row may be averaged in.
+    neighbors : {"blanchard", "byzfl", "flower"} or int, default "blanchard"
+        Neighbour count of the score, see :func:`krum`.
+    weights : array-like, shape (n,), optional
+        Per-row weights (finite, ``>= 0``; those of the selected rows not all zero): the
+        selected rows are averaged as in ``mean(X[selected], weights=weights[selected])``
+        (Flower's MultiKrum weights by ``num_examples``). ``None``: equal weights.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
@@ -390,23 +525,223 @@ def multi_krum(X: Any, f: int, m: int | None = None, *, threads: int | None = No
     -------
     array, shape (D,)
         Same dtype and kind as ``X``. With ``m <= n - f``: with at most ``f`` poisoned rows the
-        mean of honest rows (in the honest box); with ``n >= 2f + 3`` and at most ``f`` finite
-        adversarial rows, within ``Delta * sqrt((n - f - 2) / (n - 2f - 1))`` of the convex hull
-        of the honest rows, as every selected row is (see :func:`krum`).
+        (weighted) mean of honest rows (in the honest box); with ``n >= 2f + 3``, the default
+        ``q`` and at most ``f`` finite adversarial rows, within
+        ``Delta * sqrt((n - f - 2) / (n - 2f - 1))`` of the convex hull of the honest rows, as
+        every selected row is (see :func:`krum`).
 
     Raises
     ------
     ValueError
-        If ``X`` is not a non-empty 2-D array, ``f`` is outside ``[0, n - 3]`` or ``m`` outside
-        ``[1, n]``.
+        If ``X`` is not a non-empty 2-D array, ``f``, ``neighbors`` or ``m`` are out of range,
+        or ``weights`` has the wrong shape, a NaN, Inf or negative entry, only zeros, or only
+        zeros on the selected rows.
     TypeError
-        If ``X`` does not hold real numbers or ``f`` / ``m`` are not integers.
+        If ``X`` / ``weights`` do not hold real numbers or ``f`` / ``m`` / ``neighbors`` have
+        the wrong type.
     """
     x, wrap = as_matrix(X)
     n = x.shape[0]
-    f = _check_f(f, n, 3, "multi_krum")
+    f, q = _krum_q(neighbors, f, n, "multi_krum")
     m = n - f if m is None else check_int(m, "m", 1, n, label=f"m (for multi_krum with n={n} rows)")
-    return wrap(_core.multi_krum(x, f, m, threads=check_threads(threads)))
+    w = None if weights is None else _check_weights(weights, n)
+    t = check_threads(threads)
+    if w is None:
+        return wrap(_core.multi_krum(x, q, m, None, threads=t))
+    try:
+        return wrap(_core.multi_krum(x, q, m, w, threads=t))
+    except ValueError as exc:  # the selected rows' weights are all zero
+        raise ArgumentError(str(exc), argument="weights") from exc
+
+
+@overload
+def closest(
+    X: _Tensors,
+    reference: ArrayLike,
+    beta: int,
+    *,
+    metric: str = ...,
+    threads: int | None = ...,
+) -> torch.Tensor: ...
+@overload
+def closest(
+    X: NDArray[_F],
+    reference: ArrayLike,
+    beta: int,
+    *,
+    metric: str = ...,
+    threads: int | None = ...,
+) -> NDArray[_F]: ...
+@overload
+def closest(
+    X: ArrayLike,
+    reference: ArrayLike,
+    beta: int,
+    *,
+    metric: str = ...,
+    threads: int | None = ...,
+) -> NDArray[Any]: ...
+
+
+def closest(
+    X: Any,
+    reference: Any,
+    beta: int,
+    *,
+    metric: str = "euclidean",
+    threads: int | None = None,
+) -> Any:
+    """Closest-to-reference averaging: the mean of the ``beta`` rows nearest to ``reference``.
+
+    ``metric="euclidean"`` (default): the ``beta`` rows with the smallest Euclidean distance to
+    ``reference``, averaged in double in row-index order. Ties are broken deterministically: a
+    row without non-finite entries first, then the lowest row index.
+
+    ``metric="coordinate"``: per coordinate ``j``, the mean of the ``beta`` values ``X[:, j]``
+    closest to ``reference[j]`` (Flower's ``aggregate_n_closest_weights``, the building block of
+    its Bulyan, which is coordinate-wise). The chosen values form a window of the sorted values;
+    among equidistant candidates the lower value is kept (Flower's ``np.argpartition`` leaves
+    ties unspecified).
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row.
+    reference : array-like, shape (D,)
+        The reference point (finite; converted to float64), e.g. the median of ``X``.
+    beta : int
+        Number of rows (or values per coordinate) averaged, ``1 <= beta <= n``.
+    metric : {"euclidean", "coordinate"}, default "euclidean"
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (D,)
+        Same dtype and kind as ``X``. A row with a non-finite entry is at infinite distance
+        (Euclidean), and a NaN or infinite value is never closer than a finite one
+        (coordinate), so with at most ``n - beta`` poisoned rows the result is finite and lies
+        in the box of the non-poisoned rows.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, ``reference`` does not have shape ``(D,)`` or is
+        not finite, ``beta`` is outside ``[1, n]`` or ``metric`` is unknown.
+    TypeError
+        If ``X`` or ``reference`` do not hold real numbers or ``beta`` is not an integer.
+    """
+    x, wrap = as_matrix(X)
+    n, d = x.shape
+    beta = check_int(beta, "beta", 1, n, label=f"beta (for closest with n={n} rows)")
+    z, _ = as_float_array(reference, "reference", ndim=1, dtype=np.float64)
+    if z.shape[0] != d:
+        msg = f"reference must have shape (D,) = ({d},), got {z.shape}"
+        raise ArgumentError(msg, argument="reference")
+    if not np.isfinite(z).all():
+        msg = "reference must be finite"
+        raise ArgumentError(msg, argument="reference")
+    t = check_threads(threads)
+    if metric == "euclidean":
+        return wrap(_core.closest(x, z, beta, threads=t))
+    if metric == "coordinate":
+        return wrap(_core.closest_coordinates(x, z, beta, threads=t))
+    msg = f"metric must be 'euclidean' or 'coordinate', got {metric!r}"
+    raise ArgumentError(msg, argument="metric")
+
+
+@overload
+def bulyan(
+    X: _Tensors,
+    f: int,
+    *,
+    selection: str = ...,
+    neighbors: str = ...,
+    threads: int | None = ...,
+) -> torch.Tensor: ...
+@overload
+def bulyan(
+    X: NDArray[_F],
+    f: int,
+    *,
+    selection: str = ...,
+    neighbors: str = ...,
+    threads: int | None = ...,
+) -> NDArray[_F]: ...
+@overload
+def bulyan(
+    X: ArrayLike,
+    f: int,
+    *,
+    selection: str = ...,
+    neighbors: str = ...,
+    threads: int | None = ...,
+) -> NDArray[Any]: ...
+
+
+def bulyan(
+    X: Any,
+    f: int,
+    *,
+    selection: str = "iterated",
+    neighbors: str = "blanchard",
+    threads: int | None = None,
+) -> Any:
+    """Bulyan (El Mhamdi et al., 2018): Krum selection, then a coordinate-wise trimmed mean.
+
+    1. Select ``theta = n - 2f`` rows by Krum. ``selection="iterated"`` (default): Krum is run
+       ``theta`` times, each time on the rows not yet selected (``n'`` of them, scored over the
+       convention's neighbour count for ``n'``, e.g. ``n' - f - 2``, but at least one: for
+       ``f = 1`` the paper's count reaches 0 in the last step, where every row would tie), and
+       its row is moved to the selection -- the paper's algorithm and that of Flower's older
+       ``flwr.server.strategy.Bulyan`` (so ``"blanchard"`` and ``"flower"`` agree here).
+       ``selection="multi_krum"``: the ``theta`` rows with the lowest Krum scores of one pass
+       over all ``n`` rows -- Flower's newer ``flwr.serverapp.strategy.Bulyan``.
+       Ties as in :func:`krum`. The pairwise distances are computed once.
+    2. Per coordinate, average the ``beta = theta - 2f`` selected values closest to the selected
+       rows' coordinate-wise median (``median`` of the ``theta`` values, the midpoint of the two
+       middle ones for even ``theta``); among equidistant candidates the lower value is kept.
+       This is ``closest(X[selected], median(X[selected]), beta, metric="coordinate")``.
+
+    Parameters
+    ----------
+    X : array-like, shape (n, D)
+        float32 or float64 vectors, one per row; ``n >= 4f + 3``.
+    f : int
+        Number of Byzantine rows tolerated, ``0 <= f <= (n - 3) // 4``.
+    selection : {"iterated", "multi_krum"}, default "iterated"
+    neighbors : {"blanchard", "byzfl", "flower"}, default "blanchard"
+        Neighbour count of each Krum score as a function of the rows scored (see :func:`krum`).
+    threads : int, optional
+        Worker threads; ``None`` uses all cores.
+
+    Returns
+    -------
+    array, shape (D,)
+        Same dtype and kind as ``X``. With at most ``f`` poisoned rows every selected row is
+        honest, so every coordinate lies in the honest box.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a non-empty 2-D array, ``n < 4f + 3``, or ``selection`` /
+        ``neighbors`` are unknown.
+    TypeError
+        If ``X`` does not hold real numbers or ``f`` is not an integer.
+    """
+    x, wrap = as_matrix(X)
+    n = x.shape[0]
+    if n < 3:
+        msg = f"bulyan needs X with at least 3 rows (n >= 4f + 3), got n={n}"
+        raise ArgumentError(msg, argument="X")
+    f = check_int(f, "f", 0, (n - 3) // 4, label=f"f (for bulyan with n={n} rows, n >= 4f + 3)")
+    if selection not in ("iterated", "multi_krum"):
+        msg = f"selection must be 'iterated' or 'multi_krum', got {selection!r}"
+        raise ArgumentError(msg, argument="selection")
+    if neighbors not in _NEIGHBORS:
+        msg = f"neighbors must be one of {list(_NEIGHBORS)}, got {neighbors!r}"
+        raise ArgumentError(msg, argument="neighbors")
+    return wrap(_core.bulyan(x, f, selection, neighbors, threads=check_threads(threads)))
 
 
 @overload
@@ -586,7 +921,7 @@ def centered_clipping(
     return wrap(_core.centered_clipping(x, tau, iters, c, threads=check_threads(threads)))
 
 
-__all__ += ["centered_clipping", "geometric_median", "krum", "multi_krum"]
+__all__ += ["bulyan", "centered_clipping", "closest", "geometric_median", "krum", "multi_krum"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -896,6 +1231,8 @@ _RULES = (
     "multi_krum",
     "geometric_median",
     "centered_clipping",
+    "closest",
+    "bulyan",
 )
 _PRE_AGGREGATIONS = ("nnm", "bucketing", "clip", "arc")
 
@@ -961,10 +1298,24 @@ class Aggregator:
         self._stages = stages
         self._threads = threads
 
-    def __call__(self, X: Any) -> Any:
-        """Aggregate ``X`` (n, D) into a vector (D,) of the same dtype and kind."""
+    def __call__(self, X: Any, *, weights: Any = None) -> Any:
+        """Aggregate ``X`` (n, D) into a vector (D,) of the same dtype and kind.
+
+        ``weights`` (per-row, shape ``(n',)`` for the ``n'`` rows the rule receives) go to the
+        rule and override any ``weights`` given to :func:`get`; only rules with a ``weights``
+        parameter (:func:`mean`, :func:`multi_krum`) accept them.
+        """
         x = X
+        last = len(self._stages) - 1
+        if weights is not None and "weights" not in _params_of(self._stages[last][1])[0]:
+            msg = (
+                f"the rule {self._stages[last][0]!r} of {self.name!r} takes no weights; "
+                "rules with weights: mean, multi_krum"
+            )
+            raise ArgumentError(msg, argument="weights")
         for k, (stage, fn, kw) in enumerate(self._stages):
+            if k == last and weights is not None:
+                kw = {**kw, "weights": weights}
             try:
                 x = fn(x, **kw, threads=self._threads)
             except ValueError as exc:
@@ -1000,7 +1351,9 @@ def get(name: str, *, threads: int | None = None, **params: Any) -> Aggregator:
     threads : int, optional
         Worker threads for every component; ``None`` uses all cores.
     **params
-        Parameters of the components (``f``, ``tau``, ``s``, ``seed``, ``m``, ``eps``, ...).
+        Parameters of the components (``f``, ``tau``, ``s``, ``seed``, ``m``, ``eps``,
+        ``weights``, ``neighbors``, ``reference``, ``beta``, ``selection``, ...). Per-row
+        ``weights`` can also be given per call: ``agg(X, weights=w)``.
 
     Returns
     -------

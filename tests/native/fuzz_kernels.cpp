@@ -38,12 +38,14 @@ namespace k = cyclad::kernels;
 
 enum Op : unsigned {
   kMean, kMedian, kTrimmed, kMeamed, kKrum, kMultiKrum, kGeoMed, kCentered, kNnm, kBucketing,
-  kClip, kArc, kPairwise, kEncode, kCompress, kTopk, kOps
+  kClip, kArc, kPairwise, kEncode, kCompress, kTopk, kWeightedMean, kClosest, kClosestCoord,
+  kBulyan, kOps
 };
 const char* const kOpNames[] = {"mean", "median", "trimmed_mean", "meamed", "krum", "multi_krum",
                                 "geometric_median", "centered_clipping", "nnm", "bucketing",
                                 "clip", "arc", "pairwise_sq_distances", "encode", "compress",
-                                "topk_select"};
+                                "topk_select", "weighted_mean", "closest",
+                                "closest_coordinates", "bulyan"};
 
 template <typename T>
 struct Case {
@@ -204,14 +206,14 @@ void run_aggregator(unsigned op, Case<T>& c) {
     }
     case kKrum:
     case kMultiKrum: {
-      if (n < 3) {
-        if (HARNESS_TRY_ARGS(ops::krum<T>(v, 0, out.data(), t))) fail("krum accepted n=%zu", n);
-        return;
-      }
+      // q = n neighbours is never possible (a row has n - 1 others).
+      if (HARNESS_TRY_ARGS(ops::krum<T>(v, n, out.data(), t))) fail("krum accepted q=n=%zu", n);
+      if (n < 3) return;
       const std::size_t f = c.fparam % (n - 2);
       c.fparam = f;
-      if (op == kKrum) ops::krum<T>(v, f, out.data(), t);
-      else ops::multi_krum<T>(v, f, n - f, out.data(), t);
+      const std::size_t q = n - f - 2;  // Blanchard et al.
+      if (op == kKrum) ops::krum<T>(v, q, out.data(), t);
+      else ops::multi_krum<T>(v, q, n - f, out.data(), t);
       // A selection rule may pick a Byzantine row that lies among the honest ones; the range
       // property holds when every poisoned row is an outlier (non-finite, or far out).
       if (c.npoisoned <= f && n >= 2 * f + 3 && poisons_are_outliers(c)) {
@@ -292,6 +294,78 @@ void run_aggregator(unsigned op, Case<T>& c) {
       bool is_perm = true;
       for (std::size_t i = 0; i < n; ++i) is_perm = is_perm && sorted[i] == static_cast<std::int64_t>(i);
       if (ok != is_perm) fail("bucketing: accepted=%d for a permutation=%d", ok, is_perm);
+      return;
+    }
+    case kWeightedMean: {
+      // Weights 0..3 per row (poisoned rows get 0 when extra bit 0 is set); bit 1: one hostile
+      // weight (NaN, Inf or negative), which must be rejected.
+      Rng rng(c.seed ^ 0x3E1);
+      std::vector<double> w(n);
+      bool any = false;
+      for (std::size_t i = 0; i < n; ++i) {
+        w[i] = (c.extra & 1) && c.poisoned[i] ? 0.0 : static_cast<double>(rng.below(4));
+        any = any || w[i] > 0.0;
+      }
+      if (c.extra & 2) {
+        static const double hostile[] = {std::numeric_limits<double>::quiet_NaN(),
+                                         std::numeric_limits<double>::infinity(), -1.0};
+        w[rng.below(n)] = hostile[(c.extra >> 2) % 3];
+        if (HARNESS_TRY_ARGS(ops::weighted_mean<T>(v, w.data(), out.data(), t))) {
+          fail("weighted_mean accepted a non-finite or negative weight");
+        }
+        return;
+      }
+      if (!any) {
+        if (HARNESS_TRY_ARGS(ops::weighted_mean<T>(v, w.data(), out.data(), t))) {
+          fail("weighted_mean accepted all-zero weights");
+        }
+        return;
+      }
+      ops::weighted_mean<T>(v, w.data(), out.data(), t);
+      bool clean = true;
+      for (std::size_t i = 0; i < n; ++i) clean = clean && (w[i] == 0.0 || !c.poisoned[i]);
+      if (clean) require_finite(c, out, d, name);
+      return;
+    }
+    case kClosest:
+    case kClosestCoord: {
+      const std::size_t beta = 1 + c.fparam % n;
+      c.fparam = beta;
+      std::vector<double> ref(d, 0.0);
+      if (op == kClosest) {
+        ops::closest<T>(v, ref.data(), beta, out.data(), t);
+      } else {
+        std::vector<std::size_t> rows(n);
+        std::iota(rows.begin(), rows.end(), std::size_t{0});
+        ops::closest_coordinates<T>(v, rows.data(), n, ref.data(), beta, out.data(), t);
+      }
+      if (c.npoisoned + beta <= n) {
+        require_finite(c, out, d, name);
+        if (poisons_are_outliers(c)) require_in_honest_box(c, out, name);
+      }
+      return;
+    }
+    case kBulyan: {
+      // The iterated selection costs O(theta n^2) (seconds at n = 1100 under the sanitizers,
+      // for each of the sweep's variants): above 256 rows the one-pass selection is used.
+      const unsigned sel = n > 256 ? 1 : c.extra & 1, conv = (c.extra >> 1) % 3;
+      if (n < 3) {
+        if (HARNESS_TRY_ARGS(ops::bulyan<T>(v, 0, sel, conv, out.data(), t))) {
+          fail("bulyan accepted n=%zu", n);
+        }
+        return;
+      }
+      const std::size_t fmax = (n - 3) / 4;
+      if (HARNESS_TRY_ARGS(ops::bulyan<T>(v, fmax + 1, sel, conv, out.data(), t))) {
+        fail("bulyan accepted f=%zu for n=%zu", fmax + 1, n);
+      }
+      const std::size_t f = c.fparam % (fmax + 1);
+      c.fparam = f;
+      ops::bulyan<T>(v, f, sel, conv, out.data(), t);
+      if (c.npoisoned <= f) {
+        require_finite(c, out, d, name);
+        if (poisons_are_outliers(c)) require_in_honest_box(c, out, name);
+      }
       return;
     }
     case kPairwise: {

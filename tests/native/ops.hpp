@@ -24,8 +24,8 @@ template <typename T> void mean(MV<T> x, T* out, int threads);
 template <typename T> void median(MV<T> x, T* out, int threads);
 template <typename T> void trimmed_mean(MV<T> x, std::size_t f, T* out, int threads);
 template <typename T> void meamed(MV<T> x, std::size_t f, T* out, int threads);
-template <typename T> void krum(MV<T> x, std::size_t f, T* out, int threads);
-template <typename T> void multi_krum(MV<T> x, std::size_t f, std::size_t m, T* out, int threads);
+template <typename T> void krum(MV<T> x, std::size_t q, T* out, int threads);
+template <typename T> void multi_krum(MV<T> x, std::size_t q, std::size_t m, T* out, int threads);
 template <typename T>
 std::size_t geometric_median(MV<T> x, double eps, std::size_t max_iter, double tol, T* out,
                              int threads);
@@ -37,6 +37,15 @@ template <typename T>
 void bucketing(MV<T> x, const std::int64_t* perm, std::size_t s, T* out, int threads);
 template <typename T> void clip(MV<T> x, double tau, T* out, int threads);
 template <typename T> void arc(MV<T> x, std::size_t f, T* out, int threads);
+template <typename T> void weighted_mean(MV<T> x, const double* w, T* out, int threads);
+template <typename T>
+void closest(MV<T> x, const double* ref, std::size_t beta, T* out, int threads);
+template <typename T>
+void closest_coordinates(MV<T> x, const std::size_t* rows, std::size_t nr, const double* ref,
+                         std::size_t beta, T* out, int threads);
+// selection: 0 iterated, 1 multi_krum; neighbors: 0 blanchard, 1 byzfl, 2 flower.
+template <typename T>
+void bulyan(MV<T> x, std::size_t f, unsigned selection, unsigned neighbors, T* out, int threads);
 template <typename T>
 void pairwise_sq_distances(MV<T> x, double* dist, unsigned char* bad, int threads);
 template <typename T>

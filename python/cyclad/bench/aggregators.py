@@ -82,7 +82,7 @@ Fn = Callable[[], Any]
 
 # Rules whose cost is the pairwise distance pass: the whole call's time counts, so the rate is
 # a lower bound on the pass's own.
-PAIRWISE = frozenset({"krum", "multi_krum"})
+PAIRWISE = frozenset({"krum", "multi_krum", "multi_krum_weighted", "bulyan", "bulyan_multi_krum"})
 # Kernels that read X twice and write an (n, D) output: their floor is a read pass plus a copy
 # pass (column "x read + copy").
 WRITE_FLOOR = frozenset({"clip", "arc", "clip_out", "arc_out"})
@@ -100,6 +100,17 @@ def np_meamed(X: np.ndarray, f: int) -> Any:
     n = X.shape[0]
     med = np.median(X, axis=0)
     idx = np.argpartition(np.abs(X - med), n - f - 1, axis=0)[: n - f]
+    return np.take_along_axis(X, idx, axis=0).mean(axis=0)
+
+
+def np_closest(X: np.ndarray, ref: np.ndarray, beta: int) -> Any:
+    d2 = ((X - ref) ** 2).sum(axis=1)
+    return X[np.sort(np.argsort(d2, kind="stable")[:beta])].mean(axis=0)
+
+
+def np_closest_coordinate(X: np.ndarray, ref: np.ndarray, beta: int) -> Any:
+    # Flower's aggregate_n_closest_weights: argpartition of |X - ref| per coordinate.
+    idx = np.argpartition(np.abs(X - ref), beta - 1, axis=0)[:beta]
     return np.take_along_axis(X, idx, axis=0).mean(axis=0)
 
 
@@ -134,9 +145,46 @@ def _cases(
         ("arc", f"arc(X, {f})", (f,), {}),
         ("bucketing", f"bucketing(X, {s}, 0)", (s, 0), {}),
     ]
+    n, d = X.shape
+    w = np.arange(1.0, n + 1.0)  # e.g. sample counts
+    ref = np.zeros(d)
+    fb = min(f, max(n - 3, 0) // 4)  # Bulyan needs n >= 4f + 3
+    table += [
+        ("closest", f"closest(X, 0, {n - f})", (ref, n - f), {}),
+        ("bulyan", f"bulyan(X, {fb})", (fb,), {}),
+    ]
+    # Variants of a rule: (record name, rule, call description, args, keywords).
+    variants: list[tuple[str, str, str, tuple[Any, ...], dict[str, Any]]] = [
+        ("mean_weighted", "mean", "mean(X, weights=w)", (), {"weights": w}),
+        (
+            "multi_krum_weighted",
+            "multi_krum",
+            f"multi_krum(X, {f}, weights=w)",
+            (f,),
+            {"weights": w},
+        ),
+        (
+            "closest_coordinate",
+            "closest",
+            f"closest(X, 0, {n - f}, metric='coordinate')",
+            (ref, n - f),
+            {"metric": "coordinate"},
+        ),
+        (
+            "bulyan_multi_krum",
+            "bulyan",
+            f"bulyan(X, {fb}, selection='multi_krum')",
+            (fb,),
+            {"selection": "multi_krum"},
+        ),
+    ]
     calls: list[tuple[str, str, Callable[[Any], Any]]] = []
     for name, desc, args, kw in table:
         rule = getattr(agg, name, None)
+        if rule is not None:
+            calls.append((name, desc, _bind(rule, X, args, kw)))
+    for name, base, desc, args, kw in variants:
+        rule = getattr(agg, base, None)
         if rule is not None:
             calls.append((name, desc, _bind(rule, X, args, kw)))
     # NNM, clip and ARC return a fresh (n, D) array, whose first-touch page faults can cost more
@@ -169,8 +217,12 @@ def _numpy_baselines(X: np.ndarray, f: int, cap: int) -> dict[str, Fn]:
         "median": lambda: np.median(X, axis=0),
         "trimmed_mean": lambda: np_trimmed_mean(X, f),
     }
+    w = np.arange(1.0, n + 1.0)
+    out["mean_weighted"] = lambda: np.average(X, axis=0, weights=w)
+    out["closest"] = lambda: np_closest(X, np.zeros(d), n - f)
     if n * d <= cap:
         out["meamed"] = lambda: np_meamed(X, f)
+        out["closest_coordinate"] = lambda: np_closest_coordinate(X, np.zeros(d), n - f)
     return out
 
 
