@@ -32,30 +32,31 @@ inline constexpr std::size_t kMeanBlock = 16384;
 
 /// Sum of one coordinate over the rows in long double: the rare path for double sums that
 /// overflow although the mean is finite (rows near the double maximum).
-template <typename T>
-[[gnu::cold]] inline double mean_wide(const T* x, std::size_t n, std::size_t stride,
-                                      std::size_t j) {
+/// `row(i)` is the start of the i-th row averaged.
+template <typename T, typename Row>
+[[gnu::cold]] inline double mean_wide(const Row& row, std::size_t n, std::size_t j) {
   long double acc = 0;
-  for (std::size_t i = 0; i < n; ++i) acc += static_cast<long double>(x[i * stride + j]);
+  for (std::size_t i = 0; i < n; ++i) acc += static_cast<long double>(row(i)[j]);
   return static_cast<double>(acc / static_cast<long double>(n));
 }
 
-template <Isa I, typename T>
-CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
-                                    std::size_t stride, std::size_t lo, std::size_t hi,
-                                    T* CYCLAD_RESTRICT out, double* CYCLAD_RESTRICT acc) {
+/// Mean over coordinates [lo, hi) of the n rows row(0), ..., row(n - 1) (pointers to column 0).
+template <Isa I, typename T, typename Row>
+CYCLAD_KERNEL void mean_block(const Row& row, std::size_t n, std::size_t lo, std::size_t hi,
+                              T* CYCLAD_RESTRICT out, double* CYCLAD_RESTRICT acc) {
   // Accumulate rows in double, in a fixed order per coordinate: the sum is the same for any
   // partition, and float32 rows near the float32 maximum cannot overflow.
   // Four rows per sweep of the accumulators (added in row order, so the order per coordinate is
   // still rows 0, 1, 2, ...): a quarter of the accumulator loads and stores.
   const std::size_t len = hi - lo;
-  for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(x[lo + j]);
+  const T* CYCLAD_RESTRICT first = row(0) + lo;
+  for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(first[j]);
   std::size_t i = 1;
   for (; i + 4 <= n; i += 4) {
-    const T* CYCLAD_RESTRICT r0 = x + i * stride + lo;
-    const T* CYCLAD_RESTRICT r1 = r0 + stride;
-    const T* CYCLAD_RESTRICT r2 = r1 + stride;
-    const T* CYCLAD_RESTRICT r3 = r2 + stride;
+    const T* CYCLAD_RESTRICT r0 = row(i) + lo;
+    const T* CYCLAD_RESTRICT r1 = row(i + 1) + lo;
+    const T* CYCLAD_RESTRICT r2 = row(i + 2) + lo;
+    const T* CYCLAD_RESTRICT r3 = row(i + 3) + lo;
     // Four row streams, each restarting the hardware prefetcher at every page: prefetch each
     // a few lines ahead, one prefetch per 64-byte line.
     constexpr std::size_t kLine = 64 / sizeof(T), kAhead = 2048 / sizeof(T);
@@ -74,7 +75,7 @@ CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
     }
   }
   for (; i < n; ++i) {
-    const T* r = x + i * stride + lo;
+    const T* r = row(i) + lo;
     for (std::size_t j = 0; j < len; ++j) acc[j] += static_cast<double>(r[j]);
   }
   const double inv = 1.0 / static_cast<double>(n);
@@ -83,9 +84,29 @@ CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
     // A sum of finite doubles can overflow; redo such coordinates in long double (an infinite
     // input keeps its infinite sum there too, and NaN stays NaN without this branch).
     for (std::size_t j = 0; j < len; ++j) {
-      if (std::isinf(acc[j])) out[lo + j] = static_cast<T>(mean_wide(x, n, stride, lo + j));
+      if (std::isinf(acc[j])) out[lo + j] = static_cast<T>(mean_wide<T>(row, n, lo + j));
     }
   }
+}
+
+/// Mean of the rows rows[0], ..., rows[nr - 1] of x (all n rows in order when `rows` is null),
+/// summed in double in that order, into out (D,): mean's kernel, for any subset of the rows
+/// (Multi-Krum's selection). Bit-identical for any thread count.
+template <typename T>
+void rows_mean(MatrixView<T> x, const std::size_t* rows, std::size_t nr, T* out, int threads) {
+  const auto row = [&](std::size_t i) {
+    return x.data + (rows != nullptr ? rows[i] : i) * x.row_stride;
+  };
+  // Column blocks of kMeanBlock keep the accumulators in L2 while the rows stream through.
+  parallel_for(x.d, threads, grain_for(nr * sizeof(T), 1 << 14), [&](std::size_t lo, std::size_t hi) {
+    std::vector<double> acc(std::min(hi - lo, kMeanBlock));
+    for (std::size_t b = lo; b < hi; b += kMeanBlock) {
+      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
+        mean_block<decltype(isa)::value, T>(row, nr, b, std::min(hi, b + kMeanBlock), out,
+                                            acc.data());
+      });
+    }
+  });
 }
 }  // namespace detail
 
@@ -100,17 +121,7 @@ CYCLAD_KERNEL void mean_block(const T* CYCLAD_RESTRICT x, std::size_t n,
 template <typename T>
 void mean(MatrixView<T> x, T* out, int threads) {
   require(x.n >= 1, "X must have at least one row");
-  // Column blocks of 4096 keep the output chunk in L1/L2 while the rows stream through.
-  parallel_for(x.d, threads, grain_for(x.n * sizeof(T), 1 << 14), [&](std::size_t lo, std::size_t hi) {
-    std::vector<double> acc(std::min(hi - lo, detail::kMeanBlock));
-    for (std::size_t b = lo; b < hi; b += detail::kMeanBlock) {
-      dispatch([&](auto isa) CYCLAD_INLINE_LAMBDA {
-        detail::mean_block<decltype(isa)::value>(x.data, x.n, x.row_stride, b,
-                                                 std::min(hi, b + detail::kMeanBlock), out,
-                                                 acc.data());
-      });
-    }
-  });
+  detail::rows_mean(x, nullptr, x.n, out, threads);
 }
 
 // --------------------------------------------------------------------------------------------
