@@ -998,7 +998,9 @@ def smea(X: Any, f: int, *, threads: int | None = None) -> Any:
     ``O((n - f)^3)`` per subset visited (Householder reduction and bisection), serial; a prefix
     is cut when a lower bound of every subset containing it (its squared diameter over
     ``2 (n - f)``, its scatter trace over ``(n - f - 1)(n - f)``) reaches the best eigenvalue
-    found; one pass over the ``n - f`` selected rows (averaged in double).
+    found; one pass over the ``n - f`` selected rows (averaged in double). Little is cut when
+    no rows stand out: one thread takes about 40 s for ``n = 24, f = 8`` on Gaussian rows, and
+    under a millisecond when ``f`` rows lie far out.
 
     Parameters
     ----------
