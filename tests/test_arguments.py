@@ -35,6 +35,9 @@ CALLS = {
     "bucketing": (lambda X, **kw: agg.bucketing(X, 2, 5, **kw), "bucketing"),
     "clip": (lambda X, **kw: agg.clip(X, 1.0, **kw), "clip"),
     "arc": (lambda X, **kw: agg.arc(X, 2, **kw), "arc"),
+    "mda": (lambda X, **kw: agg.mda(X, 2, **kw), "mda"),
+    "smea": (lambda X, **kw: agg.smea(X, 2, **kw), "smea"),
+    "caf": (lambda X, **kw: agg.caf(X, 2, **kw), "caf"),
 }
 NAMES = list(CALLS)
 
