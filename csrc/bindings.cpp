@@ -24,6 +24,7 @@
 #include "cyclad/parallel.hpp"
 #include "cyclad/stream.hpp"
 #include "cyclad/vote.hpp"
+#include "cyclad/subset.hpp"
 #include "instances/instances.hpp"
 
 namespace py = pybind11;
@@ -365,6 +366,64 @@ void bind_selection_rules(py::module_& m, const X& x, const Threads& threads) {
             "Bulyan: Krum selection, then coordinate-wise closest-to-median mean.");
 }
 
+// --- subset search and filtering (MDA, SMEA, CAF) -----------------------------------------
+
+template <typename T>
+k::MatrixView<T> subset_arg(const CArray<T>& x, std::int64_t f, const char* rule,
+                            bool bounded) {
+  auto v = matrix_arg(x, "X");
+  if (f < 0 || 2 * static_cast<std::uint64_t>(f) >= v.n) {
+    throw std::invalid_argument("f must be in [0, " + std::to_string((v.n - 1) / 2) +
+                                "] (n > 2f) for n=" + std::to_string(v.n) +
+                                ", got f=" + std::to_string(f));
+  }
+  const auto uf = static_cast<std::size_t>(f);
+  if (bounded && k::subset_count(v.n, uf) > k::kMaxSubsets) {
+    throw std::invalid_argument(std::string(rule) + " searches C(n, f) subsets: C(" +
+                                std::to_string(v.n) + ", " + std::to_string(uf) +
+                                ") exceeds the limit of " + std::to_string(k::kMaxSubsets));
+  }
+  return v;
+}
+
+py::array_t<std::int64_t> index_array(const std::vector<std::size_t>& rows) {
+  py::array_t<std::int64_t> a(static_cast<py::ssize_t>(rows.size()));
+  std::int64_t* p = a.mutable_data();
+  for (std::size_t i = 0; i < rows.size(); ++i) p[i] = static_cast<std::int64_t>(rows[i]);
+  return a;
+}
+
+template <typename T>
+py::tuple mda_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = subset_arg(x, f, "mda", true);
+  const auto uf = static_cast<std::size_t>(f);
+  std::vector<std::size_t> rows;
+  CArray<T> out =
+      released(vector_out<T>(v.d), [&](T* o) { k::mda<T>(v, uf, o, rows, threads); });
+  return py::make_tuple(out, index_array(rows));
+}
+
+template <typename T>
+py::tuple smea_impl(const CArray<T>& x, std::int64_t f, int threads) {
+  auto v = subset_arg(x, f, "smea", true);
+  const auto uf = static_cast<std::size_t>(f);
+  std::vector<std::size_t> rows;
+  CArray<T> out =
+      released(vector_out<T>(v.d), [&](T* o) { k::smea<T>(v, uf, o, rows, threads); });
+  return py::make_tuple(out, index_array(rows));
+}
+
+template <typename T>
+py::tuple caf_impl(const CArray<T>& x, std::int64_t f, std::int64_t max_iter, int threads) {
+  auto v = subset_arg(x, f, "caf", false);
+  const auto uf = static_cast<std::size_t>(f);
+  const std::size_t mi = count_arg(max_iter, "max_iter");
+  std::size_t iters = 0;
+  CArray<T> out =
+      released(vector_out<T>(v.d), [&](T* o) { k::caf<T>(v, uf, mi, o, iters, threads); });
+  return py::make_tuple(out, iters);
+}
+
 void bind_aggregators(py::module_& m) {
   const auto x = py::arg("x").noconvert();
   const auto threads = py::arg("threads") = 0;
@@ -399,6 +458,15 @@ void bind_aggregators(py::module_& m) {
             py::arg("out").noconvert().none(true) = py::none(), threads,
             "Adaptive robust clipping.");
   bind_selection_rules(m, x, threads);
+  // Subset search and filtering: MDA and SMEA search the C(n, f) subsets of n - f rows (at
+  // most max_subsets); CAF filters by weights.
+  m.attr("max_subsets") = k::kMaxSubsets;
+  def_float(m, "mda", CYCLAD_IMPL(mda_impl), x, py::arg("f"), threads,
+            "Minimum-diameter averaging; returns (mean, selected rows).");
+  def_float(m, "smea", CYCLAD_IMPL(smea_impl), x, py::arg("f"), threads,
+            "Smallest maximum eigenvalue averaging; returns (mean, selected rows).");
+  def_float(m, "caf", CYCLAD_IMPL(caf_impl), x, py::arg("f"), py::arg("max_iter"), threads,
+            "Covariance-bound agnostic filter; returns (mean, steps).");
 }
 
 // ============================================================================================

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +272,97 @@ def weiszfeld_gradient(X: np.ndarray, z: np.ndarray, eps: float = 1e-8) -> np.nd
     X64 = X[finite_rows(X)].astype(np.float64)
     diff = z.astype(np.float64) - X64
     return (diff / np.maximum(eps, np.linalg.norm(diff, axis=1))[:, None]).sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# aggregators: subset search and filtering (MDA, SMEA, CAF), as ByzFL 0.0.11 defines them
+# --------------------------------------------------------------------------------------------
+
+
+def _subset_mean(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return X[rows].astype(np.float64).mean(axis=0).astype(X.dtype)
+
+
+def mda_subset(X: np.ndarray, f: int) -> np.ndarray:
+    """ByzFL's MDA enumeration: every subset of n - f rows in lexicographic order, the first
+    with the least diameter (strict improvements from +inf; rows 0..n-f-1 when none is
+    finite)."""
+    n = X.shape[0]
+    k = n - f
+    d = pairwise_sq_distances(X)
+    best, rows = np.inf, np.arange(k)
+    for s in itertools.combinations(range(n), k):
+        diam = d[np.ix_(s, s)].max()
+        if diam < best:
+            best, rows = diam, np.array(s)
+    return rows
+
+
+def mda(X: np.ndarray, f: int) -> np.ndarray:
+    return _subset_mean(X, mda_subset(X, f))
+
+
+def top_eigenvalue(C: np.ndarray) -> float:
+    """The largest eigenvalue of a symmetric matrix."""
+    return float(np.linalg.eigvalsh(C)[-1]) if C.size else 0.0
+
+
+def smea_subset(X: np.ndarray, f: int) -> np.ndarray:
+    """ByzFL's SMEA enumeration with the exact largest eigenvalue of each subset's covariance
+    (1 / (n - f) normalisation), from the spectral norm of the centred rows."""
+    n = X.shape[0]
+    k = n - f
+    ok = finite_rows(X)
+    X64 = X.astype(np.float64)
+    best, rows = np.inf, np.arange(k)
+    for s in itertools.combinations(range(n), k):
+        if not ok[list(s)].all():
+            continue
+        Y = X64[list(s)] - X64[list(s)].mean(axis=0)
+        lam = float(np.linalg.norm(Y, 2)) ** 2 / k  # the top eigenvalue of Y'Y / k
+        if lam < best:
+            best, rows = lam, np.array(s)
+    return rows
+
+
+def smea(X: np.ndarray, f: int) -> np.ndarray:
+    return _subset_mean(X, smea_subset(X, f))
+
+
+def caf(X: np.ndarray, f: int, max_iter: int = 10_000) -> tuple[np.ndarray, int]:
+    """ByzFL's CAF loop with the exact top eigenpair of the (D, D) weighted covariance (the
+    eigenvector of the largest eigenvalue, NumPy's choice among equal ones); rows with a
+    non-finite entry start with weight 0. Returns (mean, steps)."""
+    n = X.shape[0]
+    ok = finite_rows(X)
+    X64 = np.where(ok[:, None], X.astype(np.float64), 0.0)
+    c = ok.astype(np.float64)
+    if not ok.any():
+        return mean(X), 0
+    csum = c.sum()
+    best_c, best_sum, best_val = c.copy(), csum, np.inf
+    steps = 0
+    while csum > n - 2 * f and steps < max_iter:
+        steps += 1
+        mu = (c[:, None] * X64).sum(axis=0) / csum
+        Y = X64 - mu
+        cov = (c[:, None] * Y).T @ Y / csum
+        w, V = np.linalg.eigh(cov)
+        lam, v = w[-1], V[:, -1]
+        if lam < best_val:
+            best_c, best_sum, best_val = c.copy(), csum, lam
+        tau = np.where(ok, (Y @ v) ** 2, 0.0)
+        tmax = tau.max()
+        if not (tmax > 0 and lam > 0):
+            break
+        c = c * (1 - tau / tmax)
+        nxt = c.sum()
+        if not nxt < csum:
+            break
+        csum = nxt
+    out = (best_c[:, None] * X64).sum(axis=0) / best_sum
+    return out.astype(X.dtype), steps
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ CALLS = {
         lambda X, **kw: agg.bulyan(X, 1, selection="multi_krum", **kw),
         "bulyan",
     ),
+    "mda": (lambda X, **kw: agg.mda(X, 2, **kw), "mda"),
+    "smea": (lambda X, **kw: agg.smea(X, 2, **kw), "smea"),
+    "caf": (lambda X, **kw: agg.caf(X, 2, **kw), "caf"),
 }
 NAMES = list(CALLS)
 

@@ -31,6 +31,9 @@ AGGREGATORS: dict[str, Callable[..., Any]] = {
     "bucketing": lambda X, t: agg.bucketing(X, 2, 7, threads=t),
     "clip": lambda X, t: agg.clip(X, 2.0, threads=t),
     "arc": lambda X, t: agg.arc(X, 3, threads=t),
+    "mda": lambda X, t: agg.mda(X, 3, threads=t),
+    "smea": lambda X, t: agg.smea(X, 3, threads=t),
+    "caf": lambda X, t: agg.caf(X, 3, threads=t),
     "nnm+trimmed_mean": lambda X, t: agg.get("nnm+trimmed_mean", f=3, threads=t)(X),
     "mean_weighted": lambda X, t: agg.mean(X, weights=np.arange(1.0, X.shape[0] + 1), threads=t),
     "multi_krum_weighted": lambda X, t: agg.multi_krum(

@@ -7,10 +7,12 @@ a kernel on every ISA up to the CPU's best and compares with the best one:
 - bit-identical for every kernel but the pairwise distances: the wider vectors keep the same
   lanes and the same order of operations, and the build never fuses ``a * b + c`` on its own
   (``-ffp-contract=off``), so the bytes a device sends do not depend on its CPU;
-- the pairwise distances (Krum, Multi-Krum, NNM), which are compute-bound, use fused
-  multiply-adds on x86-64-v3 and v4, so their distances differ from baseline's by rounding:
-  the selections (and so these rules' outputs) agree unless two candidates tie to the last
-  bits.
+- the pairwise distances (Krum, Multi-Krum, NNM, MDA, SMEA, CAF), which are compute-bound,
+  use fused multiply-adds on x86-64-v3 and v4, so their distances differ from baseline's by
+  rounding: the selections (and so the outputs of the selecting rules) agree unless two
+  candidates tie to the last bits; CAF, whose weights are continuous in the distances, agrees
+  to a tolerance (1e-9 relative in float64, 1e-4 in float32), and bit for bit between v3 and
+  v4.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ RULES: dict[str, Callable[[np.ndarray], Any]] = {
     "bulyan_multi_krum": lambda X: aggregators.bulyan(
         X, 0 if X.shape[0] < 7 else 1, selection="multi_krum"
     ),
+    "mda": lambda X: aggregators.mda(X, 1),
+    "smea": lambda X: aggregators.smea(X, 1),
 }
 
 
@@ -162,6 +166,8 @@ def test_aggregators_agree_across_isas(rule: str, shape: tuple[int, int], dtype:
         "bulyan",
         "closest",
         "closest_coordinate",
+        "mda",
+        "smea",
     ],
 )
 def test_hostile_rows_agree_across_isas(rule: str) -> None:
@@ -224,6 +230,25 @@ def test_coordinatewise_value_path_agrees_across_isas(rule: str, dtype: type) ->
         if rule == "median":
             zeros = results["baseline"][200:208]
             assert np.all(np.signbit(zeros[:4])), "all -0 columns keep -0"
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_caf_agrees_across_isas_to_rounding(shape: tuple[int, int], dtype: type) -> None:
+    # CAF's weights are a continuous function of the pairwise distances, which differ between
+    # the fused (v3, v4) and baseline kernels by rounding: the results agree to a tolerance, and
+    # exactly between ISAs that share the distance kernel's arithmetic.
+    rng = np.random.default_rng(sum(shape))
+    X = rng.standard_normal(shape).astype(dtype)
+    X[1] *= 30.0
+    X[3, 7] = np.nan
+    results = on_every_isa(lambda: aggregators.caf(X, 1))
+    best = results[ISAS[-1]]
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    for isa, r in results.items():
+        assert np.isfinite(r).all(), isa
+        np.testing.assert_allclose(r, best, rtol=tol, atol=tol, err_msg=f"{isa} vs {ISAS[-1]}")
+    if "x86-64-v3" in results:
+        assert_same({k: v for k, v in results.items() if k != "baseline"})
 
 
 COMPRESSORS = {

@@ -231,6 +231,19 @@ def check_rule(rule, out, x, honest, params, *, tight: bool) -> None:
         W = H.max(axis=0) - H.min(axis=0)
         widen = 0.0 if tight else f / beta * W
         assert in_box(out64, H, widen, tol), "bulyan bound"
+    elif rule in ("mda", "smea"):
+        # The selected n - f rows hold at least n - 2f >= 1 honest rows; their diameter is at
+        # most Delta (mda: the honest rows alone are a candidate) or sqrt(n - f) Delta (smea:
+        # diam^2 <= 2 (n - f) lambda_max <= 2 (n - f) lambda_max(honest) <= (n - f) Delta^2),
+        # so the mean is in the honest box widened by that. Poisoned rows are never selected.
+        widen = diameter(H) * (1.0 if rule == "mda" else np.sqrt(n - f))
+        assert in_box(out64, H, 0.0 if tight else widen * (1 + 1e-9), tol), f"{rule} bound"
+    elif rule == "caf":
+        # A weighted mean: in the box of the finite rows (overflow-sized ones included: a tiny
+        # weight left on one still moves the mean); non-finite rows have weight 0. Poisoned
+        # rows alone (tight): in the honest box.
+        P = x[np.isfinite(x).all(axis=1)].astype(np.float64)
+        assert in_box(out64, H if tight else P, 0.0, tol), "caf bound"
     else:  # a rule added to the registry needs its guarantee written here
         pytest.fail(f"no guarantee known for rule {rule!r}")
 

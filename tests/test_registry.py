@@ -173,3 +173,23 @@ def test_params_are_routed_by_signature(monkeypatch) -> None:
     Y = np.arange(12.0).reshape(4, 3)
     agg.get("clip+trimmed_mean", f=1, tau=5.0, threads=2)(Y)
     assert seen == {"f": 1, "threads": 2}
+
+
+def test_subset_rules_compose_with_pre_aggregations(X) -> None:
+    for rule in ("mda", "smea", "caf"):
+        assert rule in agg.available()["rules"]
+        np.testing.assert_array_equal(agg.get(rule, f=2)(X), getattr(agg, rule)(X, 2))
+        np.testing.assert_array_equal(
+            agg.get(f"nnm+{rule}", f=2)(X), getattr(agg, rule)(agg.nnm(X, 2), 2)
+        )
+        np.testing.assert_array_equal(
+            agg.get(f"bucketing+{rule}", s=2, f=1, seed=0)(X),
+            getattr(agg, rule)(agg.bucketing(X, 2, 0), 1),
+        )
+    np.testing.assert_array_equal(
+        agg.get("arc+caf", f=3, max_iter=5)(X), agg.caf(agg.arc(X, 3), 3, max_iter=5)
+    )
+    # The subset limit is reported with the failing stage.
+    with pytest.raises(ValueError, match=r"stage 1 'mda'.*C\(30, 14\)") as e:
+        agg.get("mda", f=14)(np.zeros((30, 2)))
+    assert e.value.argument == "f"

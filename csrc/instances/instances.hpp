@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "cyclad/codec.hpp"
 #include "cyclad/coding.hpp"
@@ -16,6 +17,7 @@
 #include "cyclad/coordinatewise.hpp"
 #include "cyclad/distance.hpp"
 #include "cyclad/vote.hpp"
+#include "cyclad/subset.hpp"
 
 // coordinatewise.cpp
 #define CYCLAD_COORDINATEWISE_KERNELS(EXTERN, T)                               \
@@ -45,6 +47,12 @@
   EXTERN template void clip<T>(MatrixView<T>, double, T*, int);                                \
   EXTERN template void arc<T>(MatrixView<T>, std::size_t, T*, int);
 
+// subset.cpp
+#define CYCLAD_SUBSET_KERNELS(EXTERN, T)                                                     \
+  EXTERN template void mda<T>(MatrixView<T>, std::size_t, T*, std::vector<std::size_t>&, int);  \
+  EXTERN template void smea<T>(MatrixView<T>, std::size_t, T*, std::vector<std::size_t>&, int); \
+  EXTERN template void caf<T>(MatrixView<T>, std::size_t, std::size_t, T*, std::size_t&, int);
+
 // coding.cpp
 #define CYCLAD_CODING_KERNELS(EXTERN, T)                                                      \
   EXTERN template void encode<T>(MatrixView<T>, const std::int64_t*, std::size_t, std::size_t, \
@@ -63,6 +71,8 @@ CYCLAD_COORDINATEWISE_KERNELS(extern, float)
 CYCLAD_COORDINATEWISE_KERNELS(extern, double)
 CYCLAD_DISTANCE_KERNELS(extern, float)
 CYCLAD_DISTANCE_KERNELS(extern, double)
+CYCLAD_SUBSET_KERNELS(extern, float)
+CYCLAD_SUBSET_KERNELS(extern, double)
 CYCLAD_CODING_KERNELS(extern, float)
 CYCLAD_CODING_KERNELS(extern, double)
 CYCLAD_CODEC_KERNELS(extern, float)

@@ -93,6 +93,19 @@ def bulyan(
     threads: int = 0,
 ) -> NDArray[np.floating]: ...
 
+# subset search and filtering: MDA and SMEA search at most max_subsets = C(n, f) subsets
+max_subsets: int
+
+def mda(
+    x: NDArray[np.floating], f: int, threads: int = 0
+) -> tuple[NDArray[np.floating], NDArray[np.int64]]: ...
+def smea(
+    x: NDArray[np.floating], f: int, threads: int = 0
+) -> tuple[NDArray[np.floating], NDArray[np.int64]]: ...
+def caf(
+    x: NDArray[np.floating], f: int, max_iter: int, threads: int = 0
+) -> tuple[NDArray[np.floating], int]: ...
+
 # compression (the wire format: docs/wire-format.md)
 wire_format: dict[str, Any]  # codes and limits: magic, version, kinds, dtypes, max_dim, ...
 

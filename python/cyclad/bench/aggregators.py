@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +83,9 @@ Fn = Callable[[], Any]
 
 # Rules whose cost is the pairwise distance pass: the whole call's time counts, so the rate is
 # a lower bound on the pass's own.
-PAIRWISE = frozenset({"krum", "multi_krum", "multi_krum_weighted", "bulyan", "bulyan_multi_krum"})
+PAIRWISE = frozenset(
+    {"krum", "multi_krum", "multi_krum_weighted", "bulyan", "bulyan_multi_krum", "mda", "smea", "caf"}
+)
 # Kernels that read X twice and write an (n, D) output: their floor is a read pass plus a copy
 # pass (column "x read + copy").
 WRITE_FLOOR = frozenset({"clip", "arc", "clip_out", "arc_out"})
@@ -126,11 +129,27 @@ def torch_trimmed_mean(torch: Any, t: Any, f: int) -> Any:
     return torch.sort(t, dim=0).values[f : n - f].mean(dim=0)
 
 
+# MDA and SMEA search all C(n, f) subsets: the bench gives them the largest f' <= f with
+# C(n, f') <= SUBSET_BENCH_MAX, and ByzFL's versions (a Python loop over the subsets; SMEA copies
+# the n - f' rows of each) run only while that stays small.
+SUBSET_BENCH_MAX = 20_000
+BYZFL_SMEA_MAX_COPY = 200_000_000  # C(n, f') (n - f') D elements copied
+
+
+def subset_f(n: int, f: int) -> int:
+    """The f the bench uses for MDA and SMEA at n rows (see SUBSET_BENCH_MAX)."""
+    g = min(f, (n - 1) // 2)
+    while g > 0 and math.comb(n, g) > SUBSET_BENCH_MAX:
+        g -= 1
+    return g
+
+
 def _cases(
     X: np.ndarray, f: int, tau: float, s: int
 ) -> list[tuple[str, str, Callable[[Any], Any]]]:
     """(rule name, call description, call(threads)) for every rule present in cyclad (looked up
     with getattr, so the bench runs before every rule has landed)."""
+    n_rows = X.shape[0]
     table: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
         ("mean", "mean(X)", (), {}),
         ("median", "median(X)", (), {}),
@@ -144,6 +163,9 @@ def _cases(
         ("clip", "clip(X, tau)", (tau,), {}),
         ("arc", f"arc(X, {f})", (f,), {}),
         ("bucketing", f"bucketing(X, {s}, 0)", (s, 0), {}),
+        ("mda", f"mda(X, {subset_f(n_rows, f)})", (subset_f(n_rows, f),), {}),
+        ("smea", f"smea(X, {subset_f(n_rows, f)})", (subset_f(n_rows, f),), {}),
+        ("caf", f"caf(X, {f})", (f,), {}),
     ]
     n, d = X.shape
     w = np.arange(1.0, n + 1.0)  # e.g. sample counts
@@ -250,7 +272,14 @@ def _byzfl_baselines(byz: Any, X: np.ndarray, f: int, tau: float, s: int) -> dic
         "clip": lambda: byz.Clipping(c=tau),
         "arc": lambda: byz.ARC(f),
         "bucketing": lambda: byz.Bucketing(s),
+        "caf": lambda: byz.CAF(f),
     }
+    n, d = X.shape
+    fs = subset_f(n, f)
+    if math.comb(n, fs) <= SUBSET_BENCH_MAX:
+        ctors["mda"] = lambda: byz.MDA(fs)
+    if math.comb(n, fs) * (n - fs) * d <= BYZFL_SMEA_MAX_COPY:
+        ctors["smea"] = lambda: byz.SMEA(fs)
     out: dict[str, Fn] = {}
     for name, ctor in ctors.items():
         try:
