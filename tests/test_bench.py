@@ -106,9 +106,12 @@ def test_aggregators_report(tiny_all: Path) -> None:
     # The write floor: every copy pass is set against the read pass of the same size, and the
     # kernels that read twice and write once carry their ratio to read + copy.
     copies = [r for r in recs if r["name"] == "copy_pass"]
-    assert copies and all(r["read_ratio"] is not None and r["seconds"] > 0 for r in copies)
+    assert copies
+    assert all(r["read_ratio"] is not None for r in copies)
+    assert all(r["seconds"] > 0 for r in copies)
     floored = [r for r in kernels if r["name"] in ("clip", "arc", "clip_out", "arc_out")]
-    assert floored and all(float(r["extra"]["x read + copy"]) > 0 for r in floored)
+    assert floored
+    assert all(float(r["extra"]["x read + copy"]) > 0 for r in floored)
     assert not any("x read + copy" in r["extra"] for r in kernels if r not in floored)
     assert all(r["read_ratio"] is not None for r in kernels)
     assert any("numpy" in r["baselines"] for r in kernels)
@@ -294,8 +297,8 @@ def test_copy_pass_refuses_bad_buffers() -> None:
         _core.copy_pass(buf[::2], np.zeros(32, dtype=np.float64))
     with pytest.raises(ValueError, match="overlap"):
         _core.copy_pass(buf[:32], buf[16:48])
+    raw = bytearray(80)
     with pytest.raises(ValueError, match="aligned"):
-        raw = bytearray(80)
         _core.copy_pass(np.frombuffer(raw, np.uint8, 64, 1), np.zeros(64, dtype=np.uint8))
     ro = np.zeros(64, dtype=np.float64)
     ro.flags.writeable = False

@@ -43,10 +43,10 @@ from cyclad.bench._harness import (
     Report,
     Settings,
     Timing,
+    copy_pass,
     grouped_tables,
     measure,
     peers,
-    copy_pass,
     read_pass,
     set_efficiency,
     settle,
@@ -84,7 +84,16 @@ Fn = Callable[[], Any]
 # Rules whose cost is the pairwise distance pass: the whole call's time counts, so the rate is
 # a lower bound on the pass's own.
 PAIRWISE = frozenset(
-    {"krum", "multi_krum", "multi_krum_weighted", "bulyan", "bulyan_multi_krum", "mda", "smea", "caf"}
+    {
+        "krum",
+        "multi_krum",
+        "multi_krum_weighted",
+        "bulyan",
+        "bulyan_multi_krum",
+        "mda",
+        "smea",
+        "caf",
+    }
 )
 # Kernels that read X twice and write an (n, D) output: their floor is a read pass plus a copy
 # pass (column "x read + copy").
@@ -441,8 +450,16 @@ def bench_size(
         cp = copy_pass(X, dst, threads, budget)
         del dst
         records.append(
-            Record(AREA, "copy_pass", dict(params), threads, cp, X.nbytes, rp,
-                   extra={"call": "X into a buffer of its size"})
+            Record(
+                AREA,
+                "copy_pass",
+                dict(params),
+                threads,
+                cp,
+                X.nbytes,
+                rp,
+                extra={"call": "X into a buffer of its size"},
+            )
         )
         floor = rp.median + cp.median
         for rec in pending:
