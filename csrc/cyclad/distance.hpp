@@ -263,17 +263,32 @@ CYCLAD_ALWAYS_INLINE void accumulate_sq_dist(const double* CYCLAD_RESTRICT a,
   fold_chains(part, acc);
 }
 
-/// Bytes ahead of a single row stream that its software prefetches reach.
-inline constexpr std::size_t kRowAhead = 4096;
-
-/// Prefetch the line at p into the cache (a prefetch never faults, even past an array's end).
-CYCLAD_ALWAYS_INLINE void prefetch_ahead(const void* p) {
+/// Prefetch `len` coordinates of n rows starting at column c0 (the next chunk), so the rows
+/// stream in while the current chunk is computed; the hardware prefetchers do not keep up with
+/// n concurrent strided streams.
+template <typename T>
+inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::size_t c0,
+                          std::size_t len, const unsigned char* skip = nullptr) {
 #if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 3);
+  constexpr std::size_t step = 64 / sizeof(T);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (skip != nullptr && skip[i]) continue;
+    const T* r = x + i * stride + c0;
+    for (std::size_t k = 0; k < len; k += step) {
+      // GCC treats a prefetch as free of side effects and, at -O2 and above (-ffinite-loops),
+      // deletes a loop of nothing else: every prefetch of these kernels was gone (measured:
+      // Krum at n=20, D=1e6 took twice as long). The empty volatile asm keeps the loop.
+      __asm__ volatile("");
+      __builtin_prefetch(r + k, 0, 3);
+    }
+  }
 #else
-  (void)p;
+  (void)x, (void)n, (void)stride, (void)c0, (void)len, (void)skip;
 #endif
 }
+
+/// Bytes ahead of a single row stream that its software prefetches reach.
+inline constexpr std::size_t kRowAhead = 4096;
 
 /// The sums of accumulate_sq_dist(row * scale, z * scale) and accumulate_flag(row * scale)
 /// over a chunk of `padded` coordinates, read straight from the row of T values and from z:
@@ -303,9 +318,7 @@ CYCLAD_ALWAYS_INLINE void point_row_sums(const T* CYCLAD_RESTRICT r, const doubl
       if (h == 0) {
         // The loads of one row stream alone keep too few lines in flight: prefetch ahead,
         // every line of the group once.
-        for (std::size_t b = 0; b < kPad * sizeof(T); b += 64) {
-          prefetch_ahead(reinterpret_cast<const char*>(r + k) + kRowAhead + b);
-        }
+        prefetch_rows(r, 1, 0, k + kRowAhead / sizeof(T), kPad);
       }
       for (std::size_t q = 0; q < Q; ++q) {
         const std::size_t o = k + (h * Q + q) * W;
@@ -417,30 +430,6 @@ CYCLAD_ALWAYS_INLINE void sq_dist_pairs(const double* const* a, const double* co
       CYCLAD_NSTORE(I, t, CYCLAD_NLOAD(I, t) + s[p]);
     }
   }
-}
-
-/// Prefetch `len` coordinates of n rows starting at column c0 (the next chunk), so the rows
-/// stream in while the current chunk is computed; the hardware prefetchers do not keep up with
-/// n concurrent strided streams.
-template <typename T>
-inline void prefetch_rows(const T* x, std::size_t n, std::size_t stride, std::size_t c0,
-                          std::size_t len, const unsigned char* skip = nullptr) {
-#if defined(__GNUC__) || defined(__clang__)
-  constexpr std::size_t step = 64 / sizeof(T);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (skip != nullptr && skip[i]) continue;
-    const T* r = x + i * stride + c0;
-    for (std::size_t k = 0; k < len; k += step) {
-      // GCC treats a prefetch as free of side effects and, at -O2 and above (-ffinite-loops),
-      // deletes a loop of nothing else: every prefetch of these kernels was gone (measured:
-      // Krum at n=20, D=1e6 took twice as long). The empty volatile asm keeps the loop.
-      __asm__ volatile("");
-      __builtin_prefetch(r + k, 0, 3);
-    }
-  }
-#else
-  (void)x, (void)n, (void)stride, (void)c0, (void)len, (void)skip;
-#endif
 }
 
 /// Index of pair (i, j), i < j, in the row-major upper triangle of an n x n matrix.
@@ -901,6 +890,12 @@ CYCLAD_KERNEL void set_means_block(const T* CYCLAD_RESTRICT x, std::size_t strid
 template <typename T>
 void set_means(MatrixView<T> x, const std::vector<std::vector<std::size_t>>& sets, T* out,
                int threads) {
+  if (sets.size() == 1) {
+    // One set (Multi-Krum, MDA, SMEA, closest, a single bucket): the rows stream through the
+    // mean's kernel, the same sums in the same order without the conversion buffer.
+    rows_mean(x, sets[0].data(), sets[0].size(), out, threads);
+    return;
+  }
   const SetProgram prog = plan_sets(x.n, sets);
   const std::size_t nodes = x.n + prog.left.size() + 1;
   const std::size_t chunk = chunk_for(nodes, 16384);
@@ -1336,9 +1331,7 @@ void multi_krum(MatrixView<T> x, std::size_t q, std::size_t m, const double* w, 
   if (w != nullptr) {
     detail::weighted_rows_mean(x, rows.data(), rows.size(), w, out, threads);
   } else {
-    // The rows stream through mean's kernel (same sums as set_means of one set, in the same
-    // order, without its conversion buffer).
-    detail::rows_mean(x, rows.data(), rows.size(), out, threads);
+    detail::set_means(x, {rows}, out, threads);
   }
 }
 
