@@ -40,46 +40,82 @@ template <typename T, typename Row>
   return static_cast<double>(acc / static_cast<long double>(n));
 }
 
+/// Rows folded into the accumulators per sweep of mean_block.
+inline constexpr std::size_t kMeanRows = 8;
+
+/// One sweep of mean_block over coordinates [0, len) of the R rows p[0], ..., p[R - 1]
+/// (already offset to the block), added in row order. First: the sweep starts the sums (no
+/// accumulator read); Last: it writes the means s / n to out (and, for double, keeps the sums
+/// in acc for the overflow check).
+template <std::size_t R, bool First, bool Last, typename T>
+CYCLAD_KERNEL void mean_sweep(const T* const* p, std::size_t len, double inv,
+                              double* CYCLAD_RESTRICT acc, T* CYCLAD_RESTRICT out) {
+  const T* CYCLAD_RESTRICT q[R];
+  for (std::size_t k = 0; k < R; ++k) q[k] = p[k];
+  // R row streams, each restarting the hardware prefetcher at every page: prefetch each a few
+  // lines ahead, one prefetch per 64-byte line (a prefetch past the row's end does not fault).
+  constexpr std::size_t kLine = 64 / sizeof(T), kAhead = 2048 / sizeof(T);
+  for (std::size_t j0 = 0; j0 < len; j0 += kLine) {
+    __asm__ volatile("");
+#pragma GCC unroll 8
+    for (std::size_t k = 0; k < R; ++k) __builtin_prefetch(q[k] + j0 + kAhead);
+    const std::size_t j1 = std::min(len, j0 + kLine);
+    for (std::size_t j = j0; j < j1; ++j) {
+      double s = First ? static_cast<double>(q[0][j]) : acc[j] + static_cast<double>(q[0][j]);
+#pragma GCC unroll 8
+      for (std::size_t k = 1; k < R; ++k) s += static_cast<double>(q[k][j]);
+      if constexpr (Last) {
+        out[j] = static_cast<T>(s * inv);
+        if constexpr (sizeof(T) == sizeof(double)) acc[j] = s;
+      } else {
+        acc[j] = s;
+      }
+    }
+  }
+}
+
+/// mean_sweep with a run-time row count r in [1, kMeanRows].
+template <bool First, bool Last, typename T>
+CYCLAD_KERNEL void mean_sweep_n(std::size_t r, const T* const* p, std::size_t len, double inv,
+                                double* acc, T* out) {
+  switch (r) {
+    case 1: return mean_sweep<1, First, Last>(p, len, inv, acc, out);
+    case 2: return mean_sweep<2, First, Last>(p, len, inv, acc, out);
+    case 3: return mean_sweep<3, First, Last>(p, len, inv, acc, out);
+    case 4: return mean_sweep<4, First, Last>(p, len, inv, acc, out);
+    case 5: return mean_sweep<5, First, Last>(p, len, inv, acc, out);
+    case 6: return mean_sweep<6, First, Last>(p, len, inv, acc, out);
+    case 7: return mean_sweep<7, First, Last>(p, len, inv, acc, out);
+    default: return mean_sweep<kMeanRows, First, Last>(p, len, inv, acc, out);
+  }
+}
+
 /// Mean over coordinates [lo, hi) of the n rows row(0), ..., row(n - 1) (pointers to column 0).
 template <Isa I, typename T, typename Row>
 CYCLAD_KERNEL void mean_block(const Row& row, std::size_t n, std::size_t lo, std::size_t hi,
                               T* CYCLAD_RESTRICT out, double* CYCLAD_RESTRICT acc) {
   // Accumulate rows in double, in a fixed order per coordinate: the sum is the same for any
   // partition, and float32 rows near the float32 maximum cannot overflow.
-  // Four rows per sweep of the accumulators (added in row order, so the order per coordinate is
-  // still rows 0, 1, 2, ...): a quarter of the accumulator loads and stores.
+  // Up to kMeanRows rows per sweep of the accumulators (added in row order, so the order per
+  // coordinate is still rows 0, 1, 2, ...); the first sweep starts the sums and the last writes
+  // the means: ceil(n / kMeanRows) sweeps in all, one when n <= kMeanRows.
   const std::size_t len = hi - lo;
-  const T* CYCLAD_RESTRICT first = row(0) + lo;
-  for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(first[j]);
-  std::size_t i = 1;
-  for (; i + 4 <= n; i += 4) {
-    const T* CYCLAD_RESTRICT r0 = row(i) + lo;
-    const T* CYCLAD_RESTRICT r1 = row(i + 1) + lo;
-    const T* CYCLAD_RESTRICT r2 = row(i + 2) + lo;
-    const T* CYCLAD_RESTRICT r3 = row(i + 3) + lo;
-    // Four row streams, each restarting the hardware prefetcher at every page: prefetch each
-    // a few lines ahead, one prefetch per 64-byte line.
-    constexpr std::size_t kLine = 64 / sizeof(T), kAhead = 2048 / sizeof(T);
-    for (std::size_t j0 = 0; j0 < len; j0 += kLine) {
-      __asm__ volatile("");
-      __builtin_prefetch(r0 + j0 + kAhead);  // a prefetch past the row's end does not fault
-      __builtin_prefetch(r1 + j0 + kAhead);
-      __builtin_prefetch(r2 + j0 + kAhead);
-      __builtin_prefetch(r3 + j0 + kAhead);
-      const std::size_t j1 = std::min(len, j0 + kLine);
-      for (std::size_t j = j0; j < j1; ++j) {
-        acc[j] = (((acc[j] + static_cast<double>(r0[j])) + static_cast<double>(r1[j])) +
-                  static_cast<double>(r2[j])) +
-                 static_cast<double>(r3[j]);
-      }
+  const double inv = 1.0 / static_cast<double>(n);
+  const T* p[kMeanRows];
+  for (std::size_t i = 0; i < n; i += kMeanRows) {
+    const std::size_t r = std::min(kMeanRows, n - i);
+    for (std::size_t k = 0; k < r; ++k) p[k] = row(i + k) + lo;
+    const bool first = i == 0, last = i + r == n;
+    if (first && last) {
+      mean_sweep_n<true, true>(r, p, len, inv, acc, out + lo);
+    } else if (first) {
+      mean_sweep_n<true, false>(r, p, len, inv, acc, out + lo);
+    } else if (last) {
+      mean_sweep_n<false, true>(r, p, len, inv, acc, out + lo);
+    } else {
+      mean_sweep_n<false, false>(r, p, len, inv, acc, out + lo);
     }
   }
-  for (; i < n; ++i) {
-    const T* r = row(i) + lo;
-    for (std::size_t j = 0; j < len; ++j) acc[j] += static_cast<double>(r[j]);
-  }
-  const double inv = 1.0 / static_cast<double>(n);
-  for (std::size_t j = 0; j < len; ++j) out[lo + j] = static_cast<T>(acc[j] * inv);
   if constexpr (sizeof(T) == sizeof(double)) {
     // A sum of finite doubles can overflow; redo such coordinates in long double (an infinite
     // input keeps its infinite sum there too, and NaN stays NaN without this branch).
