@@ -44,14 +44,26 @@ template <typename T, typename Row>
 inline constexpr std::size_t kMeanRows = 8;
 
 /// One sweep of mean_block over coordinates [0, len) of the R rows p[0], ..., p[R - 1]
-/// (already offset to the block), added in row order. First: the sweep starts the sums (no
-/// accumulator read); Last: it writes the means s / n to out (and, for double, keeps the sums
-/// in acc for the overflow check).
-template <std::size_t R, bool First, bool Last, typename T>
-CYCLAD_KERNEL void mean_sweep(const T* const* p, std::size_t len, double inv,
+/// (already offset to the block), added in row order; when Weighted, row k's values times
+/// w[k]. First: the sweep starts the sums (no accumulator read); Last: it writes the means to
+/// out, s * c (c = 1 / n) or, when Weighted, s / c (c = the weight sum), and, for double,
+/// keeps the sums in acc for the overflow check.
+template <std::size_t R, bool First, bool Last, bool Weighted, typename T>
+CYCLAD_KERNEL void mean_sweep(const T* const* p, const double* w, std::size_t len, double c,
                               double* CYCLAD_RESTRICT acc, T* CYCLAD_RESTRICT out) {
   const T* CYCLAD_RESTRICT q[R];
-  for (std::size_t k = 0; k < R; ++k) q[k] = p[k];
+  double wk[R];
+  for (std::size_t k = 0; k < R; ++k) {
+    q[k] = p[k];
+    wk[k] = Weighted ? w[k] : 1.0;
+  }
+  const auto term = [&](std::size_t k, std::size_t j) CYCLAD_INLINE_LAMBDA {
+    if constexpr (Weighted) {
+      return static_cast<double>(q[k][j]) * wk[k];
+    } else {
+      return static_cast<double>(q[k][j]);
+    }
+  };
   // R row streams, each restarting the hardware prefetcher at every page: prefetch each a few
   // lines ahead, one prefetch per 64-byte line (a prefetch past the row's end does not fault).
   constexpr std::size_t kLine = 64 / sizeof(T), kAhead = 2048 / sizeof(T);
@@ -61,11 +73,15 @@ CYCLAD_KERNEL void mean_sweep(const T* const* p, std::size_t len, double inv,
     for (std::size_t k = 0; k < R; ++k) __builtin_prefetch(q[k] + j0 + kAhead);
     const std::size_t j1 = std::min(len, j0 + kLine);
     for (std::size_t j = j0; j < j1; ++j) {
-      double s = First ? static_cast<double>(q[0][j]) : acc[j] + static_cast<double>(q[0][j]);
+      double s = First ? term(0, j) : acc[j] + term(0, j);
 #pragma GCC unroll 8
-      for (std::size_t k = 1; k < R; ++k) s += static_cast<double>(q[k][j]);
+      for (std::size_t k = 1; k < R; ++k) s += term(k, j);
       if constexpr (Last) {
-        out[j] = static_cast<T>(s * inv);
+        if constexpr (Weighted) {
+          out[j] = static_cast<T>(s / c);
+        } else {
+          out[j] = static_cast<T>(s * c);
+        }
         if constexpr (sizeof(T) == sizeof(double)) acc[j] = s;
       } else {
         acc[j] = s;
@@ -75,18 +91,42 @@ CYCLAD_KERNEL void mean_sweep(const T* const* p, std::size_t len, double inv,
 }
 
 /// mean_sweep with a run-time row count r in [1, kMeanRows].
-template <bool First, bool Last, typename T>
-CYCLAD_KERNEL void mean_sweep_n(std::size_t r, const T* const* p, std::size_t len, double inv,
-                                double* acc, T* out) {
+template <bool First, bool Last, bool Weighted, typename T>
+CYCLAD_KERNEL void mean_sweep_n(std::size_t r, const T* const* p, const double* w,
+                                std::size_t len, double c, double* acc, T* out) {
   switch (r) {
-    case 1: return mean_sweep<1, First, Last>(p, len, inv, acc, out);
-    case 2: return mean_sweep<2, First, Last>(p, len, inv, acc, out);
-    case 3: return mean_sweep<3, First, Last>(p, len, inv, acc, out);
-    case 4: return mean_sweep<4, First, Last>(p, len, inv, acc, out);
-    case 5: return mean_sweep<5, First, Last>(p, len, inv, acc, out);
-    case 6: return mean_sweep<6, First, Last>(p, len, inv, acc, out);
-    case 7: return mean_sweep<7, First, Last>(p, len, inv, acc, out);
-    default: return mean_sweep<kMeanRows, First, Last>(p, len, inv, acc, out);
+    case 1: return mean_sweep<1, First, Last, Weighted>(p, w, len, c, acc, out);
+    case 2: return mean_sweep<2, First, Last, Weighted>(p, w, len, c, acc, out);
+    case 3: return mean_sweep<3, First, Last, Weighted>(p, w, len, c, acc, out);
+    case 4: return mean_sweep<4, First, Last, Weighted>(p, w, len, c, acc, out);
+    case 5: return mean_sweep<5, First, Last, Weighted>(p, w, len, c, acc, out);
+    case 6: return mean_sweep<6, First, Last, Weighted>(p, w, len, c, acc, out);
+    case 7: return mean_sweep<7, First, Last, Weighted>(p, w, len, c, acc, out);
+    default: return mean_sweep<kMeanRows, First, Last, Weighted>(p, w, len, c, acc, out);
+  }
+}
+
+/// The sweeps of a (weighted) mean over a block of `len` coordinates: rows row(0), ...,
+/// row(n - 1) (already offset to the block), kMeanRows per sweep, the first sweep starting the
+/// sums and the last writing the means (ceil(n / kMeanRows) sweeps in all).
+template <bool Weighted, typename T, typename Row>
+CYCLAD_KERNEL void mean_sweeps(const Row& row, const double* w, std::size_t n, std::size_t len,
+                               double c, double* acc, T* out) {
+  const T* p[kMeanRows];
+  for (std::size_t i = 0; i < n; i += kMeanRows) {
+    const std::size_t r = std::min(kMeanRows, n - i);
+    for (std::size_t k = 0; k < r; ++k) p[k] = row(i + k);
+    const double* wi = Weighted ? w + i : nullptr;
+    const bool first = i == 0, last = i + r == n;
+    if (first && last) {
+      mean_sweep_n<true, true, Weighted>(r, p, wi, len, c, acc, out);
+    } else if (first) {
+      mean_sweep_n<true, false, Weighted>(r, p, wi, len, c, acc, out);
+    } else if (last) {
+      mean_sweep_n<false, true, Weighted>(r, p, wi, len, c, acc, out);
+    } else {
+      mean_sweep_n<false, false, Weighted>(r, p, wi, len, c, acc, out);
+    }
   }
 }
 
@@ -101,21 +141,8 @@ CYCLAD_KERNEL void mean_block(const Row& row, std::size_t n, std::size_t lo, std
   // the means: ceil(n / kMeanRows) sweeps in all, one when n <= kMeanRows.
   const std::size_t len = hi - lo;
   const double inv = 1.0 / static_cast<double>(n);
-  const T* p[kMeanRows];
-  for (std::size_t i = 0; i < n; i += kMeanRows) {
-    const std::size_t r = std::min(kMeanRows, n - i);
-    for (std::size_t k = 0; k < r; ++k) p[k] = row(i + k) + lo;
-    const bool first = i == 0, last = i + r == n;
-    if (first && last) {
-      mean_sweep_n<true, true>(r, p, len, inv, acc, out + lo);
-    } else if (first) {
-      mean_sweep_n<true, false>(r, p, len, inv, acc, out + lo);
-    } else if (last) {
-      mean_sweep_n<false, true>(r, p, len, inv, acc, out + lo);
-    } else {
-      mean_sweep_n<false, false>(r, p, len, inv, acc, out + lo);
-    }
-  }
+  const auto at = [&](std::size_t i) CYCLAD_INLINE_LAMBDA { return row(i) + lo; };
+  mean_sweeps<false, T>(at, nullptr, n, len, inv, acc, out + lo);
   if constexpr (sizeof(T) == sizeof(double)) {
     // A sum of finite doubles can overflow; redo such coordinates in long double (an infinite
     // input keeps its infinite sum there too, and NaN stays NaN without this branch).
@@ -1441,17 +1468,10 @@ CYCLAD_KERNEL void weighted_mean_block(const T* CYCLAD_RESTRICT x, std::size_t s
                                        double psum, std::size_t lo, std::size_t hi,
                                        T* CYCLAD_RESTRICT out, double* CYCLAD_RESTRICT acc) {
   const std::size_t len = hi - lo;
-  {
-    const T* CYCLAD_RESTRICT r0 = x + rows[0] * stride + lo;
-    const double w0 = p[0];
-    for (std::size_t j = 0; j < len; ++j) acc[j] = static_cast<double>(r0[j]) * w0;
-  }
-  for (std::size_t r = 1; r < nr; ++r) {
-    const T* CYCLAD_RESTRICT rr = x + rows[r] * stride + lo;
-    const double w = p[r];
-    for (std::size_t j = 0; j < len; ++j) acc[j] += static_cast<double>(rr[j]) * w;
-  }
-  for (std::size_t j = 0; j < len; ++j) out[lo + j] = static_cast<T>(acc[j] / psum);
+  // The mean's sweeps, each row's values times its weight: the same terms, added in the
+  // same order, as one sweep per row.
+  const auto at = [&](std::size_t r) CYCLAD_INLINE_LAMBDA { return x + rows[r] * stride + lo; };
+  mean_sweeps<true, T>(at, p, nr, len, psum, acc, out + lo);
   if constexpr (sizeof(T) == sizeof(double)) {
     // A double sum of finite terms can overflow although the mean is finite: redo such
     // coordinates in long double (non-finite inputs keep their Inf / NaN).
