@@ -52,14 +52,10 @@ template <std::size_t R, bool First, bool Last, bool Weighted, typename T>
 CYCLAD_KERNEL void mean_sweep(const T* const* p, const double* w, std::size_t len, double c,
                               double* CYCLAD_RESTRICT acc, T* CYCLAD_RESTRICT out) {
   const T* CYCLAD_RESTRICT q[R];
-  double wk[R];
-  for (std::size_t k = 0; k < R; ++k) {
-    q[k] = p[k];
-    wk[k] = Weighted ? w[k] : 1.0;
-  }
+  for (std::size_t k = 0; k < R; ++k) q[k] = p[k];
   const auto term = [&](std::size_t k, std::size_t j) CYCLAD_INLINE_LAMBDA {
     if constexpr (Weighted) {
-      return static_cast<double>(q[k][j]) * wk[k];
+      return static_cast<double>(q[k][j]) * w[k];
     } else {
       return static_cast<double>(q[k][j]);
     }

@@ -568,7 +568,7 @@ CYCLAD_KERNEL void point_dist_rows(const T* CYCLAD_RESTRICT x, std::size_t n,
 }
 
 /// Vectors per step of affine_step_block's update (independent chains over the rows).
-inline constexpr std::size_t kComboVecs = 8;
+inline constexpr std::size_t kAffineVecs = 8;
 
 /// One kReduceBlock of an affine step, in place on z over [lo, hi):
 ///   z_new = alpha * z + sum_{i in act} beta_i * x_i   (summed in the order of act)
@@ -615,11 +615,11 @@ CYCLAD_KERNEL void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
       // Lanes and chains of accumulate_sq_dist for the two sums: the sums of coordinate
       // position p (mod kPad) accumulate in pm[p] / pn[p] over the kPad groups in order, so the
       // bits do not depend on how many vectors a step takes. Every coordinate of z is updated
-      // exactly once. kComboVecs vectors per step: that many independent multiply-add chains
+      // exactly once. kAffineVecs vectors per step: that many independent multiply-add chains
       // over the rows (four chains waited on the add latency at every row: measured 1.3x
       // slower on AVX2), and still few enough for the 16 registers of AVX2.
       using V = typename Simd<I>::V;
-      constexpr std::size_t W = Simd<I>::W, G = kComboVecs * W;
+      constexpr std::size_t W = Simd<I>::W, G = kAffineVecs * W;
       alignas(64) double pm[kPad] = {}, pn[kPad] = {};
       const auto step = [&](std::size_t off, auto count) CYCLAD_INLINE_LAMBDA {
         constexpr std::size_t Q = decltype(count)::value;
@@ -649,10 +649,10 @@ CYCLAD_KERNEL void affine_step_block(const T* CYCLAD_RESTRICT x, std::size_t n,
       // padded is a multiple of kPad; G is kPad (AVX2), kPad / 2 (baseline) or 2 kPad
       // (AVX-512: a last single kPad group takes half a step).
       std::size_t off = 0;
-      for (; off + G <= padded; off += G) step(off, std::integral_constant<std::size_t, kComboVecs>{});
-      for (; off < padded; off += kPad) {
-        step(off, std::integral_constant<std::size_t, kPad / W>{});
+      for (; off + G <= padded; off += G) {
+        step(off, std::integral_constant<std::size_t, kAffineVecs>{});
       }
+      for (; off < padded; off += kPad) step(off, std::integral_constant<std::size_t, kPad / W>{});
       fold_chains(pm, acc + n * kDistLanes);
       fold_chains(pn, acc + (n + 1) * kDistLanes);
     }
