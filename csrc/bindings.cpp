@@ -475,7 +475,8 @@ void bind_aggregators(py::module_& m) {
 
 template <typename T>
 CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment,
-                      const CArray<T>& weights, int threads) {
+                      const CArray<T>& weights, const std::optional<CArray<T>>& out,
+                      int threads) {
   auto g = matrix_arg(G, "G");
   require_aligned(assignment, "assignment");
   require_aligned(weights, "weights");
@@ -496,14 +497,16 @@ CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment
   }
   const std::int64_t* a = assignment.data();
   const T* w = weights.data();
-  return released(CArray<T>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(g.d)}),
+  if (n == 0) throw std::invalid_argument("assignment must be a non-empty (n, d) matrix");
+  return released(rows_out_or(g, n, out),
                   [&](T* o) { k::encode<T>(g, a, n, d, w, per_row, o, threads); });
 }
 
 void bind_coding(py::module_& m) {
   def_float(m, "encode", CYCLAD_IMPL(encode_impl), py::arg("G").noconvert(),
             py::arg("assignment").noconvert(), py::arg("weights").noconvert(),
-            py::arg("threads") = 0, "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
+            py::arg("out").noconvert().none(true) = py::none(), py::arg("threads") = 0,
+            "Cyclic encoding z_i = sum_j w_ij G[a_ij].");
 }
 
 // ============================================================================================

@@ -218,6 +218,54 @@ def test_encode_bit_identical_across_threads(rng, dt) -> None:
     assert_encode_close(base, G, a, w)
 
 
+@pytest.mark.parametrize("D", [97, 210_011])
+def test_encode_into_out(rng, dtype, threads, D) -> None:
+    # n != N and a (20, 210_011) float32 output (> 16 MiB): the streaming-store path writes
+    # into the caller's buffer too.
+    G = rng.standard_normal((23, D)).astype(dtype)
+    a = coding.CyclicCode(23, 4, seed=2).assignment(1)[:20]
+    w = rng.uniform(-1, 1, size=(20, 4))
+    out = np.full((20, D), np.nan, dtype=dtype)
+    res = coding.encode(G, a, w, out=out, threads=threads)
+    assert res is out
+    np.testing.assert_array_equal(out, coding.encode(G, a, w, threads=threads))
+    full = coding.CyclicCode(23, 4, seed=2)
+    buf = np.empty((23, D), dtype=dtype)
+    assert full.encode(G, 1, out=buf, threads=threads) is buf
+    np.testing.assert_array_equal(buf, full.encode(G, 1, threads=threads))
+
+
+def test_encode_out_is_checked(rng) -> None:
+    G = rng.standard_normal((5, 8))
+    a = coding.CyclicCode(5, 2).assignment(0)
+    bad = {
+        "dtype": np.zeros((5, 8), np.float32),
+        "shape": np.zeros((5, 9)),
+        "C-contiguous": np.zeros((8, 5)).T,
+        "share memory": G,
+    }
+    for what, out in bad.items():
+        with pytest.raises((coding.ArgumentError, coding.ArgumentTypeError), match=what) as e:
+            coding.encode(G, a, out=out)
+        assert e.value.argument == "out"
+    ro = np.zeros((5, 8))
+    ro.flags.writeable = False
+    with pytest.raises(coding.ArgumentError, match="writable"):
+        coding.encode(G, a, out=ro)
+    with pytest.raises(coding.ArgumentTypeError, match="G a NumPy array"):
+        coding.encode(G.tolist(), a, out=np.zeros((5, 8)))
+    # The C++ layer checks too, for direct calls; nothing is written on a rejected call.
+    w = np.full(2, 0.5)
+    with pytest.raises(ValueError, match="share memory"):
+        _core.encode(G, a, w, out=G)
+    with pytest.raises(ValueError, match="shape"):
+        _core.encode(G, a, w, out=np.zeros((4, 8)))
+    keep = np.full((5, 8), 7.0)
+    with pytest.raises(ValueError, match=r"\[0, N\)"):
+        _core.encode(G, np.array([[0, 9]] * 5, dtype=np.int64), w, out=keep)
+    assert np.all(keep == 7.0)
+
+
 def test_encode_does_not_modify_inputs(rng) -> None:
     G = rng.standard_normal((6, 1000))
     a = coding.CyclicCode(6, 3).assignment(0)

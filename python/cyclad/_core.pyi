@@ -21,6 +21,7 @@ def encode(
     G: NDArray[np.floating],
     assignment: NDArray[np.int64],
     weights: NDArray[np.floating],
+    out: NDArray[np.floating] | None = None,
     threads: int = 0,
 ) -> NDArray[np.floating]: ...
 def read_pass(buffer: object, threads: int = 0) -> int: ...

@@ -268,6 +268,36 @@ def check_float(
     return v
 
 
+def check_out(
+    out: Any, x: NDArray[Any], given: Any, shape: tuple[int, ...], name: str = "X"
+) -> None:
+    """Raise unless ``out`` can receive a result of ``shape`` and ``x``'s dtype in place.
+
+    ``given`` is the caller's input ``name`` as passed, ``x`` its array after the dtype policy:
+    both must be NumPy arrays (a torch tensor or a list would be converted, so a result written
+    into ``out`` would not reach the caller's object), and ``out`` must be C-contiguous,
+    aligned, writable and share no memory with ``x``.
+    """
+    if not isinstance(given, np.ndarray) or not isinstance(out, np.ndarray):
+        msg = (
+            f"out must be a NumPy array and {name} a NumPy array, got {type(out).__name__} "
+            f"for out and {type(given).__name__} for {name}"
+        )
+        raise ArgumentTypeError(msg, argument="out")
+    if out.dtype != x.dtype:
+        msg = f"out must have {name}'s dtype {x.dtype}, got {out.dtype}"
+        raise ArgumentTypeError(msg, argument="out")
+    if out.shape != shape:
+        msg = f"out must have shape {shape}, got {out.shape}"
+        raise ArgumentError(msg, argument="out")
+    if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
+        msg = "out must be C-contiguous, aligned and writable"
+        raise ArgumentError(msg, argument="out")
+    if np.may_share_memory(out, x):
+        msg = f"out must not share memory with {name}"
+        raise ArgumentError(msg, argument="out")
+
+
 def check_threads(threads: Any) -> int:
     """Map the public ``threads`` argument to the kernels' convention (0 = all cores)."""
     if threads is None:

@@ -127,6 +127,7 @@ from cyclad._validation import (
     as_matrix,
     check_float,
     check_int,
+    check_out,
     check_threads,
 )
 
@@ -1037,34 +1038,9 @@ def nnm(X: Any, f: int, *, out: Any = None, threads: int | None = None) -> Any:
     f = _check_f(f, x.shape[0], 1, "nnm")
     if out is None:
         return wrap(_core.nnm(x, f, threads=check_threads(threads)))
-    _check_out(out, x, X)
+    check_out(out, x, X, x.shape)
     _core.nnm(x, f, out=out, threads=check_threads(threads))
     return out
-
-
-def _check_out(out: Any, x: NDArray[Any], X: Any) -> None:
-    """Raise unless ``out`` can receive an (n, D) result of ``x``'s dtype in place."""
-    if not isinstance(X, np.ndarray) or not isinstance(out, np.ndarray):
-        msg = (
-            f"out must be a NumPy array and X a NumPy array, got {type(out).__name__} for out "
-            f"and {type(X).__name__} for X"
-        )
-        raise ArgumentTypeError(
-            msg,
-            argument="out",
-        )
-    if out.dtype != x.dtype:
-        msg = f"out must have X's dtype {x.dtype}, got {out.dtype}"
-        raise ArgumentTypeError(msg, argument="out")
-    if out.shape != x.shape:
-        msg = f"out must have shape {x.shape}, got {out.shape}"
-        raise ArgumentError(msg, argument="out")
-    if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
-        msg = "out must be C-contiguous, aligned and writable"
-        raise ArgumentError(msg, argument="out")
-    if np.may_share_memory(out, x):
-        msg = "out must not share memory with X"
-        raise ArgumentError(msg, argument="out")
 
 
 @overload
@@ -1163,7 +1139,7 @@ def clip(X: Any, tau: float, *, out: Any = None, threads: int | None = None) -> 
     tau = check_float(tau, "tau", 0.0, strict_lo=True)
     if out is None:
         return wrap(_core.clip(x, tau, threads=check_threads(threads)))
-    _check_out(out, x, X)
+    check_out(out, x, X, x.shape)
     _core.clip(x, tau, out=out, threads=check_threads(threads))
     return out
 
@@ -1222,7 +1198,7 @@ def arc(X: Any, f: int, *, out: Any = None, threads: int | None = None) -> Any:
     f = _check_f(f, n, 0, "arc", hi=(n - 1) // 2)
     if out is None:
         return wrap(_core.arc(x, f, threads=check_threads(threads)))
-    _check_out(out, x, X)
+    check_out(out, x, X, x.shape)
     _core.arc(x, f, out=out, threads=check_threads(threads))
     return out
 

@@ -39,6 +39,7 @@ from cyclad._validation import (
     as_index_array,
     as_matrix,
     check_int,
+    check_out,
     check_threads,
     to_numpy,
 )
@@ -197,9 +198,15 @@ class CyclicCode:
         return (self.n - self.d) / (self.d * (self.n - 1))
 
     def encode(
-        self, G: Any, t: int, weights: ArrayLike | None = None, *, threads: int | None = None
+        self,
+        G: Any,
+        t: int,
+        weights: ArrayLike | None = None,
+        *,
+        out: NDArray[Any] | None = None,
+        threads: int | None = None,
     ) -> Any:
-        """Coded vectors of round ``t``: ``encode(G, self.assignment(t), weights)``.
+        """Coded vectors of round ``t``: ``encode(G, self.assignment(t), weights, out=out)``.
 
         ``G`` must have ``N = n`` rows; see :func:`encode` for the rest.
         """
@@ -207,7 +214,7 @@ class CyclicCode:
         if g.ndim == 2 and g.shape[0] != self.n:
             msg = f"G must have N = {self.n} rows (one per subset), got shape {g.shape}"
             raise ArgumentError(msg, argument="G")
-        return encode(G, self.assignment(t), weights, threads=threads)
+        return encode(G, self.assignment(t), weights, out=out, threads=threads)
 
     def __repr__(self) -> str:
         return f"CyclicCode(n={self.n}, d={self.d}, mode={self.mode!r}, seed={self.seed})"
@@ -258,7 +265,12 @@ def _as_weights(weights: Any, n: int, d: int, dtype: np.dtype[Any]) -> NDArray[A
 
 
 def encode(
-    G: Any, assignment: Any, weights: ArrayLike | None = None, *, threads: int | None = None
+    G: Any,
+    assignment: Any,
+    weights: ArrayLike | None = None,
+    *,
+    out: NDArray[Any] | None = None,
+    threads: int | None = None,
 ) -> Any:
     """Coded vectors ``z_i = sum_{j<d} w_ij G[a_ij]`` for every device ``i`` (C++ kernel).
 
@@ -275,13 +287,18 @@ def encode(
         Coefficients ``w_ij``; a ``(d,)`` vector is shared by every device. Default: ``1/d``
         (so ``z_i`` is the mean of the window's gradients). Cast to ``G``'s dtype; must be
         finite.
+    out : ndarray, shape (n, D), optional
+        A C-contiguous, aligned, writable NumPy array of ``G``'s dtype (``G`` a NumPy array too)
+        that does not overlap ``G``, to receive the result instead of a fresh array. A fresh
+        ``(n, D)`` array costs the operating system's page faults and zeroing on first touch,
+        about one more write of the output; a caller encoding every round passes one buffer.
     threads : int, optional
         Worker threads; ``None`` uses all cores.
 
     Returns
     -------
     array, shape (n, D)
-        Same dtype and kind as ``G``. The terms are accumulated in ``G``'s dtype (float32 stays
+        Same dtype and kind as ``G`` (``out`` when given). The terms are accumulated in ``G``'s dtype (float32 stays
         float32, as in NumPy and torch; the error is within ``(d + 3) * eps * sum_j |w_ij g_j|``,
         which the tests check against a float64 reference) in the fixed order ``j = 0..d-1``:
         results are bit-identical for any thread count. NaN and Inf in ``G`` propagate to the
@@ -291,15 +308,23 @@ def encode(
     ------
     ValueError
         If ``G`` or ``assignment`` is not 2-D or is empty, an assignment entry is outside
-        ``[0, N)``, ``weights`` has the wrong shape or a non-finite entry.
+        ``[0, N)``, ``weights`` has the wrong shape or a non-finite entry, or ``out`` has the
+        wrong shape, is not C-contiguous, aligned and writable, or overlaps
+        ``G``.
     TypeError
-        If ``G`` or ``weights`` does not hold real numbers or ``assignment`` does not hold
-        integers.
+        If ``G`` or ``weights`` does not hold real numbers, ``assignment`` does not hold
+        integers, or ``out`` is given but is not a NumPy array of ``G``'s dtype (or ``G`` is
+        not a NumPy array).
     """
     g, wrap = as_matrix(G, "G")
     a = _as_assignment(assignment, g.shape[0])
     w = _as_weights(weights, a.shape[0], a.shape[1], g.dtype)
-    return wrap(_core.encode(g, a, w, threads=check_threads(threads)))
+    th = check_threads(threads)
+    if out is None:
+        return wrap(_core.encode(g, a, w, threads=th))
+    check_out(out, g, G, (a.shape[0], g.shape[1]), "G")
+    _core.encode(g, a, w, out=out, threads=th)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
