@@ -994,7 +994,21 @@ struct WideFinish {
   /// A key-width mask from the two halves' double comparisons.
   template <typename M>
   CYCLAD_FINISH_INLINE static void key_mask(const M& m0, const M& m1, KM& out) {
-    if constexpr (H == 2) {
+    if constexpr (H == 2 && I == Isa::v3) {
+      // Each 64-bit mask lane is all ones or all zeros, so either 32-bit half stands for it:
+      // the even halves within each 128-bit lane, then the 64-bit quarters put in order
+      // (vpshufd, vpblendd, vpermq; the conversion below took 14 shuffles and inserts here).
+      static_assert(sizeof(M) == sizeof(KM) && WK == 8, "two AVX2 masks of 4 lanes");
+      KM a, b;
+      std::memcpy(&a, &m0, sizeof a);
+      std::memcpy(&b, &m1, sizeof b);
+      const KM t = __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14);
+      typedef std::int64_t Q __attribute__((vector_size(32)));
+      Q q;
+      std::memcpy(&q, &t, sizeof q);
+      q = __builtin_shufflevector(q, q, 0, 2, 1, 3);
+      std::memcpy(&out, &q, sizeof out);
+    } else if constexpr (H == 2) {
       join_mask(__builtin_convertvector(m0, MH), __builtin_convertvector(m1, MH), out,
                 std::make_index_sequence<WK>{});
     } else {
