@@ -497,7 +497,6 @@ CArray<T> encode_impl(const CArray<T>& G, const CArray<std::int64_t>& assignment
   }
   const std::int64_t* a = assignment.data();
   const T* w = weights.data();
-  if (n == 0) throw std::invalid_argument("assignment must be a non-empty (n, d) matrix");
   return released(rows_out_or(g, n, out),
                   [&](T* o) { k::encode<T>(g, a, n, d, w, per_row, o, threads); });
 }

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
+
+from cyclad import ArgumentError, ArgumentTypeError
 
 
 def misaligned(a: np.ndarray, offset: int = 1) -> np.ndarray:
@@ -13,3 +18,24 @@ def misaligned(a: np.ndarray, offset: int = 1) -> np.ndarray:
     out = np.frombuffer(buf, dtype=a.dtype, count=a.size, offset=offset).reshape(a.shape)
     out[...] = a
     return out
+
+
+def assert_out_checked(call: Callable[[Any], Any], x: np.ndarray, shape: tuple[int, ...]) -> None:
+    """``call(out)`` must reject every unusable ``out`` for an input ``x`` and a result of
+    ``shape`` (the checks of ``_validation.check_out``) with an error naming ``out``."""
+    import pytest  # here: the fuzz targets import this module without pytest
+
+    readonly = np.zeros(shape, x.dtype)
+    readonly.flags.writeable = False
+    other = np.float32 if x.dtype == np.float64 else np.float64
+    bad = {
+        "dtype": np.zeros(shape, other),
+        "shape": np.zeros((shape[0], shape[1] + 1), x.dtype),
+        "C-contiguous": np.zeros(shape[::-1], x.dtype).T,
+        "writable": readonly,
+        "share memory": x,
+    }
+    for what, out in bad.items():
+        with pytest.raises((ArgumentError, ArgumentTypeError), match=what) as e:
+            call(out)
+        assert e.value.argument == "out"

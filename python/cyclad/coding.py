@@ -298,9 +298,10 @@ def encode(
     Returns
     -------
     array, shape (n, D)
-        Same dtype and kind as ``G`` (``out`` when given). The terms are accumulated in ``G``'s dtype (float32 stays
-        float32, as in NumPy and torch; the error is within ``(d + 3) * eps * sum_j |w_ij g_j|``,
-        which the tests check against a float64 reference) in the fixed order ``j = 0..d-1``:
+        Same dtype and kind as ``G`` (``out`` when given). The terms are accumulated in ``G``'s
+        dtype (float32 stays float32, as in NumPy and torch; the error is within
+        ``(d + 3) * eps * sum_j |w_ij g_j|``, which the tests check against a float64
+        reference) in the fixed order ``j = 0..d-1``:
         results are bit-identical for any thread count. NaN and Inf in ``G`` propagate to the
         devices whose windows contain them.
 
@@ -309,8 +310,7 @@ def encode(
     ValueError
         If ``G`` or ``assignment`` is not 2-D or is empty, an assignment entry is outside
         ``[0, N)``, ``weights`` has the wrong shape or a non-finite entry, or ``out`` has the
-        wrong shape, is not C-contiguous, aligned and writable, or overlaps
-        ``G``.
+        wrong shape, is not C-contiguous, aligned and writable, or overlaps ``G``.
     TypeError
         If ``G`` or ``weights`` does not hold real numbers, ``assignment`` does not hold
         integers, or ``out`` is given but is not a NumPy array of ``G``'s dtype (or ``G`` is
